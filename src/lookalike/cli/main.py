@@ -1,0 +1,260 @@
+"""The ``lookalike`` command line. Only this module turns errors into exit codes."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lookalike.errors import LookalikeError
+from lookalike.search.engine import IndexInterrupted, IndexReport, Lookalike, SearchResult
+from lookalike.settings import get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"lookalike: error: {message}", err=True)
+    sys.exit(code)
+
+
+def data_dir_option(fn: F) -> F:
+    """``--data-dir`` on every command (it may also be given before the command)."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Data folder (default: $LOOKALIKE_DATA_DIR or ~/.local/share/lookalike).",
+    )(fn)
+
+
+def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Open the data folder for the command and map lookalike errors to exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        chosen = data_dir or (ctx.obj or {}).get("data_dir")
+        try:
+            with Lookalike(get_settings(data_dir=chosen)) as engine:
+                return fn(engine, *args, **kwargs)
+        except LookalikeError as exc:
+            _fail(exc.message)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@data_dir_option
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None) -> None:
+    """Offline image search on your own machine."""
+    ctx.obj = {"data_dir": data_dir}
+
+
+def _print_index_report(report: IndexReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    for f in report.failed:
+        click.echo(f"skipped {f.path}: {f.error}", err=True)
+    click.echo(
+        f"{report.indexed} indexed, {report.unchanged} unchanged, "
+        f"{report.duplicates} duplicates, {report.removed} removed, {len(report.failed)} failed"
+    )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@data_dir_option
+@with_engine
+def index(engine: Lookalike, paths: Sequence[Path], as_json: bool, progress: bool | None) -> None:
+    """Add the images in PATHS (files or folders, recursively)."""
+    try:
+        report = engine.index(paths, progress=progress)
+    except IndexInterrupted as stop:
+        _print_index_report(stop.report, as_json)
+        click.echo("interrupted: what was committed is kept; run again to resume", err=True)
+        sys.exit(130)
+    _print_index_report(report, as_json)
+    done = report.indexed + report.unchanged + report.duplicates + report.removed
+    if report.failed and done == 0:
+        sys.exit(1)
+
+
+def _write_sheets(engine: Lookalike, results: Sequence[SearchResult], out: Path) -> list[Path]:
+    from lookalike.sheet import contact_sheet, load_thumbnail
+
+    written: list[Path] = []
+    for n, res in enumerate(results, start=1):
+        if res.error is not None:
+            continue
+        target = out if len(results) == 1 else out.with_name(f"{out.stem}-{n}{out.suffix}")
+        tiles = []
+        for hit in res.results:
+            image = load_thumbnail(hit.path)
+            if image is not None:
+                tiles.append((image, f"#{hit.rank} {hit.score:.3f} {Path(hit.path).name}"))
+        query = load_thumbnail(res.query)
+        if query is None:
+            continue
+        contact_sheet(query, Path(res.query).name, tiles, target)
+        written.append(target)
+    return written
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
+@click.option("--descriptor", default=None, help="cnn (default), color or phash.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query, per line.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Contact sheet PNG.")
+@data_dir_option
+@with_engine
+def search(
+    engine: Lookalike,
+    images: Sequence[Path],
+    k: int,
+    descriptor: str | None,
+    as_json: bool,
+    sheet: Path | None,
+) -> None:
+    """Find the indexed images most similar to each of IMAGES."""
+    results = engine.search([str(p) for p in images], k=k, descriptor=descriptor)
+    for res in results:
+        if res.error is not None:
+            click.echo(f"lookalike: error: {res.error}", err=True)
+        if as_json:
+            click.echo(json.dumps(res.to_json()))
+        elif res.error is None:
+            click.echo(f"{res.query}:")
+            for hit in res.results:
+                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {hit.path}")
+    if sheet is not None:
+        for path in _write_sheets(engine, results, sheet):
+            click.echo(f"contact sheet: {path}", err=True)
+    if all(r.error is not None for r in results):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--threshold", type=float, default=None, help="Near-duplicate cosine threshold.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@with_engine
+def duplicates(engine: Lookalike, threshold: float | None, as_json: bool) -> None:
+    """List groups of exact and near-duplicate images."""
+    report = engine.duplicates(threshold)
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+        return
+    for row in report.exact:
+        click.echo(f"exact {row.sha256[:12]}: " + "  ".join(row.paths))
+    for group in report.near:
+        names = "  ".join(r.paths[0] for r in group.images if r.paths)
+        click.echo(f"near ({group.score:.3f}): {names}")
+    click.echo(f"{len(report.exact)} exact groups, {len(report.near)} near-duplicate groups")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@data_dir_option
+@with_engine
+def remove(engine: Lookalike, paths: Sequence[Path]) -> None:
+    """Forget files (or everything under folders) from the catalog and the index."""
+    n = engine.remove(paths)
+    click.echo(f"{n} paths removed")
+
+
+@cli.command()
+@data_dir_option
+@with_engine
+def reindex(engine: Lookalike) -> None:
+    """Rebuild the vector indexes from the catalog."""
+    for name, n in engine.reindex().items():
+        click.echo(f"{name}: {n} vectors")
+
+
+@cli.group(name="eval")
+def eval_group() -> None:
+    """Score lookalike on labelled data."""
+
+
+@eval_group.command(name="retrieval")
+@click.option(
+    "--labels", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--descriptor", default=None, help="cnn (default), color or phash.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@with_engine
+def eval_retrieval(
+    engine: Lookalike,
+    labels: Path,
+    queries: Path | None,
+    descriptor: str | None,
+    as_json: bool,
+) -> None:
+    """mAP, precision@1/@10 and recall@10 of a labelled folder (labels CSV: path, group)."""
+    from lookalike.eval.runner import run_retrieval_eval
+
+    scores = run_retrieval_eval(engine, labels, queries, descriptor=descriptor)
+    if as_json:
+        click.echo(json.dumps(scores.as_dict()))
+    else:
+        for key, value in scores.as_dict().items():
+            click.echo(f"{key}: {value}")
+
+
+def _sample_folder() -> Path | None:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return folder if folder.is_dir() else None
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--query", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", "k", type=int, default=8, show_default=True)
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@data_dir_option
+@with_engine
+def demo(
+    engine: Lookalike, folder: Path | None, query: Path | None, k: int, sheet: Path | None
+) -> None:
+    """Index FOLDER (default: scikit-image's sample photos), search, write a contact sheet."""
+    folder = folder or _sample_folder()
+    if folder is None:
+        _fail("no FOLDER given and scikit-image's sample photos are not installed")
+        return
+    click.echo(f"indexing {folder} into {engine.settings.data_dir}")
+    _print_index_report(engine.index([folder]), as_json=False)
+    if query is None:
+        candidates = sorted(p for p in engine.catalog.all_paths() if p.startswith(str(folder)))
+        named = [p for p in candidates if Path(p).name == "chelsea.png"]
+        if not candidates:
+            _fail(f"no image could be indexed under {folder}")
+            return
+        query = Path((named or candidates)[0])
+    res = engine.search_one(str(query), k=k)
+    click.echo(f"most similar to {query}:")
+    for hit in res.results:
+        click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {hit.path}")
+    out = sheet or engine.settings.data_dir / "demo-sheet.png"
+    for path in _write_sheets(engine, [res], out):
+        click.echo(f"contact sheet: {path}")
+
+
+def main() -> None:
+    cli(prog_name="lookalike")

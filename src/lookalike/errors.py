@@ -1,0 +1,68 @@
+"""The error tree. Each error carries the HTTP status a server would answer with.
+
+Only the CLI turns these into exit codes and only a server into responses; the engine
+raises them and never prints.
+"""
+
+from __future__ import annotations
+
+
+class LookalikeError(Exception):
+    """Base of every error lookalike raises on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(LookalikeError):
+    """The caller gave something unusable (bad argument, K <= 0, ...)."""
+
+    status = 422
+    code = "bad_input"
+
+
+class ImageError(LookalikeError):
+    """A file or buffer could not be decoded as an image."""
+
+    status = 400
+    code = "bad_image"
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ImageTooLarge(ImageError):
+    """An image is over the pixel limit (decompression-bomb guard)."""
+
+    status = 413
+    code = "image_too_large"
+
+
+class NotFound(LookalikeError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(LookalikeError):
+    status = 409
+    code = "conflict"
+
+
+class SchemaTooNew(LookalikeError):
+    """The data folder was written by a newer lookalike."""
+
+    status = 500
+    code = "schema_too_new"
+
+
+class ModelError(LookalikeError):
+    """A model file is missing or cannot be converted."""
+
+    status = 500
+    code = "model_error"

@@ -1,0 +1,163 @@
+"""faiss-backed vector indexes: exact inner product, IVF above a size, Hamming for hashes."""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from lookalike.errors import BadInput
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+
+
+class FloatIndex:
+    """Cosine similarity over L2-normalised float32 rows.
+
+    ``flat`` is exact; ``ivf`` (IndexIVFFlat, inner product) trades a little recall for
+    sub-linear search on large collections; ``nprobe`` sets that trade.
+    """
+
+    def __init__(self, dim: int, *, kind: str = "flat", nprobe: int = 32) -> None:
+        self.dim = dim
+        self.kind = kind
+        self.nprobe = nprobe
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, rows: np.ndarray, *, ann_threshold: int, nprobe: int
+    ) -> FloatIndex:
+        """An index over ``rows``: exact below ``ann_threshold`` rows, IVF at or above it."""
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        n, dim = rows.shape
+        if n >= ann_threshold:
+            index = cls(dim, kind="ivf", nprobe=nprobe)
+            index._train_ivf(rows)
+        else:
+            index = cls(dim)
+        index.add(ids, rows)
+        return index
+
+    def _train_ivf(self, rows: np.ndarray) -> None:
+        n = rows.shape[0]
+        # About 4 sqrt(n) lists, with at least 39 training points per list (faiss' advice).
+        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = rows
+        if n > 256 * nlist:
+            pick = np.random.default_rng(0).choice(n, 256 * nlist, replace=False)
+            sample = rows[np.sort(pick)]
+        ivf.train(sample)
+        ivf.nprobe = self.nprobe
+        self._index = ivf
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(len(ids), -1)
+        if rows.shape[1] != self.dim:
+            raise BadInput(f"vector width {rows.shape[1]} does not match the index ({self.dim})")
+        if len(ids) == 0:
+            return
+        self.remove(ids[np.isin(ids, self._ids)])
+        self._index.add_with_ids(rows, ids)
+        self._ids = np.union1d(self._ids, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return
+        self._index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._ids = np.setdiff1d(self._ids, ids, assume_unique=False)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise BadInput(f"query shape {q.shape} does not match the index width {self.dim}")
+        k = max(1, min(k, len(self)))
+        if len(self) == 0:
+            m = q.shape[0]
+            return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
+        scores, ids = self._index.search(q, k)
+        return scores, ids
+
+    def to_bytes(self) -> bytes:
+        return bytes(faiss.serialize_index(self._index).tobytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
+        raw = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = cls(int(raw.d), kind=kind, nprobe=nprobe)
+        index._index = raw
+        if kind == "ivf":
+            faiss.extract_index_ivf(raw).nprobe = nprobe
+        index._ids = _as_ids(ids)
+        return index
+
+
+class BinaryIndex:
+    """Packed bit codes compared by Hamming distance; score = 1 - distance / bits."""
+
+    kind = "binary"
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._index: faiss.IndexBinary = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        codes = np.ascontiguousarray(rows, dtype=np.uint8).reshape(len(ids), -1)
+        if codes.shape[1] * 8 != self.bits:
+            raise BadInput(f"code width {codes.shape[1] * 8} bits does not match {self.bits}")
+        if len(ids) == 0:
+            return
+        self.remove(ids[np.isin(ids, self._ids)])
+        self._index.add_with_ids(codes, ids)
+        self._ids = np.union1d(self._ids, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return
+        self._index.remove_ids(faiss.IDSelectorBatch(ids))
+        self._ids = np.setdiff1d(self._ids, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.uint8)
+        if q.ndim != 2 or q.shape[1] * 8 != self.bits:
+            raise BadInput(f"query shape {q.shape} does not match {self.bits}-bit codes")
+        k = max(1, min(k, len(self)))
+        if len(self) == 0:
+            m = q.shape[0]
+            return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
+        dist, ids = self._index.search(q, k)
+        return (1.0 - dist.astype(np.float32) / self.bits), ids
+
+    def to_bytes(self) -> bytes:
+        return bytes(faiss.serialize_index_binary(self._index).tobytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, ids: np.ndarray) -> BinaryIndex:
+        raw = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
+        index = cls(int(raw.d))
+        index._index = raw
+        index._ids = _as_ids(ids)
+        return index

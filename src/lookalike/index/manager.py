@@ -1,0 +1,172 @@
+"""Keeps each descriptor's persisted vector index in agreement with the catalog.
+
+The catalog bumps a per-descriptor generation on every vector change (SQLite triggers).
+An index file records the generation it reflects; when the two differ (another process
+wrote, or a run was killed between commit and save) the index is brought up to date by
+adding and removing the ids that differ, never by trusting the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.describe.base import Descriptor
+from lookalike.index.base import VectorIndex
+from lookalike.index.faiss_index import BinaryIndex, FloatIndex
+from lookalike.store.base import Catalog
+
+MAGIC = b"LKIDX1\n"
+
+
+@dataclass
+class _Held:
+    index: VectorIndex
+    version: str
+    generation: int
+
+
+def rows_as(descriptor: Descriptor, raw: np.ndarray) -> np.ndarray:
+    """Catalog blobs (uint8 (n, bytes)) viewed as the descriptor's row type."""
+    if descriptor.kind == "binary":
+        return raw.reshape(len(raw), -1)
+    return raw.view(np.float32).reshape(len(raw), descriptor.dim)
+
+
+class IndexManager:
+    """One index per descriptor, loaded lazily, synced with the catalog before use."""
+
+    def __init__(
+        self, catalog: Catalog, directory: Path, *, ann_threshold: int, nprobe: int
+    ) -> None:
+        self.catalog = catalog
+        self.directory = directory
+        self.ann_threshold = ann_threshold
+        self.nprobe = nprobe
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.RLock()
+
+    def _file(self, name: str) -> Path:
+        return self.directory / f"{name}.idx"
+
+    def get(self, descriptor: Descriptor) -> VectorIndex:
+        """The descriptor's index, brought up to date with the catalog."""
+        with self._lock:
+            held = self._held.get(descriptor.name)
+            generation = self.catalog.generation(descriptor.name)
+            if held is not None and held.version == descriptor.version:
+                if held.generation == generation:
+                    return held.index
+            else:
+                held = self._load(descriptor)
+            if held is None or held.generation != generation:
+                held = self._sync(descriptor, held, generation)
+                self._save(descriptor.name, held)
+            self._held[descriptor.name] = held
+            return held.index
+
+    def rebuild(self, descriptor: Descriptor) -> VectorIndex:
+        """Build the index afresh from the catalog's vectors and persist it."""
+        with self._lock:
+            generation = self.catalog.generation(descriptor.name)
+            held = self._build(descriptor, generation)
+            self._save(descriptor.name, held)
+            self._held[descriptor.name] = held
+            return held.index
+
+    # -- internals --------------------------------------------------------------------
+
+    def _build(self, descriptor: Descriptor, generation: int) -> _Held:
+        ids, raw = self.catalog.vectors(descriptor.name, descriptor.version)
+        index: VectorIndex
+        if descriptor.kind == "binary":
+            index = BinaryIndex(descriptor.dim)
+            if len(ids):
+                index.add(ids, rows_as(descriptor, raw))
+        elif len(ids):
+            index = FloatIndex.build(
+                ids,
+                rows_as(descriptor, raw),
+                ann_threshold=self.ann_threshold,
+                nprobe=self.nprobe,
+            )
+        else:
+            index = FloatIndex(descriptor.dim)
+        return _Held(index, descriptor.version, generation)
+
+    def _sync(self, descriptor: Descriptor, held: _Held | None, generation: int) -> _Held:
+        if held is None or held.version != descriptor.version:
+            return self._build(descriptor, generation)
+        wanted = self.catalog.vector_ids(descriptor.name, descriptor.version)
+        have = held.index.ids()
+        n = len(wanted)
+        # Cross the exact/approximate boundary (or outgrow the IVF lists): rebuild.
+        if held.index.kind == "flat" and n >= self.ann_threshold:
+            return self._build(descriptor, generation)
+        if held.index.kind == "ivf" and (n < self.ann_threshold // 2 or n > 4 * len(have)):
+            return self._build(descriptor, generation)
+        held.index.remove(np.setdiff1d(have, wanted))
+        missing = np.setdiff1d(wanted, have)
+        for start in range(0, len(missing), 4096):
+            ids, raw = self.catalog.vectors_for(
+                descriptor.name, descriptor.version, missing[start : start + 4096].tolist()
+            )
+            if len(ids):
+                held.index.add(ids, rows_as(descriptor, raw))
+        held.generation = generation
+        return held
+
+    def _load(self, descriptor: Descriptor) -> _Held | None:
+        path = self._file(descriptor.name)
+        try:
+            data = path.read_bytes()
+            if not data.startswith(MAGIC):
+                return None
+            head_end = data.index(b"\n", len(MAGIC))
+            head = json.loads(data[len(MAGIC) : head_end])
+            if head.get("version") != descriptor.version:
+                return None
+            n = int(head["n"])
+            ids_start = head_end + 1
+            ids = np.frombuffer(data, dtype=np.int64, count=n, offset=ids_start)
+            body = data[ids_start + 8 * n :]
+            index: VectorIndex
+            if head["kind"] == "binary":
+                index = BinaryIndex.from_bytes(body, ids)
+            else:
+                index = FloatIndex.from_bytes(body, ids, kind=head["kind"], nprobe=self.nprobe)
+            if len(index) != n:
+                return None
+            return _Held(index, descriptor.version, int(head["generation"]))
+        except (OSError, ValueError, KeyError, RuntimeError):
+            # Missing or damaged: the catalog is the truth, the caller rebuilds.
+            return None
+
+    def _save(self, name: str, held: _Held) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ids = np.ascontiguousarray(held.index.ids(), dtype=np.int64)
+        head = {
+            "version": held.version,
+            "generation": held.generation,
+            "kind": held.index.kind,
+            "n": len(ids),
+        }
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(MAGIC)
+                f.write(json.dumps(head).encode() + b"\n")
+                f.write(ids.tobytes())
+                f.write(held.index.to_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._file(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,325 @@
+"""The embedded catalog: one SQLite file in the data folder (WAL, versioned schema)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import SchemaTooNew
+from lookalike.store.base import ImageRow, NewImage, PathRow
+
+SCHEMA_VERSION = 1
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run statements one by one: ``executescript`` would commit the open transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            format TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            added_at REAL NOT NULL
+        );
+        CREATE TABLE paths (
+            path TEXT PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL
+        );
+        CREATE INDEX paths_by_image ON paths(image_id);
+        CREATE TABLE vectors (
+            descriptor TEXT NOT NULL,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            version TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (descriptor, image_id)
+        );
+        CREATE INDEX vectors_by_image ON vectors(image_id);
+        -- Bumped by triggers on every vector change, so a persisted vector index knows
+        -- whether it still reflects the catalog (see lookalike.index.manager).
+        CREATE TABLE generations (
+            descriptor TEXT PRIMARY KEY,
+            generation INTEGER NOT NULL
+        );
+        CREATE TRIGGER vectors_ins AFTER INSERT ON vectors BEGIN
+            INSERT INTO generations VALUES (NEW.descriptor, 1)
+            ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+        END;
+        CREATE TRIGGER vectors_del AFTER DELETE ON vectors BEGIN
+            INSERT INTO generations VALUES (OLD.descriptor, 1)
+            ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+        END;
+        CREATE TRIGGER vectors_upd AFTER UPDATE ON vectors BEGIN
+            INSERT INTO generations VALUES (NEW.descriptor, 1)
+            ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+        END;
+        """,
+    )
+
+
+# Migration n takes the schema from version n - 1 to n.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+
+
+class SqliteCatalog:
+    """Catalog in ``<data_dir>/catalog.sqlite3``.
+
+    One connection shared under a lock: writes are serialised here, and SQLite's
+    busy timeout makes other processes wait instead of failing with "database is locked".
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(path), timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: taken at once (IMMEDIATE), committed or rolled back whole."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self.path}: catalog schema version {version} is newer than this "
+                    f"lookalike supports ({SCHEMA_VERSION}); upgrade lookalike"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[target](db)
+                db.execute(f"PRAGMA user_version = {target}")
+
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- reads ----------------------------------------------------------------------
+
+    def path_row(self, path: str) -> PathRow | None:
+        rows = self._query(
+            "SELECT path, image_id, size, mtime_ns FROM paths WHERE path = ?", [path]
+        )
+        if not rows:
+            return None
+        p, image_id, size, mtime_ns = rows[0]
+        return PathRow(str(p), int(image_id), int(size), int(mtime_ns))
+
+    def paths_under(self, root: str) -> list[str]:
+        prefix = root.rstrip("/") + "/"
+        # Range scan on the primary key: every path starting with "root/".
+        rows = self._query(
+            "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?)",
+            [root, prefix, prefix[:-1] + chr(ord("/") + 1)],
+        )
+        return [str(r[0]) for r in rows]
+
+    def image_by_sha(self, sha256: str) -> ImageRow | None:
+        rows = self._query("SELECT id FROM images WHERE sha256 = ?", [sha256])
+        if not rows:
+            return None
+        image_id = int(rows[0][0])
+        return self.images([image_id]).get(image_id)
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
+        out: dict[int, ImageRow] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT id, sha256, width, height, format, size FROM images WHERE id IN ({marks})",
+                chunk,
+            )
+            paths: dict[int, list[str]] = {}
+            for image_id, p in self._query(
+                f"SELECT image_id, path FROM paths WHERE image_id IN ({marks}) ORDER BY path",
+                chunk,
+            ):
+                paths.setdefault(int(image_id), []).append(str(p))
+            for i, sha, w, h, fmt, size in rows:
+                key = int(i)
+                out[key] = ImageRow(
+                    key,
+                    str(sha),
+                    int(w),
+                    int(h),
+                    str(fmt),
+                    int(size),
+                    tuple(paths.get(key, ())),
+                )
+        return out
+
+    def missing_vectors(self, image_id: int, wanted: dict[str, str]) -> list[str]:
+        have = {
+            (str(d), str(v))
+            for d, v in self._query(
+                "SELECT descriptor, version FROM vectors WHERE image_id = ?", [image_id]
+            )
+        }
+        return [name for name, version in wanted.items() if (name, version) not in have]
+
+    def vector_ids(self, descriptor: str, version: str) -> np.ndarray:
+        rows = self._query(
+            "SELECT image_id FROM vectors WHERE descriptor = ? AND version = ? ORDER BY image_id",
+            [descriptor, version],
+        )
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def vectors(self, descriptor: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._query(
+            "SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
+            "ORDER BY image_id",
+            [descriptor, version],
+        )
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        if not rows:
+            return ids, np.zeros((0, 0), dtype=np.uint8)
+        blob = b"".join(bytes(r[1]) for r in rows)
+        return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
+
+    def vectors_for(
+        self, descriptor: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``vectors`` but only for ``ids`` (those that have this version)."""
+        got_ids: list[int] = []
+        blobs: list[bytes] = []
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for image_id, blob in self._query(
+                f"SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
+                f"AND image_id IN ({marks}) ORDER BY image_id",
+                [descriptor, version, *chunk],
+            ):
+                got_ids.append(int(image_id))
+                blobs.append(bytes(blob))
+        out_ids = np.array(got_ids, dtype=np.int64)
+        if not blobs:
+            return out_ids, np.zeros((0, 0), dtype=np.uint8)
+        return out_ids, np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)
+
+    def generation(self, descriptor: str) -> int:
+        rows = self._query("SELECT generation FROM generations WHERE descriptor = ?", [descriptor])
+        return int(rows[0][0]) if rows else 0
+
+    def exact_duplicates(self) -> list[ImageRow]:
+        rows = self._query(
+            "SELECT image_id FROM paths GROUP BY image_id HAVING COUNT(*) > 1 ORDER BY image_id"
+        )
+        found = self.images([int(r[0]) for r in rows])
+        return [found[k] for k in sorted(found)]
+
+    def count_images(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+
+    def all_paths(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT path FROM paths ORDER BY path")]
+
+    # -- writes ---------------------------------------------------------------------
+
+    def record(self, items: Iterable[NewImage]) -> list[int]:
+        ids: list[int] = []
+        with self._tx() as db:
+            now = time.time()
+            for item in items:
+                db.execute(
+                    "INSERT INTO images (sha256, width, height, format, size, added_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING",
+                    [item.sha256, item.width, item.height, item.format, item.size, now],
+                )
+                image_id = int(
+                    db.execute("SELECT id FROM images WHERE sha256 = ?", [item.sha256]).fetchone()[
+                        0
+                    ]
+                )
+                old = db.execute(
+                    "SELECT image_id FROM paths WHERE path = ?", [item.path]
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, "
+                    "size = excluded.size, mtime_ns = excluded.mtime_ns",
+                    [item.path, image_id, item.size, item.mtime_ns],
+                )
+                if old is not None and int(old[0]) != image_id:
+                    # The file changed content: its old image may now be an orphan.
+                    self._drop_orphan(db, int(old[0]))
+                for name, (version, row) in item.vectors.items():
+                    blob = np.ascontiguousarray(row).tobytes()
+                    db.execute(
+                        "INSERT INTO vectors (descriptor, image_id, version, vector) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT(descriptor, image_id) DO UPDATE SET "
+                        "version = excluded.version, vector = excluded.vector "
+                        "WHERE version != excluded.version OR vector != excluded.vector",
+                        [name, image_id, version, blob],
+                    )
+                ids.append(image_id)
+        return ids
+
+    @staticmethod
+    def _drop_orphan(db: sqlite3.Connection, image_id: int) -> bool:
+        left = db.execute("SELECT 1 FROM paths WHERE image_id = ? LIMIT 1", [image_id]).fetchone()
+        if left is not None:
+            return False
+        # Vectors first, explicitly, so their triggers bump the index generation.
+        db.execute("DELETE FROM vectors WHERE image_id = ?", [image_id])
+        db.execute("DELETE FROM images WHERE id = ?", [image_id])
+        return True
+
+    def remove_paths(self, paths: Iterable[str]) -> list[int]:
+        deleted: list[int] = []
+        with self._tx() as db:
+            for p in paths:
+                row = db.execute("SELECT image_id FROM paths WHERE path = ?", [p]).fetchone()
+                if row is None:
+                    continue
+                db.execute("DELETE FROM paths WHERE path = ?", [p])
+                if self._drop_orphan(db, int(row[0])):
+                    deleted.append(int(row[0]))
+        return deleted

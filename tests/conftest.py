@@ -1,0 +1,60 @@
+"""Shared fixtures: photos built here or shipped in scikit-image's wheel, never downloaded."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageFilter
+
+import lookalike
+from lookalike.search.engine import Lookalike
+
+SAMPLES = ("astronaut", "chelsea", "rocket", "coffee", "motorcycle_left", "hubble_deep_field")
+
+
+def skimage_data() -> Path:
+    """The photo folder inside scikit-image's wheel (no download involved)."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def sample(name: str) -> Image.Image:
+    """A scikit-image sample photo (file stem, e.g. "chelsea") as an RGB PIL image."""
+    (path,) = skimage_data().glob(f"{name}.*")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six distinct colour photos as JPEG/PNG files, plus nothing else."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i, name in enumerate(SAMPLES):
+        image = sample(name)
+        if i % 2:
+            image.save(folder / f"{name}.png")
+        else:
+            image.save(folder / f"{name}.jpg", quality=92)
+    return folder
+
+
+def variants(image: Image.Image) -> dict[str, Image.Image]:
+    """Near-duplicate copies of ``image``: the kinds ``duplicates`` must link."""
+    w, h = image.size
+    return {
+        "small": image.resize((w // 3, h // 3)),
+        "crop": image.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+        "mirror": image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "rot90": image.transpose(Image.Transpose.ROTATE_90),
+        "blur": image.filter(ImageFilter.GaussianBlur(2)),
+    }
+
+
+@pytest.fixture()
+def engine(tmp_path: Path) -> Iterator[Lookalike]:
+    with lookalike.open(tmp_path / "data") as lk:
+        yield lk

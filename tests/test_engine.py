@@ -1,0 +1,169 @@
+"""The engine end to end on real photos: index, search, duplicates, remove, consistency."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lookalike
+from lookalike.errors import BadInput, NotFound
+from lookalike.search.engine import Lookalike
+
+from .conftest import sample, variants
+
+
+def test_index_then_search_finds_itself_first(engine: Lookalike, photo_dir: Path) -> None:
+    report = engine.index([photo_dir])
+    assert report.indexed == 6 and not report.failed
+    (res,) = engine.search([str(photo_dir / "chelsea.png")], k=3)
+    assert res.results[0].path == str(photo_dir / "chelsea.png")
+    assert res.results[0].score > 0.99
+    assert res.results[0].score >= res.results[1].score >= res.results[2].score
+    assert set(res.timing_ms) == {"decode", "embed", "search"}
+
+
+@pytest.mark.parametrize("descriptor", ["cnn", "color", "phash"])
+def test_every_descriptor_ranks_a_resized_copy_first(
+    engine: Lookalike, photo_dir: Path, tmp_path: Path, descriptor: str
+) -> None:
+    engine.index([photo_dir])
+    query = tmp_path / "query.jpg"
+    sample("coffee").resize((200, 133)).save(query, quality=80)
+    (res,) = engine.search([query], k=6, descriptor=descriptor)
+    assert Path(res.results[0].path).stem == "coffee"
+    assert len(res.results) == 6
+
+
+def test_rotated_and_mirrored_queries_find_their_original(
+    engine: Lookalike, photo_dir: Path
+) -> None:
+    engine.index([photo_dir])
+    for kind, image in variants(sample("astronaut")).items():
+        (res,) = engine.search([image], k=1)
+        assert Path(res.results[0].path).stem == "astronaut", kind
+
+
+def test_rerun_skips_unchanged_reads_changed_drops_gone(
+    engine: Lookalike, photo_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "album"
+    shutil.copytree(photo_dir, folder)
+    assert engine.index([folder]).indexed == 6
+    again = engine.index([folder])
+    assert (again.indexed, again.unchanged, again.removed) == (0, 6, 0)
+    (folder / "rocket.jpg").unlink()
+    sample("camera").save(folder / "chelsea.png")  # same path, new content
+    third = engine.index([folder])
+    assert (third.indexed, third.unchanged, third.removed) == (1, 4, 1)
+    assert engine.catalog.count_images() == 5
+    (res,) = engine.search([sample("camera")], k=1)
+    assert res.results[0].path == str(folder / "chelsea.png")
+
+
+def test_exact_duplicates_are_one_image_with_two_paths(
+    engine: Lookalike, photo_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "album"
+    shutil.copytree(photo_dir, folder)
+    shutil.copy(folder / "coffee.png", folder / "coffee copy.png")
+    report = engine.index([folder])
+    assert (report.indexed, report.duplicates) == (6, 1)
+    dups = engine.duplicates()
+    assert [sorted(Path(p).name for p in row.paths) for row in dups.exact] == [
+        ["coffee copy.png", "coffee.png"]
+    ]
+
+
+def test_near_duplicates_are_grouped_with_their_original(
+    engine: Lookalike, photo_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "album"
+    shutil.copytree(photo_dir, folder)
+    for kind, image in variants(sample("chelsea")).items():
+        image.save(folder / f"cat-{kind}.jpg", quality=85)
+    engine.index([folder])
+    groups = engine.duplicates().near
+    assert len(groups) == 1
+    names = {Path(r.paths[0]).name for r in groups[0].images}
+    assert names == {"chelsea.png"} | {f"cat-{k}.jpg" for k in variants(sample("chelsea"))}
+
+
+def test_bad_files_are_reported_and_skipped(engine: Lookalike, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    sample("coffee").save(folder / "good.jpg")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("hello, not a picture")
+    whole = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    report = engine.index([folder])
+    assert report.indexed == 1
+    reasons = {Path(f.path).name: f.error for f in report.failed}
+    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg"}
+    assert "empty" in reasons["empty.jpg"]
+    assert engine.catalog.count_images() == 1
+
+
+def test_missing_path_is_reported(engine: Lookalike, tmp_path: Path) -> None:
+    report = engine.index([tmp_path / "nope"])
+    assert report.failed and "No such file" in report.failed[0].error
+
+
+def test_remove_drops_from_catalog_and_index(engine: Lookalike, photo_dir: Path) -> None:
+    engine.index([photo_dir])
+    assert engine.remove([photo_dir / "rocket.jpg"]) == 1
+    (res,) = engine.search([str(photo_dir / "rocket.jpg")], k=10)
+    assert all(Path(h.path).name != "rocket.jpg" for h in res.results)
+    assert len(res.results) == 5
+    with pytest.raises(NotFound):
+        engine.remove([photo_dir / "rocket.jpg"])
+
+
+def test_k_must_be_positive(engine: Lookalike) -> None:
+    with pytest.raises(BadInput):
+        engine.search([sample("coffee")], k=0)
+
+
+def test_undecodable_query_is_an_error_result(engine: Lookalike, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    (res,) = engine.search([bad], k=3)
+    assert res.error is not None and "bad.jpg" in res.error
+
+
+def test_index_and_catalog_agree_after_reopen(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with lookalike.open(data) as lk:
+        lk.index([photo_dir])
+    # Simulate a crash between catalog commit and index save: delete the index files.
+    for f in (data / "index").iterdir():
+        f.unlink()
+    with lookalike.open(data) as lk:
+        (res,) = lk.search([sample("rocket")], k=1)
+        assert Path(res.results[0].path).stem == "rocket"
+        assert sorted(lk.reindex().values()) == [6, 6, 6]
+
+
+def test_vectors_are_unit_length(engine: Lookalike, photo_dir: Path) -> None:
+    engine.index([photo_dir])
+    _ids, raw = engine.catalog.vectors("cnn", engine.descriptor("cnn").version)
+    rows = raw.view(np.float32)
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_folder_is_reported(engine: Lookalike, tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "a.png")
+    folder.chmod(0)
+    try:
+        report = engine.index([tmp_path])
+    finally:
+        folder.chmod(0o755)
+    assert any("cannot read folder" in f.error for f in report.failed)
