@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,14 +32,20 @@ class Settings(BaseSettings):
     # Derived model files (the ONNX graph converted from the shipped weights).
     model_cache_dir: Path = Field(default_factory=default_cache_dir)
     default_descriptor: str = "cnn"
+    # The cnn network's arithmetic: "int8" (default; ~3x faster on CPUs with VNNI, same
+    # Holidays mAP) or "fp32". Vectors of the two are kept apart by the descriptor version.
+    cnn_precision: Literal["int8", "fp32"] = "int8"
     # Guard against decompression bombs: images with more pixels are refused.
     max_image_pixels: int = 100_000_000
     # Above this many vectors a descriptor's index becomes approximate (IVF).
     ann_threshold: int = 50_000
-    # IVF lists probed per query; chosen for recall@10 >= 0.95 against exact search.
-    ann_nprobe: int = 48
+    # IVF lists probed per query: recall@10 against exact search 0.972 at 50k vectors and
+    # 0.991 at 1M (BENCHMARKS.md, speed-ann); 48 gave 0.941 at 50k.
+    ann_nprobe: int = 64
     # Cosine similarity above which two images are near-duplicates (cnn descriptor).
-    duplicate_threshold: float = 0.80
+    # 0.84: pairwise precision 0.99 and recall 0.99 on the near-duplicate benchmark, counting
+    # burst shots of one scene as near-duplicates (BENCHMARKS.md, neardup).
+    duplicate_threshold: float = 0.84
     # Images embedded per ONNX Runtime call while indexing.
     batch_size: int = 16
     # Decoder threads while indexing (Pillow releases the GIL while decoding).

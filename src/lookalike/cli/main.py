@@ -239,10 +239,16 @@ def demo(
         _fail("no FOLDER given and scikit-image's sample photos are not installed")
         return
     click.echo(f"indexing {folder} into {engine.settings.data_dir}")
-    _print_index_report(engine.index([folder]), as_json=False)
+    report = engine.index([folder])
+    click.echo(
+        f"{report.indexed} indexed, {report.unchanged} unchanged, {report.duplicates} "
+        f"duplicates, {len(report.failed)} files skipped (not images: "
+        "`lookalike index` lists them)"
+    )
     if query is None:
         candidates = sorted(p for p in engine.catalog.all_paths() if p.startswith(str(folder)))
-        named = [p for p in candidates if Path(p).name == "chelsea.png"]
+        # The motorcycle stereo pair makes a telling first search: two near-identical views.
+        named = [p for p in candidates if Path(p).name == "motorcycle_left.png"]
         if not candidates:
             _fail(f"no image could be indexed under {folder}")
             return

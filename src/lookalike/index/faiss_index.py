@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
 
 from lookalike.errors import BadInput
+
+# Query batches smaller than this are searched on one OpenMP thread: for a few rows faiss
+# gains nothing from more, and its spinning workers cost 2-5x when the cores are busy
+# (BENCHMARKS.md, speed-search and speed-ann: 1-thread and default columns).
+SMALL_BATCH = 32
+_omp_lock = threading.Lock()
+
+
+@contextmanager
+def _threads_for(nq: int) -> Iterator[None]:
+    """Run faiss on one thread for small query batches, on all cores otherwise."""
+    if nq >= SMALL_BATCH:
+        yield
+        return
+    with _omp_lock:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
 
 
 def _as_ids(ids: np.ndarray) -> np.ndarray:
@@ -45,10 +69,17 @@ class FloatIndex:
 
     def _train_ivf(self, rows: np.ndarray) -> None:
         n = rows.shape[0]
-        # About 4 sqrt(n) lists, with at least 39 training points per list (faiss' advice).
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        # About sqrt(n) lists (1,000 at a million vectors), with at least 39 training points
+        # per list (faiss' advice). On 1280-d cnn-like vectors (bench/speed.py ann), 4 sqrt(n)
+        # lists gave recall@10 0.84-0.91 at the default nprobe (48) from 30k to 100k vectors,
+        # and k-means for 4,000 lists over all of 1M vectors would take ~18 minutes on 2
+        # cores; sqrt(n) lists give 0.94 at 50k, 0.97 at 100k and 0.98 at 1M, where the
+        # whole build (train + add) takes under 3 minutes.
+        nlist = max(1, min(round(math.sqrt(n)), n // 39))
         quantizer = faiss.IndexFlatIP(self.dim)
         ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on at most 256 points per list (faiss' own cap, which it would otherwise
+        # apply by sampling the whole matrix): training cost grows linearly with n.
         sample = rows
         if n > 256 * nlist:
             pick = np.random.default_rng(0).choice(n, 256 * nlist, replace=False)
@@ -89,7 +120,8 @@ class FloatIndex:
         if len(self) == 0:
             m = q.shape[0]
             return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-        scores, ids = self._index.search(q, k)
+        with _threads_for(q.shape[0]):
+            scores, ids = self._index.search(q, k)
         return scores, ids
 
     def to_bytes(self) -> bytes:
@@ -148,7 +180,8 @@ class BinaryIndex:
         if len(self) == 0:
             m = q.shape[0]
             return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-        dist, ids = self._index.search(q, k)
+        with _threads_for(q.shape[0]):
+            dist, ids = self._index.search(q, k)
         return (1.0 - dist.astype(np.float32) / self.bits), ids
 
     def to_bytes(self) -> bytes:

@@ -188,8 +188,9 @@ def _read_legacy(f: IO[bytes]) -> dict[str, np.ndarray]:
             strides=tuple(s * itemsize for s in ref.stride),
             writeable=False,
         )
-        # Copy: the result owns its memory and no longer pins the whole storage.
-        out[str(name)] = np.array(view)
+        # A C-ordered copy: it owns its memory (no pinned storage, writable) even for views
+        # such as transposes.
+        out[str(name)] = np.array(view, order="C")
     return out
 
 
@@ -436,16 +437,39 @@ def onnx_model_path(cache_dir: Path) -> Path:
     return target
 
 
-def create_session(cache_dir: Path, threads: int = 0) -> onnxruntime.InferenceSession:
+def int8_model_path(cache_dir: Path) -> Path:
+    """The INT8 model in ``cache_dir``, converting and quantizing on first use.
+
+    Returns the path of the cached file, keyed by converter, quantizer and ONNX Runtime
+    versions (the quantizer's output may differ between releases).
+    """
+    import onnxruntime as ort
+
+    from lookalike.models.quantize import QUANTIZER_VERSION, quantize_int8
+
+    fp32 = onnx_model_path(cache_dir)
+    key = f"{fp32.name}|{QUANTIZER_VERSION}|{ort.__version__}".encode()
+    target = fp32.with_name(f"efficientnet-lite0-int8-{hashlib.sha256(key).hexdigest()[:16]}.onnx")
+    if target.is_file():
+        return target
+    return quantize_int8(fp32, target, mean=MEAN, std=STD)
+
+
+def create_session(
+    cache_dir: Path, threads: int = 0, precision: str = "fp32"
+) -> onnxruntime.InferenceSession:
     """An ONNX Runtime CPU session on the (cached, converted) EfficientNet-Lite0.
 
     ``threads`` sets the intra-op thread count; 0 keeps ONNX Runtime's default (one per core).
+    ``precision`` is "fp32" or "int8" (quantized, see :mod:`lookalike.models.quantize`).
     Returns the session, with input ``image`` and outputs ``features`` and ``logits``.
     Raises :class:`ModelError` if the model cannot be converted or loaded.
     """
     import onnxruntime as ort
 
-    path = onnx_model_path(cache_dir)
+    if precision not in ("fp32", "int8"):
+        raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
+    path = onnx_model_path(cache_dir) if precision == "fp32" else int8_model_path(cache_dir)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads > 0:

@@ -400,18 +400,30 @@ class Lookalike:
         t1 = time.perf_counter()
         rows = desc.embed_query(image)
         t2 = time.perf_counter()
-        index = self.indexes.get(desc)
-        scores, ids = index.search(rows, k)
-        best_ids, best_scores = merge_variants(scores, ids, k)
-        info = self.catalog.images(best_ids.tolist())
-        hits = [
-            Hit(rank, _main_path(info[i]), info[i].sha256, float(s), int(i))
-            for rank, (i, s) in enumerate(zip(best_ids, best_scores, strict=True), start=1)
-            if int(i) in info
-        ]
+        hits = self.search_vectors(rows, k=k, descriptor=desc.name)
         t3 = time.perf_counter()
         timing = {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}
         return SearchResult(_label(query), hits, timing)
+
+    def search_vectors(
+        self, rows: np.ndarray, *, k: int = 10, descriptor: str | None = None
+    ) -> list[Hit]:
+        """Hits for one query given as its descriptor rows (variants; best score per image).
+
+        ``rows``: float32 (m, dim) or packed uint8 codes, as ``embed_query`` returns.
+        """
+        if k <= 0:
+            raise BadInput(f"k must be a positive number, got {k}")
+        index = self.indexes.get(self.descriptor(descriptor))
+        scores, ids = index.search(rows, k)
+        best_ids, best_scores = merge_variants(scores, ids, k)
+        info = self.catalog.images(best_ids.tolist())
+        # An id can vanish between search and lookup when another process removes it.
+        found = [(i, s) for i, s in zip(best_ids.tolist(), best_scores, strict=True) if i in info]
+        return [
+            Hit(rank, _main_path(info[i]), info[i].sha256, float(s), i)
+            for rank, (i, s) in enumerate(found, start=1)
+        ]
 
     def _query_image(self, query: Query, min_side: int) -> Image.Image:
         if isinstance(query, Image.Image):

@@ -1,0 +1,5 @@
+"""``python -m lookalike.cli``."""
+
+from lookalike.cli.main import main
+
+main()

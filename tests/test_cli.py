@@ -1,0 +1,324 @@
+"""The command line: output formats, exit codes, bad input, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lookalike.cli.main import cli
+from lookalike.store.sqlite import SCHEMA_VERSION
+
+from .conftest import sample
+
+
+def run(data: Path, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(data)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def png_bomb(path: Path, side: int = 20000) -> None:
+    """A valid PNG header claiming side x side pixels, with a tiny compressed body."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    body = zlib.compress(b"\0" * (side + 1) * 16)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body))
+
+
+def test_index_json_summary_and_bad_files(photo_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "album"
+    shutil.copytree(photo_dir, folder)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("not a picture")
+    png_bomb(folder / "bomb.png")
+    code, out, err = run(tmp_path / "data", "index", str(folder), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert set(summary) >= {"indexed", "unchanged", "duplicates", "failed"}
+    assert summary["indexed"] == 6
+    failed = {Path(f["path"]).name: f["error"] for f in summary["failed"]}
+    assert set(failed) == {"empty.jpg", "notes.jpg", "bomb.png"}
+    assert "over the limit" in failed["bomb.png"]
+    code, out, _ = run(tmp_path / "data", "index", str(folder), "--json")
+    assert json.loads(out)["unchanged"] == 6
+
+
+def test_index_exits_nonzero_only_when_nothing_worked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    code, _, err = run(tmp_path / "data", "index", str(bad))
+    assert code == 1
+    assert "bad.jpg" in err
+
+
+def test_search_json_lines_and_sheet(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "index", str(photo_dir))
+    sheet = tmp_path / "sheet.png"
+    queries = [str(photo_dir / "chelsea.png"), str(photo_dir / "rocket.jpg")]
+    code, out, err = run(data, "search", *queries, "-k", "100", "--json", "--sheet", str(sheet))
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["query"] for line in lines] == queries
+    for line, query in zip(lines, queries, strict=True):
+        assert len(line["results"]) == 6  # k larger than the collection: all of it
+        top = line["results"][0]
+        assert top["rank"] == 1 and top["path"] == query and top["score"] > 0.99
+        assert len(top["sha256"]) == 64
+        assert set(line["timing_ms"]) == {"decode", "embed", "search"}
+        scores = [r["score"] for r in line["results"]]
+        assert scores == sorted(scores, reverse=True)
+    for n in (1, 2):
+        with Image.open(tmp_path / f"sheet-{n}.png") as im:
+            assert im.format == "PNG" and im.width > 300
+
+
+def test_search_rejects_bad_k_and_bad_query(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "index", str(photo_dir))
+    code, _, err = run(data, "search", str(photo_dir / "chelsea.png"), "-k", "0")
+    assert code == 1 and "k must be" in err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n")
+    code, out, err = run(data, "search", str(bad), str(photo_dir / "coffee.png"), "--json")
+    assert code == 0  # one of two queries worked
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert "error" in first and first["results"] == []
+    assert Path(second["results"][0]["path"]).name == "coffee.png"
+    assert "bad.png" in err
+    code, _, _ = run(data, "search", str(bad))
+    assert code == 1
+
+
+def test_descriptor_choice_and_unknown_descriptor(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "index", str(photo_dir))
+    code, out, _ = run(data, "search", str(photo_dir / "coffee.png"), "--descriptor", "phash")
+    assert code == 0 and "coffee.png" in out.splitlines()[1]
+    code, _, err = run(data, "search", str(photo_dir / "coffee.png"), "--descriptor", "sift")
+    assert code == 1 and "unknown descriptor" in err
+
+
+def test_duplicates_remove_reindex(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    folder = tmp_path / "album"
+    shutil.copytree(photo_dir, folder)
+    shutil.copy(folder / "rocket.jpg", folder / "rocket-copy.jpg")
+    sample("coffee").resize((300, 200)).save(folder / "coffee-small.jpg")
+    run(data, "index", str(folder))
+    code, out, _ = run(data, "duplicates", "--json")
+    report = json.loads(out)
+    assert [sorted(Path(p).name for p in g["paths"]) for g in report["exact"]] == [
+        ["rocket-copy.jpg", "rocket.jpg"]
+    ]
+    near = [sorted(Path(i["paths"][0]).name for i in g["images"]) for g in report["near"]]
+    assert near == [["coffee-small.jpg", "coffee.png"]]
+    code, out, _ = run(data, "remove", str(folder / "coffee-small.jpg"))
+    assert code == 0 and "1 paths removed" in out
+    code, out, _ = run(data, "reindex")
+    assert "cnn: 6 vectors" in out
+    code, _, err = run(data, "remove", str(folder / "coffee-small.jpg"))
+    assert code == 1 and "not in the catalog" in err
+
+
+def test_data_dir_from_environment(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "env-data"
+    env = {**os.environ, "LOOKALIKE_DATA_DIR": str(data)}
+    subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "index", str(photo_dir / "coffee.png")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert (data / "catalog.sqlite3").exists()
+
+
+def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "reindex")
+    db = sqlite3.connect(data / "catalog.sqlite3")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    db.close()
+    code, _, err = run(data, "reindex")
+    assert code == 1 and "newer" in err and "upgrade" in err
+
+
+def test_eval_retrieval(photo_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    rows = ["path,group"]
+    for name in ("chelsea", "coffee", "astronaut"):
+        image = sample(name)
+        image.save(folder / f"{name}-a.jpg")
+        image.crop((20, 20, image.width - 20, image.height - 20)).save(folder / f"{name}-b.jpg")
+        rows += [f"{name}-a.jpg,{name}", f"{name}-b.jpg,{name}"]
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run(
+        tmp_path / "data", "eval", "retrieval", "--labels", str(folder / "labels.csv"), "--json"
+    )
+    assert code == 0, err
+    scores = json.loads(out)
+    assert scores["mAP"] == 1.0 and scores["p@1"] == 1.0 and scores["n_queries"] == 6
+
+
+def _lookalike_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lookalike.cli", *args]
+
+
+def _distinct_photos(folder: Path, name: str, n: int, size: tuple[int, int]) -> None:
+    """``n`` PNGs of one sample photo, each with one pixel changed: ``n`` distinct images."""
+    folder.mkdir()
+    base = sample(name).resize(size)
+    for i in range(n):
+        image = base.copy()
+        image.putpixel((i % size[0], i // size[0]), (i % 256, 1, 2))
+        image.save(folder / f"{i:04d}.png")
+
+
+def _count_images(catalog: Path) -> int:
+    db = sqlite3.connect(catalog, timeout=5)
+    try:
+        return int(db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+    finally:
+        db.close()
+
+
+def _wait_until_committed(proc: subprocess.Popen[str], catalog: Path, n: int) -> int:
+    """Poll the catalog while ``proc`` indexes; return the image count once it reaches ``n``."""
+    deadline = time.monotonic() + 120
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not catalog.exists():
+            continue
+        try:
+            committed = _count_images(catalog)
+        except sqlite3.OperationalError:  # the schema may not exist yet
+            continue
+        if committed >= n:
+            break
+    return committed
+
+
+@pytest.mark.slow
+def test_killed_index_keeps_what_was_committed_and_resumes(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    _distinct_photos(folder, "astronaut", 400, (256, 256))
+    data = tmp_path / "data"
+    env = {**os.environ, "LOOKALIKE_COMMIT_EVERY": "16", "LOOKALIKE_BATCH_SIZE": "8"}
+    proc = subprocess.Popen(
+        _lookalike_cmd("index", str(folder), "--data-dir", str(data)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    catalog = data / "catalog.sqlite3"
+    committed = _wait_until_committed(proc, catalog, 48)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < committed < 400, "the run should be killed part-way"
+    db = sqlite3.connect(catalog)
+    (images,) = db.execute("SELECT COUNT(*) FROM images").fetchone()
+    (vectors,) = db.execute("SELECT COUNT(*) FROM vectors WHERE descriptor = 'cnn'").fetchone()
+    (orphans,) = db.execute(
+        "SELECT COUNT(*) FROM images WHERE id NOT IN (SELECT image_id FROM paths)"
+    ).fetchone()
+    db.close()
+    assert images == vectors and orphans == 0  # nothing half-written
+    done = subprocess.run(
+        _lookalike_cmd("index", str(folder), "--data-dir", str(data), "--json"),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    summary = json.loads(done.stdout)
+    assert summary["unchanged"] >= images
+    assert summary["indexed"] + summary["unchanged"] == 400
+    out = subprocess.run(
+        _lookalike_cmd(
+            "search", str(folder / "0399.png"), "-k", "1", "--json", "--data-dir", str(data)
+        ),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert json.loads(out.stdout)["results"][0]["path"] == str(folder / "0399.png")
+
+
+@pytest.mark.slow
+def test_ctrl_c_reports_and_exits_130(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    _distinct_photos(folder, "coffee", 300, (300, 200))
+    data = tmp_path / "data"
+    env = {**os.environ, "LOOKALIKE_COMMIT_EVERY": "8", "LOOKALIKE_BATCH_SIZE": "8"}
+    proc = subprocess.Popen(
+        _lookalike_cmd("index", str(folder), "--data-dir", str(data), "--json"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    catalog = data / "catalog.sqlite3"
+    assert _wait_until_committed(proc, catalog, 16) >= 16
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    summary = json.loads(out)
+    assert summary["indexed"] == _count_images(catalog)
+
+
+def _without_root_read_override() -> list[str]:
+    """A command prefix under which permission bits apply even to root (as for a user)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root without setpriv (util-linux) cannot be denied a folder")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}"]
+
+
+def test_unreadable_folder_is_reported_and_the_rest_indexed(tmp_path: Path) -> None:
+    root = tmp_path / "shared"
+    (root / "open").mkdir(parents=True)
+    (root / "locked").mkdir()
+    sample("coffee").save(root / "open" / "coffee.jpg")
+    sample("chelsea").save(root / "locked" / "cat.jpg")
+    (root / "locked").chmod(0)
+    try:
+        done = subprocess.run(
+            [
+                *_without_root_read_override(),
+                *_lookalike_cmd("index", str(root), "--data-dir", str(tmp_path / "d"), "--json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        (root / "locked").chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["indexed"] == 1
+    (failure,) = summary["failed"]
+    assert failure["path"].endswith("locked") and "cannot read folder" in failure["error"]
