@@ -356,21 +356,18 @@ def render_index(results: list[Throughput], repeats: int, precision: str) -> str
 @dataclass
 class SearchTiming:
     n: int
-    # "engine" / "bare", each with faiss' default threads and with one ("... 1 thread").
+    # "engine" (Lookalike.search_vectors), "bare" (faiss' default threads), "bare 1 thread".
     times: dict[str, list[float]]
-    parts: dict[str, dict[str, list[float]]]  # threads label -> engine part -> times
+    parts: dict[str, list[float]]  # the engine's steps, made one by one
     ivf: list[float]
     ivf_recall: float
     record_s: float
 
 
-THREADS = {"": 0, " 1 thread": 1}  # label suffix -> OpenMP threads (0: faiss' default)
-
-
 def engine_search_step(
     lk: lookalike.Lookalike, desc: Descriptor, rows: np.ndarray, k: int
 ) -> tuple[list[Hit], dict[str, float]]:
-    """What ``search_one`` does after ``embed_query`` (engine.py has no function for it)."""
+    """``Lookalike.search_vectors`` made step by step, to time each step."""
     t0 = time.perf_counter()
     index = lk.indexes.get(desc)
     t1 = time.perf_counter()
@@ -392,6 +389,11 @@ def engine_search_step(
         "catalog.images + hits": t4 - t3,
     }
     return hits, parts
+
+
+def engine_search(lk: lookalike.Lookalike, rows: np.ndarray, k: int) -> list[Hit]:
+    """The engine's search for a query given as vectors (what search_one does after embed)."""
+    return lk.search_vectors(rows, k=k, descriptor="cnn")
 
 
 def record_synthetic(lk: lookalike.Lookalike, x: np.ndarray, version: str) -> None:
@@ -427,25 +429,27 @@ def bench_search(n: int, queries: int, mixture: Mixture) -> SearchTiming:
             assert lk.indexes.get(desc).kind == "flat"
             bare = faiss.IndexFlatIP(desc.dim)
             bare.add(x)
-            times: dict[str, list[float]] = {}
-            parts: dict[str, dict[str, list[float]]] = {}
+            times: dict[str, list[float]] = {"engine": [], "bare": [], "bare 1 thread": []}
+            parts: dict[str, list[float]] = {}
             for q in query_rows[:5]:  # warm-up
-                engine_search_step(lk, desc, q, K)
+                engine_search(lk, q, K)
                 bare.search(q, K)
             for i, q in enumerate(query_rows):
-                for suffix, threads in THREADS.items():
-                    with omp_threads(threads or faiss.omp_get_max_threads()):
-                        # Alternate which side goes first, so drift hits both alike.
-                        for side in ("engine", "bare") if i % 2 == 0 else ("bare", "engine"):
-                            if side == "engine":
-                                step = functools.partial(engine_search_step, lk, desc, q, K)
-                                (hits, p), t = common.timed(step)
-                                assert len(hits) == K
-                                for name, v in p.items():
-                                    parts.setdefault(suffix, {}).setdefault(name, []).append(v)
-                            else:
-                                _, t = common.timed(functools.partial(bare.search, q, K))
-                            times.setdefault(side + suffix, []).append(t)
+                # Take turns in a rotating order, so drifts in load hit every side alike.
+                sides = list(times)
+                for side in sides[i % 3 :] + sides[: i % 3]:
+                    if side == "engine":
+                        hits, t = common.timed(functools.partial(engine_search, lk, q, K))
+                        assert len(hits) == K
+                    elif side == "bare":
+                        _, t = common.timed(functools.partial(bare.search, q, K))
+                    else:
+                        with omp_threads(1):
+                            _, t = common.timed(functools.partial(bare.search, q, K))
+                    times[side].append(t)
+                _, p = engine_search_step(lk, desc, q, K)
+                for name, v in p.items():
+                    parts.setdefault(name, []).append(v)
         del bare
         # The engine with its default settings (IVF above ann_threshold): informative.
         ivf_t: list[float] = []
@@ -458,10 +462,9 @@ def bench_search(n: int, queries: int, mixture: Mixture) -> SearchTiming:
                 exact.add(x)
                 found = 0
                 for q in query_rows[:5]:
-                    engine_search_step(lk, desc, q, K)
+                    engine_search(lk, q, K)
                 for q in query_rows:
-                    step = functools.partial(engine_search_step, lk, desc, q, K)
-                    (hits, _), t = common.timed(step)
+                    hits, t = common.timed(functools.partial(engine_search, lk, q, K))
                     ivf_t.append(t)
                     s, ids = exact.search(q, K)
                     truth, _ = merge_variants(s, ids, K)
@@ -476,10 +479,10 @@ def render_search(results: list[SearchTiming], queries: int) -> str:
     def ms(values: list[float]) -> str:
         return f"{statistics.median(values) * 1e3:.3f}"
 
-    def overhead(r: SearchTiming, suffix: str) -> str:
-        # Median of per-query ratios: each engine search is paired with the bare search
-        # of the same rows right before or after it, which cancels slow drifts in load.
-        pairs = zip(r.times["engine" + suffix], r.times["bare" + suffix], strict=True)
+    def overhead(r: SearchTiming, bare: str) -> str:
+        # Median of per-query ratios: each engine search is paired with the bare searches
+        # of the same rows made right before or after it, which cancels drifts in load.
+        pairs = zip(r.times["engine"], r.times[bare], strict=True)
         ratio = statistics.median(e / b for e, b in pairs)
         return f"**{(ratio - 1) * 100:+.1f}%**"
 
@@ -488,47 +491,42 @@ def render_search(results: list[SearchTiming], queries: int) -> str:
         rows.append(
             [
                 f"{r.n:,}",
-                ms(r.times["bare"]),
                 ms(r.times["engine"]),
-                overhead(r, ""),
+                ms(r.times["bare"]),
+                overhead(r, "bare"),
                 ms(r.times["bare 1 thread"]),
-                ms(r.times["engine 1 thread"]),
-                overhead(r, " 1 thread"),
+                overhead(r, "bare 1 thread"),
                 f"{ms(r.ivf)} (recall@10 {r.ivf_recall:.3f})" if r.ivf else "(flat: below)",
                 f"{r.n / r.record_s:,.0f}",
             ]
         )
-    part_names = list(results[0].parts[""]) if results else []
-    part_rows = [
-        [f"{r.n:,}", threads or "default", *(ms(r.parts[suffix][p]) for p in part_names)]
-        for r in results
-        for suffix, threads in THREADS.items()
-    ]
+    part_names = list(results[0].parts) if results else []
+    part_rows = [[f"{r.n:,}", *(ms(r.parts[p]) for p in part_names)] for r in results]
     return "\n".join(
         [
             "## Search overhead over bare faiss (`bench/speed.py search`)",
             "",
             f"Synthetic cnn vectors (1280-d, see the docstring of `bench/speed.py`) recorded "
             f"through `catalog.record`; {queries} queries of {QUERY_ROWS} rows each (what "
-            f"`cnn.embed_query` returns), k = {K}, medians in ms. *engine*: the part of "
-            "`search_one` after embedding (`indexes.get`, `index.search`, `merge_variants`, "
-            "`catalog.images` and the hits; engine.py has no function for it, so the bench "
-            "makes the same calls), with `ann_threshold` raised so that the engine searches "
-            "exactly too. *bare*: `faiss.IndexFlatIP.search` of the same rows on the same "
-            "vectors. Engine and bare alternate query by query, first with faiss' default "
-            "OpenMP threads (one per core), then with one (`faiss.omp_set_num_threads(1)`). "
-            "*overhead*: median over queries of engine time / bare time of the same query, "
-            "minus 1 (paired, so that changes in the machine's load cancel out).",
+            f"`cnn.embed_query` returns), k = {K}, medians in ms. *engine*: "
+            "`Lookalike.search_vectors` (the part of `search_one` after embedding: "
+            "`indexes.get`, `index.search`, `merge_variants`, `catalog.images` and the hits), "
+            "with `ann_threshold` raised so that the engine searches exactly too. *bare*: "
+            "`faiss.IndexFlatIP.search` of the same rows on the same vectors with faiss' "
+            "default OpenMP threads (one per core), and with one "
+            "(`faiss.omp_set_num_threads(1)`), which is how `FloatIndex.search` runs batches "
+            "of fewer than 32 rows. The three take turns query by query. *overhead*: median "
+            "over queries of engine time / bare time of the same query, minus 1 (paired, so "
+            "that changes in the machine's load cancel out).",
             "",
             common.table(
                 [
                     "vectors",
-                    "bare faiss",
                     "engine",
+                    "bare faiss",
                     "overhead",
                     "bare, 1 thread",
-                    "engine, 1 thread",
-                    "overhead, 1 thread",
+                    "overhead vs 1 thread",
                     "engine, default settings (IVF)",
                     "catalog.record vectors/s",
                 ],
@@ -536,12 +534,12 @@ def render_search(results: list[SearchTiming], queries: int) -> str:
             ),
             "",
             "Target: overhead <= 20%. The IVF column is the engine with its default settings "
-            "(IVF from 50,000 vectors; nlist from `FloatIndex._train_ivf`), recall@10 against "
-            "exact search of the merged rows.",
+            "(IVF from `ann_threshold` vectors, nlist from `FloatIndex._train_ivf`, "
+            "`ann_nprobe`), recall@10 against exact search of the merged rows.",
             "",
-            "The engine's step, part by part (medians, ms):",
+            "The engine's steps, one by one (medians, ms):",
             "",
-            common.table(["vectors", "OpenMP threads", *part_names], part_rows),
+            common.table(["vectors", *part_names], part_rows),
         ]
     )
 
@@ -558,7 +556,7 @@ class AnnResult:
     train_s: float
     add_s: float
     flat_build_s: float | None  # None: not built (memory), brute force without an index
-    flat: tuple[float, float, float, float]  # 1-row, 4-row; same with one OpenMP thread
+    flat: tuple[float, float, float, float]  # 1-row, 4-row as FloatIndex; same, all cores
     by_nprobe: list[tuple[int, float, tuple[float, float, float, float]]]  # nprobe, recall
     stats: tuple[float, float, float]
     default_nprobe: int
@@ -576,24 +574,42 @@ def omp_threads(n: int) -> Iterator[None]:
 
 
 def latencies(
-    search: Callable[[np.ndarray], object],
+    as_engine: Callable[[np.ndarray], object],
+    all_cores: Callable[[np.ndarray], object],
     singles: list[np.ndarray],
     fours: list[np.ndarray],
     reps: int,
 ) -> tuple[float, float, float, float]:
-    """Median seconds of 1-row and 4-row searches, with faiss' default threads and one."""
+    """Median seconds of 1-row and 4-row searches: as ``FloatIndex.search`` runs them (one
+    OpenMP thread below 32 rows), then the same faiss index on all cores."""
 
-    def med(queries: list[np.ndarray]) -> float:
+    def med(search: Callable[[np.ndarray], object], queries: list[np.ndarray]) -> float:
         for q in queries[:3]:
             search(q)
         return statistics.median(
             [common.timed(functools.partial(search, q))[1] for q in queries[:reps]]
         )
 
-    one, four = med(singles), med(fours)
+    return (
+        med(as_engine, singles),
+        med(as_engine, fours),
+        med(all_cores, singles),
+        med(all_cores, fours),
+    )
+
+
+def raw_search(index: FloatIndex, rows: np.ndarray) -> object:
+    """The faiss index inside ``index`` searched directly, with faiss' default threads."""
+    return index._index.search(np.ascontiguousarray(rows, dtype=np.float32), K)
+
+
+def knn(x: np.ndarray, rows: np.ndarray) -> object:
+    return faiss.knn(rows, x, K, metric=faiss.METRIC_INNER_PRODUCT)
+
+
+def knn_one_thread(x: np.ndarray, rows: np.ndarray) -> object:
     with omp_threads(1):
-        one_t1, four_t1 = med(singles), med(fours)
-    return one, four, one_t1, four_t1
+        return knn(x, rows)
 
 
 def available_bytes() -> int:
@@ -622,14 +638,21 @@ def bench_ann(n: int, mixture: Mixture, nprobes: Sequence[int]) -> AnnResult:
         )
         assert flat.kind == "flat"
         _, truth = flat.search(q, K)
-        flat_lat = latencies(functools.partial(flat.search, k=K), singles, fours, reps)
+        flat_lat = latencies(
+            functools.partial(flat.search, k=K),
+            functools.partial(raw_search, flat),
+            singles,
+            fours,
+            reps,
+        )
         del flat
     else:
         # Not enough memory for a second copy: the same brute-force kernel, on x itself.
         print("not enough memory for a flat index: faiss.knn on the array", flush=True)
         _, truth = faiss.knn(q, x, K, metric=faiss.METRIC_INNER_PRODUCT)
         flat_lat = latencies(
-            functools.partial(faiss.knn, xb=x, k=K, metric=faiss.METRIC_INNER_PRODUCT),
+            functools.partial(knn_one_thread, x),
+            functools.partial(knn, x),
             singles,
             fours,
             reps,
@@ -653,7 +676,13 @@ def bench_ann(n: int, mixture: Mixture, nprobes: Sequence[int]) -> AnnResult:
         recall = float(
             np.mean([len(set(a) & set(b)) / K for a, b in zip(found, truth, strict=True)])
         )
-        lat = latencies(functools.partial(ivf.search, k=K), singles, fours, 100)
+        lat = latencies(
+            functools.partial(ivf.search, k=K),
+            functools.partial(raw_search, ivf),
+            singles,
+            fours,
+            100,
+        )
         by_nprobe.append((nprobe, recall, lat))
         print(f"nprobe {nprobe}: recall@10 {recall:.3f}, 1 row {lat[0] * 1e3:.2f} ms", flush=True)
     nlist = int(inner.nlist)
@@ -717,17 +746,17 @@ def render_ann(r: AnnResult) -> str:
                     "recall@10",
                     "1-row query ms",
                     "4-row query ms",
-                    "1-row, 1 thread",
-                    "4-row, 1 thread",
+                    "1-row, all cores",
+                    "4-row, all cores",
                 ],
                 rows,
             ),
             "",
             f"Target: recall@10 >= 0.95 at the default nprobe ({r.default_nprobe}): "
             f"**{'met' if default >= 0.95 else 'NOT met'}** ({default:.3f}). Latencies are "
-            "medians of single searches (k = 10), with faiss' default OpenMP threads (one per "
-            "core) and with one thread (`faiss.omp_set_num_threads(1)`), measured in the same "
-            "run.",
+            "medians of single searches (k = 10): as `FloatIndex.search` runs them (on one "
+            "OpenMP thread below 32 query rows), and *all cores*: the same faiss index "
+            "searched directly with faiss' default threads (one per core), in the same run.",
         ]
     )
 

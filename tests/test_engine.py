@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import lookalike
 from lookalike.errors import BadInput, NotFound
@@ -152,3 +153,29 @@ def test_vectors_are_unit_length(engine: Lookalike, photo_dir: Path) -> None:
     _ids, raw = engine.catalog.vectors("cnn", engine.descriptor("cnn").version)
     rows = raw.view(np.float32)
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-4)
+
+
+def test_phash_query_finds_rotated_and_mirrored_copies(engine: Lookalike, photo_dir: Path) -> None:
+    engine.index([photo_dir])
+    image = sample("chelsea")
+    for copy in (
+        image.transpose(Image.Transpose.ROTATE_90),
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+    ):
+        (res,) = engine.search([copy], k=1, descriptor="phash")
+        assert Path(res.results[0].path).stem == "chelsea"
+        assert res.results[0].score > 0.85
+
+
+def test_search_after_model_change_says_what_to_do(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with lookalike.open(data) as lk:
+        lk.index([photo_dir])
+    with lookalike.open(data, cnn_precision="fp32") as lk:  # another cnn version
+        with pytest.raises(NotFound, match="run `lookalike index`"):
+            lk.search_one(sample("coffee"))
+        again = lk.index([photo_dir])  # unchanged files, but their vectors are outdated
+        assert (again.indexed, again.unchanged) == (6, 0)
+        assert lk.catalog.count_images() == 6
+        (res,) = lk.search([sample("coffee")], k=1)
+        assert Path(res.results[0].path).stem == "coffee"

@@ -148,3 +148,13 @@ def test_manager_switches_to_ivf_above_threshold(tmp_path: Path) -> None:
     _record(catalog, 300)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=200, nprobe=8)
     assert manager.get(_Desc()).kind == "ivf"  # type: ignore[arg-type]
+
+
+def test_changed_ann_threshold_switches_index_kind(tmp_path: Path) -> None:
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    _record(catalog, 300)
+    exact = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=8)
+    assert exact.get(_Desc()).kind == "flat"  # type: ignore[arg-type]
+    # Same catalog generation, new setting: the saved flat index must not be reused as is.
+    approx = IndexManager(catalog, tmp_path / "index", ann_threshold=200, nprobe=8)
+    assert approx.get(_Desc()).kind == "ivf"  # type: ignore[arg-type]

@@ -89,9 +89,12 @@ class PerceptualHash:
         return packed
 
     def embed_query(self, image: Image.Image) -> np.ndarray:
-        """uint8 (1, 8): the hash of ``image`` as is; rotations are matched via
-        ``dihedral_variants`` on the stored side."""
-        return self.embed([image])
+        """uint8 (8, 8): the hashes of ``image`` under its 8 rotations and flips.
+
+        Derived from the one hash by :func:`dihedral_variants`, so that rotated and mirrored
+        copies are found (the engine keeps each image's best score over the rows).
+        """
+        return np.concatenate(dihedral_variants(self.embed([image])))
 
 
 def _grey32(image: Image.Image) -> np.ndarray:

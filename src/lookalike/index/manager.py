@@ -60,12 +60,12 @@ class IndexManager:
         with self._lock:
             held = self._held.get(descriptor.name)
             generation = self.catalog.generation(descriptor.name)
-            if held is not None and held.version == descriptor.version:
-                if held.generation == generation:
-                    return held.index
-            else:
+            if held is None or held.version != descriptor.version:
                 held = self._load(descriptor)
-            if held is None or held.generation != generation:
+            if held is not None and held.generation == generation and self._right_kind(held):
+                self._held[descriptor.name] = held
+                return held.index
+            if held is None or held.generation != generation or not self._right_kind(held):
                 held = self._sync(descriptor, held, generation)
                 self._save(descriptor.name, held)
             self._held[descriptor.name] = held
@@ -81,6 +81,15 @@ class IndexManager:
             return held.index
 
     # -- internals --------------------------------------------------------------------
+
+    def _right_kind(self, held: _Held) -> bool:
+        """False when the settings now call for the other of exact and approximate search."""
+        n = len(held.index)
+        if held.index.kind == "flat":
+            return n < self.ann_threshold
+        if held.index.kind == "ivf":
+            return n >= self.ann_threshold // 2
+        return True
 
     def _build(self, descriptor: Descriptor, generation: int) -> _Held:
         ids, raw = self.catalog.vectors(descriptor.name, descriptor.version)
@@ -107,7 +116,7 @@ class IndexManager:
         have = held.index.ids()
         n = len(wanted)
         # Cross the exact/approximate boundary (or outgrow the IVF lists): rebuild.
-        if held.index.kind == "flat" and n >= self.ann_threshold:
+        if not self._right_kind(held) or (held.index.kind == "flat" and n >= self.ann_threshold):
             return self._build(descriptor, generation)
         if held.index.kind == "ivf" and (n < self.ann_threshold // 2 or n > 4 * len(have)):
             return self._build(descriptor, generation)

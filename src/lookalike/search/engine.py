@@ -414,7 +414,14 @@ class Lookalike:
         """
         if k <= 0:
             raise BadInput(f"k must be a positive number, got {k}")
-        index = self.indexes.get(self.descriptor(descriptor))
+        desc = self.descriptor(descriptor)
+        index = self.indexes.get(desc)
+        if len(index) == 0 and self.catalog.count_images() > 0:
+            # Images exist but none has this descriptor version (the model changed).
+            raise NotFound(
+                f"no image has {desc.name} vectors of version {desc.version} yet: run "
+                "`lookalike index` on your folders again to compute them"
+            )
         scores, ids = index.search(rows, k)
         best_ids, best_scores = merge_variants(scores, ids, k)
         info = self.catalog.images(best_ids.tolist())

@@ -1,0 +1,35 @@
+"""Faces: detection, landmarks, quality, 128-d embeddings (dlib's HOG/MMOD and ResNet models).
+
+``analyze(image)`` runs the whole pipeline on a decoded image; the stages are in
+``detect`` (boxes, landmarks, chips, quality), ``embed`` (embeddings, crop mode, distances)
+and ``models`` (lazy, locked model loading). Defaults live in ``config``.
+"""
+
+from lookalike.faces.config import DEFAULT_THRESHOLD, MIN_FACE_SIZE
+from lookalike.faces.detect import Face, StageTimes, detect_faces
+from lookalike.faces.embed import (
+    crop_face,
+    embed_chips,
+    embed_crop,
+    embed_crops,
+    embed_faces,
+    face_distance,
+    pairwise_distances,
+)
+from lookalike.faces.pipeline import analyze
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "MIN_FACE_SIZE",
+    "Face",
+    "StageTimes",
+    "analyze",
+    "crop_face",
+    "detect_faces",
+    "embed_chips",
+    "embed_crop",
+    "embed_crops",
+    "embed_faces",
+    "face_distance",
+    "pairwise_distances",
+]

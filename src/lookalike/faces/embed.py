@@ -1,0 +1,141 @@
+"""128-d face embeddings with dlib's ResNet, from aligned chips or from ready-made face crops.
+
+Embeddings are the network's raw output (not re-normalised): the distance threshold
+``DEFAULT_THRESHOLD`` is calibrated on them (``bench/faces_lfw.py``); their norm is ~1.4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from lookalike.errors import BadInput
+from lookalike.faces import config, models
+from lookalike.faces.config import LandmarkCount
+from lookalike.faces.detect import Face, PadMode, locate_face, to_rgb
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "crop_face",
+    "embed_chips",
+    "embed_crop",
+    "embed_crops",
+    "embed_faces",
+    "face_distance",
+    "pairwise_distances",
+]
+
+EMBEDDING_DIM = 128
+# Chips per call of the network: bounds memory; dlib gains little from larger batches.
+_BATCH = 32
+
+
+def embed_chips(chips: Sequence[np.ndarray], *, jitter: int = 0, flip: bool = False) -> np.ndarray:
+    """Embeddings of aligned chips (uint8 RGB, CHIP_SIZE square): float32 (n, 128).
+
+    ``jitter`` > 1 averages that many randomly shifted, zoomed and mirrored copies of each
+    chip (dlib's jitter: ~``jitter`` times slower, and not repeatable run to run, since
+    dlib's random generator cannot be seeded from Python). ``flip`` averages each chip with
+    its mirror image: 2x the work, deterministic.
+    """
+    if not chips:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    for chip in chips:
+        if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
+            raise BadInput(f"face chips must be uint8 (h, w, 3), not {chip.dtype} {chip.shape}")
+    batch = [np.ascontiguousarray(c) for c in chips]
+    if flip:
+        batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    vectors: list[np.ndarray] = []
+    with models.ENCODER.use() as net:
+        for start in range(0, len(batch), _BATCH):
+            part = batch[start : start + _BATCH]
+            vectors += [np.asarray(v) for v in net.compute_face_descriptor(part, jitter)]
+    out = np.asarray(vectors, dtype=np.float32).reshape(len(batch), EMBEDDING_DIM)
+    if flip:
+        out = (out[: len(chips)] + out[len(chips) :]) / 2.0
+    return out
+
+
+def embed_faces(faces: Sequence[Face], *, jitter: int = 0, flip: bool = False) -> np.ndarray:
+    """Embed each face's chip (all faces in one batch), store it in ``face.embedding`` and
+    return them as float32 (n, 128) in the order given."""
+    missing = [i for i, f in enumerate(faces) if f.chip is None]
+    if missing:
+        raise BadInput(f"faces {missing} have no aligned chip to embed")
+    out = embed_chips([f.chip for f in faces if f.chip is not None], jitter=jitter, flip=flip)
+    for face, vector in zip(faces, out, strict=True):
+        face.embedding = vector
+    return out
+
+
+def crop_face(
+    image: Image.Image,
+    *,
+    landmarks: LandmarkCount = config.DEFAULT_LANDMARKS,
+    inset: float = config.CROP_INSET,
+    min_face: int = config.MIN_FACE_SIZE,
+    pad: PadMode = config.CROP_PAD,
+) -> Face:
+    """The face of an image that is already a face crop (no detector), as a Face.
+
+    The landmark predictor runs in the whole frame, inset by ``inset`` of each side (where
+    a detector would have put the box); the face is aligned from those landmarks. ``pad``
+    (see :func:`~lookalike.faces.detect.locate_face`) fills what the chip needs beyond the
+    frame. Returns a Face with box = that rectangle and score 1.0, without embedding.
+    """
+    if not 0.0 <= inset < 0.5:
+        raise BadInput(f"crop inset must be in [0, 0.5), not {inset}")
+    rgb = to_rgb(image)
+    if rgb.width < 1 or rgb.height < 1:
+        raise BadInput(f"image has no pixels ({rgb.width}x{rgb.height})")
+    dx, dy = inset * rgb.width, inset * rgb.height
+    box = (dx, dy, rgb.width - dx, rgb.height - dy)
+    return locate_face(rgb, box, 1.0, landmarks=landmarks, min_face=min_face, pad=pad)
+
+
+def embed_crops(
+    images: Sequence[Image.Image],
+    *,
+    jitter: int = 0,
+    flip: bool = False,
+    inset: float = config.CROP_INSET,
+) -> np.ndarray:
+    """Embeddings of images that are face crops (see :func:`crop_face`): float32 (n, 128)."""
+    faces = [crop_face(im, inset=inset) for im in images]
+    return embed_faces(faces, jitter=jitter, flip=flip)
+
+
+def embed_crop(
+    image: Image.Image, *, jitter: int = 0, flip: bool = False, inset: float = config.CROP_INSET
+) -> np.ndarray:
+    """The embedding of one face crop: float32 (128,)."""
+    out: np.ndarray = embed_crops([image], jitter=jitter, flip=flip, inset=inset)[0]
+    return out
+
+
+def face_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance between embeddings along the last axis, numpy broadcasting.
+
+    Two (128,) vectors give a 0-d array (use ``float()``); (n, 128) against (128,) gives (n,).
+    For all pairs of two sets use :func:`pairwise_distances`.
+    """
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape[-1] != b.shape[-1]:
+        raise BadInput(f"embedding sizes differ: {a.shape} and {b.shape}")
+    out: np.ndarray = np.linalg.norm(a - b, axis=-1)
+    return out
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between every row of ``a`` (n, d) and of ``b`` (m, d): (n, m)."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+    if a.shape[1] != b.shape[1]:
+        raise BadInput(f"embedding sizes differ: {a.shape} and {b.shape}")
+    # Difference form (not the |a|^2 + |b|^2 - 2ab expansion): exact, and n*m*d is small here.
+    out: np.ndarray = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    return out

