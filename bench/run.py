@@ -2,7 +2,9 @@
 
 NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardup``
 (near-duplicate search and grouping, ``bench/neardup.py``) and ``speed`` (indexing
-throughput, search overhead, ANN at scale, ``bench/speed.py``); default: all, in that order.
+throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
+verification on LFW pairs) and ``faces_speed`` (face pipeline per stage on press photos);
+default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.
@@ -26,12 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 BENCH = Path(__file__).resolve().parent
-NAMES = ("holidays", "neardup", "speed")
+NAMES = ("holidays", "neardup", "speed", "faces_lfw", "faces_speed")
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
     "holidays": ("holidays/images", "holidays/labels.csv"),
     "neardup": ("photos", "holidays/images"),
     "speed": ("holidays/images", "faces-photos"),
+    "faces_lfw": ("lfw-dev/pairs.csv",),
+    "faces_speed": ("faces-photos",),
 }
 
 

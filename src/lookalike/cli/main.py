@@ -264,3 +264,12 @@ def demo(
 
 def main() -> None:
     cli(prog_name="lookalike")
+
+
+def _register_subcommands() -> None:
+    from lookalike.cli.faces import faces
+
+    cli.add_command(faces)
+
+
+_register_subcommands()
