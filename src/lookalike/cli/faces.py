@@ -6,13 +6,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from lookalike.decode import decode, read_file
 from lookalike.errors import BadInput, LookalikeError
 from lookalike.faces import DEFAULT_THRESHOLD, Face, analyze, face_distance
+from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.settings import get_settings
 
 
@@ -24,8 +25,8 @@ def _faces_of(
     )
     return analyze(
         decoded.image,
-        detector=detector,  # type: ignore[arg-type]
-        landmarks=landmarks,  # type: ignore[arg-type]
+        detector=cast(Detector, detector),
+        landmarks=cast(LandmarkCount, landmarks),
         embeddings=embeddings,
         crop=crop,
     )

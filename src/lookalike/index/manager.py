@@ -62,10 +62,10 @@ class IndexManager:
             generation = self.catalog.generation(descriptor.name)
             if held is None or held.version != descriptor.version:
                 held = self._load(descriptor)
-            if held is not None and held.generation == generation and self._right_kind(held):
+            if held is not None and held.generation == generation and self._fits(held):
                 self._held[descriptor.name] = held
                 return held.index
-            if held is None or held.generation != generation or not self._right_kind(held):
+            if held is None or held.generation != generation or not self._fits(held):
                 held = self._sync(descriptor, held, generation)
                 self._save(descriptor.name, held)
             self._held[descriptor.name] = held
@@ -82,12 +82,18 @@ class IndexManager:
 
     # -- internals --------------------------------------------------------------------
 
-    def _right_kind(self, held: _Held) -> bool:
-        """False when the settings now call for the other of exact and approximate search."""
-        n = len(held.index)
-        if held.index.kind == "flat":
+    def _fits(self, held: _Held) -> bool:
+        return self._right_kind(held.index.kind, len(held.index))
+
+    def _right_kind(self, kind: str, n: int) -> bool:
+        """False when ``n`` vectors call for the other of exact and approximate search.
+
+        IVF is kept down to half the threshold, so a collection hovering around it is not
+        rebuilt back and forth.
+        """
+        if kind == "flat":
             return n < self.ann_threshold
-        if held.index.kind == "ivf":
+        if kind == "ivf":
             return n >= self.ann_threshold // 2
         return True
 
@@ -115,10 +121,10 @@ class IndexManager:
         wanted = self.catalog.vector_ids(descriptor.name, descriptor.version)
         have = held.index.ids()
         n = len(wanted)
-        # Cross the exact/approximate boundary (or outgrow the IVF lists): rebuild.
-        if not self._right_kind(held) or (held.index.kind == "flat" and n >= self.ann_threshold):
-            return self._build(descriptor, generation)
-        if held.index.kind == "ivf" and (n < self.ann_threshold // 2 or n > 4 * len(have)):
+        # Cross the exact/approximate boundary, or outgrow the IVF lists: rebuild.
+        if not self._right_kind(held.index.kind, n) or (
+            held.index.kind == "ivf" and n > 4 * len(have)
+        ):
             return self._build(descriptor, generation)
         held.index.remove(np.setdiff1d(have, wanted))
         missing = np.setdiff1d(wanted, have)
