@@ -18,6 +18,7 @@ dlib's classic 0.6; best-threshold accuracy by 3-fold cross-validation (the thre
 maximises accuracy on two folds, scored on the third); TAR at FAR = 0.001 and 0.01 (with ~850
 impostor pairs, FAR = 0.001 means no impostor accepted at all); the share of images whose
 face the quality check marks unusable, and the accuracy on the pairs where both are usable.
+The scoring functions are ``lookalike.eval.faces``'s (shared with ``lookalike eval faces``).
 
 Usage: ``python bench/faces_lfw.py [--data DIR] [--jitter N] [--ablation] [--no-write]``
 """
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from lookalike.decode.image import decode, read_file
+from lookalike.eval.faces import accuracy, best_threshold, cross_validate, tar_at_far
 from lookalike.faces import config, models
 from lookalike.faces.detect import Face, detect_faces
 from lookalike.faces.embed import crop_face, embed_faces
@@ -199,57 +201,6 @@ def embed_all(
     return out, False
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-def accuracy(dist: np.ndarray, same: np.ndarray, threshold: float) -> float:
-    """Share of pairs decided right when "same person" means distance < threshold."""
-    return float(np.mean((dist < threshold) == same))
-
-
-def best_threshold(dist: np.ndarray, same: np.ndarray) -> tuple[float, float]:
-    """(threshold, accuracy) maximising accuracy on these pairs.
-
-    Candidates are the midpoints between consecutive sorted distances; among equally
-    good ones the middle of the widest run is taken, so the threshold sits in the gap
-    rather than on the edge of a sample.
-    """
-    order = np.argsort(dist)
-    d, s = dist[order], same[order].astype(np.int64)
-    # Accepting the first k pairs (k = 0..n): right = positives among them + negatives after.
-    pos_before = np.concatenate([[0], np.cumsum(s)])
-    neg_after = (len(s) - s.sum()) - np.concatenate([[0], np.cumsum(1 - s)])
-    correct = pos_before + neg_after
-    best = int(correct.max())
-    ks = np.flatnonzero(correct == best)
-    k = int(ks[len(ks) // 2])
-    lo = d[k - 1] if k > 0 else d[0] - 1e-3
-    hi = d[k] if k < len(d) else d[-1] + 1e-3
-    return float((lo + hi) / 2), best / len(s)
-
-
-def cross_validated(
-    dist: np.ndarray, same: np.ndarray, folds: np.ndarray
-) -> tuple[list[float], list[float]]:
-    """Per held-out fold: (test accuracies, thresholds chosen on the other folds)."""
-    accs, thresholds = [], []
-    for fold in np.unique(folds):
-        train, test = folds != fold, folds == fold
-        threshold, _ = best_threshold(dist[train], same[train])
-        thresholds.append(threshold)
-        accs.append(accuracy(dist[test], same[test], threshold))
-    return accs, thresholds
-
-
-def tar_at_far(dist: np.ndarray, same: np.ndarray, far: float) -> float:
-    """True accept rate at the threshold accepting at most ``far`` of the impostor pairs."""
-    impostors = np.sort(dist[~same])
-    allowed = int(np.floor(far * len(impostors)))
-    # Accept d < threshold: the (allowed+1)-th smallest impostor distance is the limit.
-    threshold = impostors[allowed] if allowed < len(impostors) else np.inf
-    return float(np.mean(dist[same] < threshold))
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -258,7 +209,7 @@ def _error_summary(
 ) -> str:
     """False rejects and accepts at the default threshold, and the farthest same pairs
     (where label noise shows: a "same" pair at a distance no real pair reaches)."""
-    accept = dist < config.DEFAULT_THRESHOLD
+    accept = dist <= config.DEFAULT_THRESHOLD
     rejects = np.flatnonzero(same & ~accept)
     accepts = np.flatnonzero(~same & accept)
     worst = rejects[np.argsort(-dist[rejects])][:3]
@@ -328,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         emb, cached = embed_all(root, paths, variant, max(1, args.workers), args.cache)
         took = time.perf_counter() - t0
         dist = np.linalg.norm(emb.vectors[ia] - emb.vectors[ib], axis=1)
-        cv_accs, cv_thresholds = cross_validated(dist, same, folds)
+        cv_accs, cv_thresholds = cross_validate(dist, same, folds)
         overall_t, overall_acc = best_threshold(dist, same)
         errors[variant.name] = _error_summary(dist, same, paths, ia, ib)
         both_usable = emb.usable[ia] & emb.usable[ib]
@@ -350,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{_pct(statistics.mean(cv_accs))} ± {100 * statistics.pstdev(cv_accs):.2f}",
                 " / ".join(f"{t:.3f}" for t in cv_thresholds),
                 f"{overall_t:.3f} ({_pct(overall_acc)})",
-                *(_pct(tar_at_far(dist, same, far)) for far in FARS),
+                *(_pct(tar_at_far(dist, same, far).tar) for far in FARS),
             ]
         )
         extra.append(
@@ -377,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             f"{len(same)} View-2 pairs of `lfw-dev/` ({int(same.sum())} same, "
             f"{int((~same).sum())} different; 3 person-disjoint folds), 350x350 grayscale "
-            "tight crops. Accept = Euclidean distance < threshold. CV: the threshold that "
+            "tight crops. Accept = Euclidean distance <= threshold. CV: the threshold that "
             "maximises accuracy on two folds, scored on the third (mean ± sd over the three; "
             "the thresholds chosen per held-out fold listed). TAR@FAR 0.001 with "
             f"{int((~same).sum())} impostor pairs means no impostor accepted.",

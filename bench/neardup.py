@@ -163,7 +163,7 @@ def search_recall(
     recall: dict[str, dict[str, float]] = {}
     timing: dict[str, dict[str, float]] = {}
     with lookalike.open(work / "search-data") as lk:
-        report = lk.index([originals_dir, distractors], progress=False)
+        report = lk.index([originals_dir, distractors], faces=False, progress=False)
         indexed = report.indexed
         print(f"indexed {indexed} images ({len(report.failed)} failed)", flush=True)
         for desc in DESCRIPTORS:
@@ -295,7 +295,7 @@ def duplicate_sweep(
     truth = sum(n * (n - 1) // 2 for n in per_photo.values())
     scores: list[PairScore] = []
     with lookalike.open(work / "dup-data") as lk:
-        report = lk.index([originals_dir, copies_dir, distractors], progress=False)
+        report = lk.index([originals_dir, copies_dir, distractors], faces=False, progress=False)
         n = lk.catalog.count_images()
         print(f"duplicates collection: {n} images ({len(report.failed)} failed)", flush=True)
         for thr in (*THRESHOLDS, PHASH_ONLY):

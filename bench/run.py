@@ -3,7 +3,9 @@
 NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardup``
 (near-duplicate search and grouping, ``bench/neardup.py``) and ``speed`` (indexing
 throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
-verification on LFW pairs) and ``faces_speed`` (face pipeline per stage on press photos);
+verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
+``faces_cluster`` (face clustering on press photos and LFW) and ``faces_compare`` (speed
+and rank-1 against face_recognition, skipped unless that package is installed);
 default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
@@ -15,6 +17,7 @@ Exit status: 0 when every benchmark ran, 2 when the evaluation data is missing, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shlex
@@ -28,7 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 BENCH = Path(__file__).resolve().parent
-NAMES = ("holidays", "neardup", "speed", "faces_lfw", "faces_speed")
+NAMES = (
+    "holidays",
+    "neardup",
+    "speed",
+    "faces_lfw",
+    "faces_speed",
+    "faces_cluster",
+    "faces_compare",
+)
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
     "holidays": ("holidays/images", "holidays/labels.csv"),
@@ -36,6 +47,8 @@ NEEDS = {
     "speed": ("holidays/images", "faces-photos"),
     "faces_lfw": ("lfw-dev/pairs.csv",),
     "faces_speed": ("faces-photos",),
+    "faces_cluster": ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
+    "faces_compare": ("faces-photos/labels.csv",),
 }
 
 
@@ -126,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         if name == "holidays":
             status[name] = run_holidays(data, env)
+        elif name == "faces_compare" and importlib.util.find_spec("face_recognition") is None:
+            status[name] = (
+                "skipped (face_recognition is not installed: "
+                "pip install --no-deps face_recognition)"
+            )
         else:
             cmd = [sys.executable, str((BENCH / f"{name}.py").relative_to(common.REPO))]
             if args.no_write:

@@ -164,11 +164,15 @@ def naive_embed(
 
 
 def lookalike_index(folder: Path, work: Path) -> int:
-    """``Lookalike.index`` into a fresh data folder, open to close; returns files seen."""
+    """``Lookalike.index`` into a fresh data folder, open to close; returns files seen.
+
+    Faces off: the naive reference computes image descriptors only (faces are timed by
+    bench/faces_speed.py and bench/faces_compare.py).
+    """
     data = work / "lk-data"
     try:
         with lookalike.open(data) as lk:
-            report = lk.index([folder], progress=False)
+            report = lk.index([folder], faces=False, progress=False)
         return report.indexed + report.duplicates + report.unchanged
     finally:
         shutil.rmtree(data, ignore_errors=True)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageFont
 from skimage import data as skdata
 
-from lookalike.sheet import MAX_COLUMNS, _truncate, contact_sheet, load_thumbnail
+from lookalike.sheet import MAX_COLUMNS, _truncate, contact_sheet, grid_sheet, load_thumbnail
 
 
 def results(n: int) -> list[tuple[Image.Image, str]]:
@@ -133,3 +133,17 @@ def test_load_thumbnail(tmp_path: Path) -> None:
     bad.write_text("not an image")
     assert load_thumbnail(bad) is None
     assert load_thumbnail(tmp_path / "missing.jpg") is None
+
+
+def test_grid_sheet_rows_and_empty(tmp_path: Path) -> None:
+    tiles = [(Image.new("RGB", (150, 150), (i * 30, 0, 0)), f"face {i}") for i in range(8)]
+    out = tmp_path / "grid.png"
+    grid_sheet(tiles, out, thumb=100, columns=6)
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert 6 * 100 < width < 7 * 100 + 80  # six per row
+    assert 2 * 100 < height < 3 * 100  # two rows
+    grid_sheet([], tmp_path / "empty.png", thumb=100)
+    with Image.open(tmp_path / "empty.png") as image:
+        assert image.width < 200

@@ -2,9 +2,11 @@
 
 >>> import lookalike
 >>> with lookalike.open("~/lookalike-data") as lk:
-...     lk.index(["~/Pictures"])
+...     lk.index(["~/Pictures"])  # also finds the faces and groups them into clusters
 ...     for result in lk.search(["query.jpg"], k=5):
 ...         print([(hit.path, hit.score) for hit in result.results])
+...     lk.people.enrol("Ada", ["ada.jpg"])  # faces and people: lookalike.people
+...     print([(f.person, f.distance) for f in lk.people.identify("group.jpg")])
 """
 
 from __future__ import annotations
@@ -20,15 +22,27 @@ from lookalike.errors import (
     NotFound,
     SchemaTooNew,
 )
+from lookalike.people.service import (
+    ClusterReport,
+    FaceHit,
+    FaceSearch,
+    FaceService,
+    Identified,
+)
 from lookalike.search.duplicates import DuplicateGroup, DuplicateReport
 from lookalike.search.engine import Hit, IndexInterrupted, IndexReport, Lookalike, SearchResult
 from lookalike.settings import Settings, get_settings
 
 __all__ = [
     "BadInput",
+    "ClusterReport",
     "DuplicateGroup",
     "DuplicateReport",
+    "FaceHit",
+    "FaceSearch",
+    "FaceService",
     "Hit",
+    "Identified",
     "ImageError",
     "ImageTooLarge",
     "IndexInterrupted",

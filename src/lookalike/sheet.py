@@ -1,4 +1,4 @@
-"""Contact sheets: one PNG showing a query and its results as captioned thumbnails."""
+"""Contact sheets: PNGs of captioned thumbnails (a query and its results, or a plain grid)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 from lookalike.decode import decode_file
 from lookalike.errors import ImageError
 
-__all__ = ["contact_sheet", "load_thumbnail"]
+__all__ = ["contact_sheet", "grid_sheet", "load_font", "load_thumbnail", "save_png_atomically"]
 
 # Results per row: wide enough to compare, narrow enough to view without scrolling.
 MAX_COLUMNS = 5
@@ -56,8 +56,8 @@ def contact_sheet(
     """
     if thumb < 16:
         raise ValueError(f"thumb must be at least 16 pixels, not {thumb}")
-    font = _font(max(10, thumb // 14))
-    line_h = _line_height(font)
+    font = load_font(max(10, thumb // 14))
+    line_h = line_height(font)
     caption_h = line_h + 6
     cell_w = thumb + _GAP
     cell_h = thumb + caption_h + _GAP
@@ -82,7 +82,36 @@ def contact_sheet(
         origin = (_GAP + col * cell_w, _GAP + (row + 1) * cell_h)
         _tile(sheet, draw, image, caption, origin, thumb, caption_h, font)
 
-    _save_atomically(sheet, out)
+    save_png_atomically(sheet, out)
+
+
+def grid_sheet(
+    tiles: Sequence[tuple[Image.Image, str]],
+    out: Path,
+    *,
+    thumb: int = 160,
+    columns: int = 6,
+) -> None:
+    """Write a PNG of captioned thumbnails in rows of up to ``columns`` to ``out``.
+
+    The same tiles as :func:`contact_sheet` without a query (e.g. the faces of a person or
+    a cluster), written atomically. An empty ``tiles`` gives one empty tile.
+    """
+    if thumb < 16:
+        raise ValueError(f"thumb must be at least 16 pixels, not {thumb}")
+    font = load_font(max(10, thumb // 14))
+    caption_h = line_height(font) + 6
+    cell_w = thumb + _GAP
+    cell_h = thumb + caption_h + _GAP
+    cols = max(1, min(columns, len(tiles)))
+    rows = max(1, (len(tiles) + cols - 1) // cols)
+    sheet = Image.new("RGB", (cols * cell_w + _GAP, rows * cell_h + _GAP), _BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, caption) in enumerate(tiles):
+        row, col = divmod(i, cols)
+        origin = (_GAP + col * cell_w, _GAP + row * cell_h)
+        _tile(sheet, draw, image, caption, origin, thumb, caption_h, font)
+    save_png_atomically(sheet, out)
 
 
 def _tile(
@@ -117,7 +146,7 @@ def _fit(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def _font(size: int) -> Font:
+def load_font(size: int) -> Font:
     """Pillow's bundled default font at ``size`` px (a bitmap font without FreeType)."""
     try:
         return ImageFont.load_default(size=size)
@@ -126,7 +155,7 @@ def _font(size: int) -> Font:
         return ImageFont.load_default()
 
 
-def _line_height(font: Font) -> int:
+def line_height(font: Font) -> int:
     """Pixels one line of text needs (ascender to descender)."""
     _, top, _, bottom = font.getbbox("Ag#1.j")
     return int(bottom) + max(0, -int(top))
@@ -156,7 +185,7 @@ def _truncate(text: str, font: Font, max_width: int) -> str:
     return cut(lo) if lo else ""
 
 
-def _save_atomically(image: Image.Image, out: Path) -> None:
+def save_png_atomically(image: Image.Image, out: Path) -> None:
     """Write ``image`` as PNG to ``out`` via a temporary file in the same folder.
 
     A reader never sees a half-written sheet, and an earlier sheet at ``out`` survives a

@@ -1,35 +1,60 @@
-"""``lookalike faces ...``: detection and 1:1 verification from the command line."""
+"""``lookalike faces ...``: detect, verify, identify and search faces; group unknown ones.
+
+``detect`` and ``verify`` work on files alone; the other commands open the data folder
+(``Lookalike.people``: the indexed faces, the people and the clusters).
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import click
+from PIL import Image
 
+from lookalike.annotate import KNOWN, MUTED, UNKNOWN, Mark, save_annotated
+from lookalike.cli.common import (
+    cluster_summary,
+    data_dir_option,
+    echo_json,
+    face_row_json,
+    fail,
+    plural,
+    with_engine,
+)
 from lookalike.decode import decode, read_file
 from lookalike.errors import BadInput, LookalikeError
-from lookalike.faces import DEFAULT_THRESHOLD, Face, analyze, face_distance
+from lookalike.faces import DEFAULT_THRESHOLD, Face, face_distance, main_face
 from lookalike.faces.config import Detector, LandmarkCount
+from lookalike.faces.read import decode_for_faces, find_faces
+from lookalike.people.service import Identified
+from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
+from lookalike.store.base import ClusterRow, FaceRow
+
+
+def _decode_full(path: Path, max_pixels: int) -> Image.Image:
+    """``path`` decoded at full resolution, upright, in RGB (what boxes refer to)."""
+    return decode(read_file(path), str(path), min_side=None, max_pixels=max_pixels).image
 
 
 def _faces_of(
-    path: Path, *, embeddings: bool, detector: str, landmarks: int, crop: bool
-) -> list[Face]:
-    decoded = decode(
-        read_file(path), str(path), min_side=None, max_pixels=get_settings().max_image_pixels
-    )
-    return analyze(
-        decoded.image,
-        detector=cast(Detector, detector),
+    path: Path, *, embeddings: bool, detector: str | None, landmarks: int, crop: bool
+) -> tuple[Image.Image, list[Face]]:
+    """The photo at ``path`` (full resolution) and its faces, under the settings."""
+    settings = get_settings()
+    decoded = decode_for_faces(path, settings, full=True)
+    found = find_faces(
+        decoded,
+        settings,
+        detector=cast(Detector | None, detector),
         landmarks=cast(LandmarkCount, landmarks),
         embeddings=embeddings,
         crop=crop,
     )
+    return decoded.image, found
 
 
 def face_json(face: Face, *, embedding: bool) -> dict[str, Any]:
@@ -47,15 +72,66 @@ def face_json(face: Face, *, embedding: bool) -> dict[str, Any]:
     return out
 
 
+def _annotation_targets(images: Sequence[Path], out: Path) -> list[Path]:
+    """Where each image's annotated copy goes: ``out`` itself for one image (unless it is a
+    folder), ``out/<stem>.png`` for several (``<stem>-2.png``... when stems repeat)."""
+    if len(images) == 1 and not out.is_dir():
+        return [out]
+    used: set[str] = set()
+    targets: list[Path] = []
+    for path in images:
+        name, n = path.stem, 2
+        while name in used:
+            name, n = f"{path.stem}-{n}", n + 1
+        used.add(name)
+        targets.append(out / f"{name}.png")
+    return targets
+
+
+def _write_annotation(image: Image.Image, marks: Sequence[Mark], target: Path) -> bool:
+    """Save the annotated copy; on failure say why on stderr and return False."""
+    try:
+        save_annotated(image, marks, target)
+    except OSError as exc:
+        click.echo(f"lookalike: error: cannot write {target}: {exc.strerror or exc}", err=True)
+        return False
+    click.echo(f"annotated: {target}", err=True)
+    return True
+
+
+def _sheet_written(path: Path) -> None:
+    click.echo(f"contact sheet: {path}", err=True)
+
+
 detector_option = click.option(
-    "--detector", type=click.Choice(["hog", "cnn"]), default="hog", show_default=True
+    "--detector",
+    type=click.Choice(["hog", "cnn"]),
+    default=None,
+    help="Face detector (default: the face_detector setting, hog).",
 )
 crop_option = click.option("--crop", is_flag=True, help="Images are face crops: no detector.")
+annotate_option = click.option(
+    "--annotate",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the photo with its faces drawn: OUT.png for one image, OUT_DIR/<stem>.png "
+    "for several.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+sheet_option = click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a contact sheet PNG of the faces.",
+)
 
 
 @click.group()
 def faces() -> None:
-    """Find, compare and recognise faces."""
+    """Find, compare and recognise faces; group the unknown ones."""
+
+
+# -- files alone --------------------------------------------------------------------------
 
 
 @faces.command()
@@ -65,70 +141,388 @@ def faces() -> None:
 @click.option("--landmarks", type=click.Choice(["5", "68"]), default="5", show_default=True)
 @detector_option
 @crop_option
+@annotate_option
 def detect(
     images: Sequence[Path],
     as_json: bool,
     embeddings: bool,
     landmarks: str,
-    detector: str,
+    detector: str | None,
     crop: bool,
+    annotate: Path | None,
 ) -> None:
     """Detect the faces in IMAGES: boxes, scores, quality, landmarks."""
+    targets = _annotation_targets(images, annotate) if annotate is not None else None
     failures = 0
-    for path in images:
+    for n, path in enumerate(images):
         try:
-            found = _faces_of(
+            image, found = _faces_of(
                 path, embeddings=embeddings, detector=detector, landmarks=int(landmarks), crop=crop
             )
         except LookalikeError as exc:
             failures += 1
             click.echo(f"lookalike: error: {exc.message}", err=True)
             if as_json:
-                click.echo(json.dumps({"path": str(path), "error": exc.message, "faces": []}))
+                echo_json({"path": str(path), "error": exc.message, "faces": []})
             continue
         if as_json:
-            rows = [face_json(f, embedding=embeddings) for f in found]
-            click.echo(json.dumps({"path": str(path), "faces": rows}))
+            echo_json(
+                {"path": str(path), "faces": [face_json(f, embedding=embeddings) for f in found]}
+            )
         else:
             click.echo(f"{path}: {len(found)} face(s)")
             for f in found:
                 note = "" if f.usable else f"  (not usable: {', '.join(f.flags)})"
                 click.echo(f"  box {list(f.box)} score {f.score:.2f} quality {f.quality:.2f}{note}")
-    if failures == len(images):
+        if targets is not None:
+            marks = [
+                Mark(f.box, f"{i}: {f.score:.2f} q{f.quality:.2f}", KNOWN if f.usable else MUTED)
+                for i, f in enumerate(found)
+            ]
+            if not _write_annotation(image, marks, targets[n]):
+                failures += 1
+    if failures >= len(images):
         sys.exit(1)
 
 
-def _main_face(path: Path, *, detector: str, crop: bool) -> Face:
-    found = _faces_of(path, embeddings=True, detector=detector, landmarks=5, crop=crop)
-    if not found:
+def _main_face(path: Path, *, detector: str | None, crop: bool) -> Face:
+    _, found = _faces_of(path, embeddings=True, detector=detector, landmarks=5, crop=crop)
+    face = main_face(found)
+    if face is None:
         raise BadInput(f"{path}: no face found")
-    # The largest usable face is the subject; fall back to the largest of all.
-    pool = [f for f in found if f.usable] or found
-    return max(pool, key=lambda f: f.width)
+    return face
 
 
 @faces.command()
 @click.argument("image_a", type=click.Path(path_type=Path))
 @click.argument("image_b", type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help=f"Same person at or below this distance (default: the face_threshold setting, "
+    f"{DEFAULT_THRESHOLD}).",
+)
+@json_option
 @detector_option
 @crop_option
 def verify(
-    image_a: Path, image_b: Path, threshold: float, as_json: bool, detector: str, crop: bool
+    image_a: Path,
+    image_b: Path,
+    threshold: float | None,
+    as_json: bool,
+    detector: str | None,
+    crop: bool,
 ) -> None:
     """Whether the main faces of IMAGE_A and IMAGE_B are the same person."""
+    if threshold is None:
+        threshold = get_settings().face_threshold
     try:
         a = _main_face(image_a, detector=detector, crop=crop)
         b = _main_face(image_b, detector=detector, crop=crop)
     except LookalikeError as exc:
-        click.echo(f"lookalike: error: {exc.message}", err=True)
-        sys.exit(1)
+        fail(exc.message)
     assert a.embedding is not None and b.embedding is not None
     distance = float(face_distance(a.embedding, b.embedding))
     result = {"distance": round(distance, 6), "same": distance <= threshold, "threshold": threshold}
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
     else:
         verdict = "same person" if result["same"] else "different people"
         click.echo(f"{verdict}: distance {distance:.4f} (threshold {threshold})")
+
+
+# -- against the data folder ----------------------------------------------------------------
+
+
+def _who(found: Identified) -> str:
+    """``Eileen, distance 0.213; next: Bob 0.712`` or ``unknown; nearest: Bob 0.652``."""
+    others = ", ".join(f"{c.person} {c.distance:.3f}" for c in found.candidates)
+    if found.person is not None:
+        head = f"{found.person}, distance {found.distance:.3f}"
+        return f"{head}; next: {others}" if others else head
+    return f"unknown; nearest: {others}" if others else "unknown"
+
+
+def _identified_mark(found: Identified) -> Mark:
+    if found.person is not None:
+        return Mark(found.face.box, f"{found.person} {found.distance:.2f}", KNOWN)
+    nearest = found.candidates[0] if found.candidates else None
+    label = "unknown" if nearest is None else f"unknown ({nearest.person} {nearest.distance:.2f})"
+    return Mark(found.face.box, label, UNKNOWN if found.face.usable else MUTED)
+
+
+@faces.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Distance under which a face is a known person (default: the face_threshold "
+    "setting, 0.6).",
+)
+@crop_option
+@annotate_option
+@data_dir_option
+@with_engine
+def identify(
+    engine: Lookalike,
+    images: Sequence[Path],
+    as_json: bool,
+    threshold: float | None,
+    crop: bool,
+    annotate: Path | None,
+) -> None:
+    """Name every face in IMAGES, or say unknown.
+
+    Each face gets the person it shows (or unknown), its distance, and the next nearest
+    people.
+    """
+    targets = _annotation_targets(images, annotate) if annotate is not None else None
+    failures = 0
+    for n, path in enumerate(images):
+        try:
+            found = engine.people.identify(str(path), threshold=threshold, crop=crop)
+            # Boxes are in the photo's full pixels; the copy to draw on must be too.
+            image = (
+                _decode_full(path, engine.settings.max_image_pixels)
+                if targets is not None
+                else None
+            )
+        except LookalikeError as exc:
+            failures += 1
+            click.echo(f"lookalike: error: {exc.message}", err=True)
+            if as_json:
+                echo_json({"path": str(path), "error": exc.message, "faces": []})
+            continue
+        if as_json:
+            echo_json({"path": str(path), "faces": [f.to_json() for f in found]})
+        else:
+            click.echo(f"{path}: {plural(len(found), 'face')}")
+            for f in found:
+                note = "" if f.face.usable else f"  (not usable: {', '.join(f.face.flags)})"
+                click.echo(f"  face {f.index} {list(f.face.box)}: {_who(f)}{note}")
+        if targets is not None and image is not None:
+            marks = [_identified_mark(f) for f in found]
+            if not _write_annotation(image, marks, targets[n]):
+                failures += 1
+    if failures >= len(images):
+        sys.exit(1)
+
+
+@faces.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Most faces shown.")
+@click.option(
+    "--face",
+    "face",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Which face of IMAGE, from 0 as `faces detect` lists them (default: the main one).",
+)
+@click.option(
+    "--max-distance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Farthest face shown (default: the face_threshold setting, 0.6).",
+)
+@json_option
+@sheet_option
+@crop_option
+@data_dir_option
+@with_engine
+def search(
+    engine: Lookalike,
+    image: Path,
+    k: int,
+    face: int | None,
+    max_distance: float | None,
+    as_json: bool,
+    sheet: Path | None,
+    crop: bool,
+) -> None:
+    """Indexed faces like the face in IMAGE, nearest first.
+
+    Every indexed face within --max-distance of IMAGE's main face (or its face --face N),
+    with its photo and distance.
+    """
+    result = engine.people.search(str(image), k=k, face=face, max_distance=max_distance, crop=crop)
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        click.echo(f"{result.query} (face {list(result.face.box)}): {len(result.results)} found")
+        for hit in result.results:
+            who = hit.person or (f"cluster {hit.cluster_id}" if hit.cluster_id else "-")
+            click.echo(
+                f"  {hit.rank:3d}  {hit.distance:.4f}  {hit.path}  {list(hit.box)}  "
+                f"face {hit.face_id}  {who}"
+            )
+    if sheet is not None:
+        from lookalike.sheet import contact_sheet
+
+        chip = result.face.chip
+        query = (
+            Image.fromarray(chip)
+            if chip is not None
+            else _decode_full(image, engine.settings.max_image_pixels).crop(result.face.box)
+        )
+        tiles = [
+            (engine.people.thumbnail(h.face_id), f"#{h.rank} {h.distance:.3f} {Path(h.path).name}")
+            for h in result.results
+        ]
+        contact_sheet(query, image.name, tiles, sheet)
+        _sheet_written(sheet)
+
+
+def _cluster_json(row: ClusterRow) -> dict[str, Any]:
+    return {"id": row.id, "size": row.size, "faces": list(row.sample)}
+
+
+def _print_clusters(rows: Sequence[ClusterRow]) -> None:
+    for row in rows:
+        sample = ", ".join(str(i) for i in row.sample)
+        more = ", ..." if row.size > len(row.sample) else ""
+        click.echo(f"  cluster {row.id}: {plural(row.size, 'face')} ({sample}{more})")
+
+
+@faces.command()
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Start again: forget every cluster and recognised name, group all faces anew "
+    "(names you gave are kept; cluster edits are lost).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Mean distance under which a face joins a cluster (default: the "
+    "face_cluster_threshold setting, 0.5).",
+)
+@json_option
+@data_dir_option
+@with_engine
+def cluster(engine: Lookalike, full: bool, threshold: float | None, as_json: bool) -> None:
+    """Group unnamed faces into clusters.
+
+    Only faces not yet grouped are placed, unless --full. New faces of a known person
+    are recognised first; the rest join the nearest cluster or start one. Two faces of
+    one photo are never put in one cluster.
+    """
+    report = engine.people.cluster(full=full, threshold=threshold)
+    rows = engine.people.clusters()
+    if as_json:
+        echo_json({"report": report.to_json(), "clusters": [_cluster_json(c) for c in rows]})
+        return
+    click.echo(cluster_summary(report))
+    _print_clusters(rows)
+
+
+@faces.command()
+@click.option(
+    "--min-size", type=click.IntRange(min=1), default=1, show_default=True, help="Smallest shown."
+)
+@json_option
+@data_dir_option
+@with_engine
+def clusters(engine: Lookalike, min_size: int, as_json: bool) -> None:
+    """List the clusters of unnamed faces, largest first."""
+    rows = engine.people.clusters(min_size=min_size)
+    if as_json:
+        echo_json({"clusters": [_cluster_json(c) for c in rows]})
+        return
+    click.echo(plural(len(rows), "cluster"))
+    _print_clusters(rows)
+
+
+def _face_line(face: FaceRow) -> str:
+    who = ""
+    if face.person is not None:
+        who = f"  {face.person} ({'confirmed' if face.confirmed else 'recognised'})"
+    elif face.cluster_id is not None:
+        who = f"  cluster {face.cluster_id}"
+    flags = "" if face.usable else f"  (not usable: {', '.join(face.flags)})"
+    return (
+        f"  face {face.id}  {face.path}  {list(face.box)}  quality {face.quality:.2f}{who}{flags}"
+    )
+
+
+def face_tiles(engine: Lookalike, rows: Sequence[FaceRow]) -> list[tuple[Image.Image, str]]:
+    """Contact-sheet tiles of indexed faces: thumbnail, "face ID photo-name"."""
+    return [(engine.people.thumbnail(f.id), f"face {f.id} {Path(f.path).name}") for f in rows]
+
+
+@faces.command(name="cluster-show")
+@click.argument("cluster_id", metavar="CLUSTER", type=int)
+@json_option
+@sheet_option
+@data_dir_option
+@with_engine
+def cluster_show(engine: Lookalike, cluster_id: int, as_json: bool, sheet: Path | None) -> None:
+    """The faces of one cluster, best quality first."""
+    rows = engine.people.cluster_faces(cluster_id)
+    if as_json:
+        echo_json({"id": cluster_id, "size": len(rows), "faces": [face_row_json(f) for f in rows]})
+    else:
+        click.echo(f"cluster {cluster_id}: {plural(len(rows), 'face')}")
+        for face in rows:
+            click.echo(_face_line(face))
+    if sheet is not None:
+        from lookalike.sheet import grid_sheet
+
+        grid_sheet(face_tiles(engine, rows), sheet)
+        _sheet_written(sheet)
+
+
+@faces.command(name="merge-clusters")
+@click.argument("cluster_ids", metavar="CLUSTER CLUSTER...", nargs=-1, required=True, type=int)
+@json_option
+@data_dir_option
+@with_engine
+def merge_clusters(engine: Lookalike, cluster_ids: Sequence[int], as_json: bool) -> None:
+    """Merge clusters into the first one given."""
+    moved = engine.people.merge_clusters(list(cluster_ids))
+    into, others = cluster_ids[0], [c for c in cluster_ids[1:] if c != cluster_ids[0]]
+    if as_json:
+        echo_json({"into": into, "merged": others, "moved": moved})
+    else:
+        names = ", ".join(str(c) for c in others)
+        click.echo(f"merged {names} into cluster {into}: {plural(moved, 'face')} moved")
+
+
+@faces.command()
+@click.argument("face_ids", metavar="FACE_ID...", nargs=-1, required=True, type=int)
+@click.option("--to", "to", type=int, default=None, metavar="CLUSTER", help="An existing cluster.")
+@click.option("--new", "new", is_flag=True, help="A new cluster of their own.")
+@json_option
+@data_dir_option
+@with_engine
+def move(
+    engine: Lookalike, face_ids: Sequence[int], to: int | None, new: bool, as_json: bool
+) -> None:
+    """Move faces to another cluster or a new one (--to CLUSTER, --new).
+
+    A face that had a name loses it: you say it belongs elsewhere.
+    """
+    if (to is None) == (not new):
+        raise click.UsageError("give exactly one of --to CLUSTER and --new")
+    cluster_id = engine.people.move_faces(list(face_ids), to)
+    if as_json:
+        echo_json({"cluster": cluster_id, "faces": list(face_ids)})
+    else:
+        click.echo(f"{plural(len(face_ids), 'face')} moved to cluster {cluster_id}")
+
+
+@faces.command()
+@json_option
+@data_dir_option
+@with_engine
+def stats(engine: Lookalike, as_json: bool) -> None:
+    """Counts of faces, people and clusters."""
+    counts = engine.people.stats()
+    if as_json:
+        echo_json(counts)
+        return
+    for key, value in counts.items():
+        click.echo(f"{key}: {value}")

@@ -1,53 +1,18 @@
-"""The ``lookalike`` command line. Only this module turns errors into exit codes."""
+"""The ``lookalike`` command line. Only the ``cli`` package turns errors into exit codes."""
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from lookalike.errors import LookalikeError
+from lookalike.cli.common import cluster_summary, data_dir_option, with_engine
+from lookalike.cli.common import fail as _fail
 from lookalike.search.engine import IndexInterrupted, IndexReport, Lookalike, SearchResult
-from lookalike.settings import get_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"lookalike: error: {message}", err=True)
-    sys.exit(code)
-
-
-def data_dir_option(fn: F) -> F:
-    """``--data-dir`` on every command (it may also be given before the command)."""
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="Data folder (default: $LOOKALIKE_DATA_DIR or ~/.local/share/lookalike).",
-    )(fn)
-
-
-def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Open the data folder for the command and map lookalike errors to exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        chosen = data_dir or (ctx.obj or {}).get("data_dir")
-        try:
-            with Lookalike(get_settings(data_dir=chosen)) as engine:
-                return fn(engine, *args, **kwargs)
-        except LookalikeError as exc:
-            _fail(exc.message)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,18 +33,37 @@ def _print_index_report(report: IndexReport, as_json: bool) -> None:
         f"{report.indexed} indexed, {report.unchanged} unchanged, "
         f"{report.duplicates} duplicates, {report.removed} removed, {len(report.failed)} failed"
     )
+    if report.faces is not None:
+        click.echo(_faces_summary(report))
+
+
+def _faces_summary(report: IndexReport) -> str:
+    """One line on the faces of an index run: found, then what grouping them did."""
+    line = f"faces: {report.faces} found"
+    return line if report.people is None else f"{line}; {cluster_summary(report.people)}"
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@click.option(
+    "--faces/--no-faces",
+    default=None,
+    help="Find, recognise and group faces (default: the faces setting, on).",
+)
 @data_dir_option
 @with_engine
-def index(engine: Lookalike, paths: Sequence[Path], as_json: bool, progress: bool | None) -> None:
+def index(
+    engine: Lookalike,
+    paths: Sequence[Path],
+    as_json: bool,
+    progress: bool | None,
+    faces: bool | None,
+) -> None:
     """Add the images in PATHS (files or folders, recursively)."""
     try:
-        report = engine.index(paths, progress=progress)
+        report = engine.index(paths, faces=faces, progress=progress)
     except IndexInterrupted as stop:
         _print_index_report(stop.report, as_json)
         click.echo("interrupted: what was committed is kept; run again to resume", err=True)
@@ -267,9 +251,13 @@ def main() -> None:
 
 
 def _register_subcommands() -> None:
+    from lookalike.cli.eval_faces import eval_faces
     from lookalike.cli.faces import faces
+    from lookalike.cli.people import people
 
     cli.add_command(faces)
+    cli.add_command(people)
+    eval_group.add_command(eval_faces)
 
 
 _register_subcommands()

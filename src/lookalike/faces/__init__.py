@@ -16,7 +16,7 @@ from lookalike.faces.embed import (
     face_distance,
     pairwise_distances,
 )
-from lookalike.faces.pipeline import analyze
+from lookalike.faces.pipeline import analyze, main_face
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -31,5 +31,6 @@ __all__ = [
     "embed_crops",
     "embed_faces",
     "face_distance",
+    "main_face",
     "pairwise_distances",
 ]

@@ -7,6 +7,7 @@ stages it runs in a :class:`~lookalike.faces.detect.StageTimes`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -15,7 +16,7 @@ from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.faces.detect import Face, StageTimes, detect_faces
 from lookalike.faces.embed import crop_face, embed_faces
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "main_face"]
 
 
 def analyze(
@@ -28,6 +29,7 @@ def analyze(
     jitter: int = 0,
     flip: bool = False,
     min_face: int = config.MIN_FACE_SIZE,
+    max_side: int | None = None,
     timings: StageTimes | None = None,
 ) -> list[Face]:
     """The faces of ``image`` with landmarks, quality and (if ``embeddings``) embeddings.
@@ -37,7 +39,8 @@ def analyze(
     (an empty list when there is none). Unusable faces (small, low quality) are embedded
     too: the caller decides what to keep. ``jitter`` and ``flip``: see
     :func:`~lookalike.faces.embed.embed_chips` (on LFW neither changed accuracy beyond
-    noise, for 10x and 2x the embedding time). ``timings``, if given, gets the milliseconds of
+    noise, for 10x and 2x the embedding time). ``max_side``: see
+    :func:`~lookalike.faces.detect.detect_boxes`. ``timings``, if given, gets the milliseconds of
     the detect, landmarks and embed stages added to it.
     """
     times = timings if timings is not None else StageTimes()
@@ -47,10 +50,21 @@ def analyze(
         times.landmarks_ms += (time.perf_counter() - t0) * 1000.0
     else:
         faces = detect_faces(
-            image, detector=detector, landmarks=landmarks, min_face=min_face, timings=times
+            image,
+            detector=detector,
+            landmarks=landmarks,
+            min_face=min_face,
+            max_side=max_side,
+            timings=times,
         )
     if embeddings and faces:
         t0 = time.perf_counter()
         embed_faces(faces, jitter=jitter, flip=flip)
         times.embed_ms += (time.perf_counter() - t0) * 1000.0
     return faces
+
+
+def main_face(faces: Sequence[Face]) -> Face | None:
+    """The face a photo is about: the largest usable one, else the largest; None if none."""
+    pool = [f for f in faces if f.usable] or list(faces)
+    return max(pool, key=lambda f: f.width, default=None)

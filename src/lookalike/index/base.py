@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
 
 class VectorIndex(Protocol):
-    """Vectors keyed by int64 image id; higher score means more similar."""
+    """Vectors keyed by int64 id (image or face). Scores: similarity, higher is closer, or
+    (``FloatIndex`` with ``metric="l2"``) squared distance, lower is closer."""
 
     kind: str  # "flat", "ivf" or "binary"
 
@@ -29,3 +31,37 @@ class VectorIndex(Protocol):
         ...
 
     def to_bytes(self) -> bytes: ...
+
+
+class IndexSpec(Protocol):
+    """What an index is built for: a descriptor, or the face embeddings."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str:
+        """Vectors of another version are never mixed into the index."""
+        ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def kind(self) -> Literal["float", "binary"]: ...
+
+
+class VectorSource(Protocol):
+    """Where an index's vectors come from (the catalog): rows as raw uint8 blobs by id."""
+
+    def generation(self, name: str) -> int:
+        """A counter bumped by every change to ``name``'s vectors."""
+        ...
+
+    def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def vector_ids(self, name: str, version: str) -> np.ndarray: ...
+
+    def vectors_for(
+        self, name: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]: ...

@@ -6,6 +6,7 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -38,32 +39,49 @@ def _as_ids(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
-class FloatIndex:
-    """Cosine similarity over L2-normalised float32 rows.
+Metric = Literal["ip", "l2"]
 
-    ``flat`` is exact; ``ivf`` (IndexIVFFlat, inner product) trades a little recall for
-    sub-linear search on large collections; ``nprobe`` sets that trade.
+
+def _flat(dim: int, metric: Metric) -> faiss.Index:
+    return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+
+
+class FloatIndex:
+    """Float32 rows compared by inner product (``ip``: cosine, for L2-normalised rows;
+    higher is closer) or by squared Euclidean distance (``l2``; lower is closer).
+
+    ``flat`` is exact; ``ivf`` (IndexIVFFlat) trades a little recall for sub-linear search
+    on large collections; ``nprobe`` sets that trade.
     """
 
-    def __init__(self, dim: int, *, kind: str = "flat", nprobe: int = 32) -> None:
+    def __init__(
+        self, dim: int, *, kind: str = "flat", nprobe: int = 32, metric: Metric = "ip"
+    ) -> None:
         self.dim = dim
         self.kind = kind
         self.nprobe = nprobe
+        self.metric: Metric = metric
         self._ids = np.zeros(0, dtype=np.int64)
-        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: faiss.Index = faiss.IndexIDMap2(_flat(dim, metric))
 
     @classmethod
     def build(
-        cls, ids: np.ndarray, rows: np.ndarray, *, ann_threshold: int, nprobe: int
+        cls,
+        ids: np.ndarray,
+        rows: np.ndarray,
+        *,
+        ann_threshold: int,
+        nprobe: int,
+        metric: Metric = "ip",
     ) -> FloatIndex:
         """An index over ``rows``: exact below ``ann_threshold`` rows, IVF at or above it."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         n, dim = rows.shape
         if n >= ann_threshold:
-            index = cls(dim, kind="ivf", nprobe=nprobe)
+            index = cls(dim, kind="ivf", nprobe=nprobe, metric=metric)
             index._train_ivf(rows)
         else:
-            index = cls(dim)
+            index = cls(dim, metric=metric)
         index.add(ids, rows)
         return index
 
@@ -76,8 +94,9 @@ class FloatIndex:
         # cores; sqrt(n) lists give 0.94 at 50k, 0.97 at 100k and 0.98 at 1M, where the
         # whole build (train + add) takes under 3 minutes.
         nlist = max(1, min(round(math.sqrt(n)), n // 39))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer = _flat(self.dim, self.metric)
+        kind = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, kind)
         # k-means on at most 256 points per list (faiss' own cap, which it would otherwise
         # apply by sampling the whole matrix): training cost grows linearly with n.
         sample = rows
@@ -130,7 +149,8 @@ class FloatIndex:
     @classmethod
     def from_bytes(cls, data: bytes, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
         raw = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        index = cls(int(raw.d), kind=kind, nprobe=nprobe)
+        metric: Metric = "l2" if raw.metric_type == faiss.METRIC_L2 else "ip"
+        index = cls(int(raw.d), kind=kind, nprobe=nprobe, metric=metric)
         index._index = raw
         if kind == "ivf":
             faiss.extract_index_ivf(raw).nprobe = nprobe

@@ -1,6 +1,7 @@
 """Keeps each descriptor's persisted vector index in agreement with the catalog.
 
 The catalog bumps a per-descriptor generation on every vector change (SQLite triggers).
+The same machinery serves the face embeddings, with the face store as the source.
 An index file records the generation it reflects; when the two differ (another process
 wrote, or a run was killed between commit and save) the index is brought up to date by
 adding and removing the ids that differ, never by trusting the file.
@@ -17,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.describe.base import Descriptor
-from lookalike.index.base import VectorIndex
-from lookalike.index.faiss_index import BinaryIndex, FloatIndex
-from lookalike.store.base import Catalog
+from lookalike.index.base import IndexSpec, VectorIndex, VectorSource
+from lookalike.index.faiss_index import BinaryIndex, FloatIndex, Metric
 
 MAGIC = b"LKIDX1\n"
 
@@ -32,7 +31,7 @@ class _Held:
     generation: int
 
 
-def rows_as(descriptor: Descriptor, raw: np.ndarray) -> np.ndarray:
+def rows_as(descriptor: IndexSpec, raw: np.ndarray) -> np.ndarray:
     """Catalog blobs (uint8 (n, bytes)) viewed as the descriptor's row type."""
     if descriptor.kind == "binary":
         return raw.reshape(len(raw), -1)
@@ -43,9 +42,16 @@ class IndexManager:
     """One index per descriptor, loaded lazily, synced with the catalog before use."""
 
     def __init__(
-        self, catalog: Catalog, directory: Path, *, ann_threshold: int, nprobe: int
+        self,
+        source: VectorSource,
+        directory: Path,
+        *,
+        ann_threshold: int,
+        nprobe: int,
+        metric: Metric = "ip",
     ) -> None:
-        self.catalog = catalog
+        self.source = source
+        self.metric: Metric = metric
         self.directory = directory
         self.ann_threshold = ann_threshold
         self.nprobe = nprobe
@@ -55,11 +61,11 @@ class IndexManager:
     def _file(self, name: str) -> Path:
         return self.directory / f"{name}.idx"
 
-    def get(self, descriptor: Descriptor) -> VectorIndex:
+    def get(self, descriptor: IndexSpec) -> VectorIndex:
         """The descriptor's index, brought up to date with the catalog."""
         with self._lock:
             held = self._held.get(descriptor.name)
-            generation = self.catalog.generation(descriptor.name)
+            generation = self.source.generation(descriptor.name)
             if held is None or held.version != descriptor.version:
                 held = self._load(descriptor)
             if held is not None and held.generation == generation and self._fits(held):
@@ -71,10 +77,10 @@ class IndexManager:
             self._held[descriptor.name] = held
             return held.index
 
-    def rebuild(self, descriptor: Descriptor) -> VectorIndex:
+    def rebuild(self, descriptor: IndexSpec) -> VectorIndex:
         """Build the index afresh from the catalog's vectors and persist it."""
         with self._lock:
-            generation = self.catalog.generation(descriptor.name)
+            generation = self.source.generation(descriptor.name)
             held = self._build(descriptor, generation)
             self._save(descriptor.name, held)
             self._held[descriptor.name] = held
@@ -97,8 +103,8 @@ class IndexManager:
             return n >= self.ann_threshold // 2
         return True
 
-    def _build(self, descriptor: Descriptor, generation: int) -> _Held:
-        ids, raw = self.catalog.vectors(descriptor.name, descriptor.version)
+    def _build(self, descriptor: IndexSpec, generation: int) -> _Held:
+        ids, raw = self.source.vectors(descriptor.name, descriptor.version)
         index: VectorIndex
         if descriptor.kind == "binary":
             index = BinaryIndex(descriptor.dim)
@@ -110,15 +116,16 @@ class IndexManager:
                 rows_as(descriptor, raw),
                 ann_threshold=self.ann_threshold,
                 nprobe=self.nprobe,
+                metric=self.metric,
             )
         else:
-            index = FloatIndex(descriptor.dim)
+            index = FloatIndex(descriptor.dim, metric=self.metric)
         return _Held(index, descriptor.version, generation)
 
-    def _sync(self, descriptor: Descriptor, held: _Held | None, generation: int) -> _Held:
+    def _sync(self, descriptor: IndexSpec, held: _Held | None, generation: int) -> _Held:
         if held is None or held.version != descriptor.version:
             return self._build(descriptor, generation)
-        wanted = self.catalog.vector_ids(descriptor.name, descriptor.version)
+        wanted = self.source.vector_ids(descriptor.name, descriptor.version)
         have = held.index.ids()
         n = len(wanted)
         # Cross the exact/approximate boundary, or outgrow the IVF lists: rebuild.
@@ -129,7 +136,7 @@ class IndexManager:
         held.index.remove(np.setdiff1d(have, wanted))
         missing = np.setdiff1d(wanted, have)
         for start in range(0, len(missing), 4096):
-            ids, raw = self.catalog.vectors_for(
+            ids, raw = self.source.vectors_for(
                 descriptor.name, descriptor.version, missing[start : start + 4096].tolist()
             )
             if len(ids):
@@ -137,7 +144,7 @@ class IndexManager:
         held.generation = generation
         return held
 
-    def _load(self, descriptor: Descriptor) -> _Held | None:
+    def _load(self, descriptor: IndexSpec) -> _Held | None:
         path = self._file(descriptor.name)
         try:
             data = path.read_bytes()

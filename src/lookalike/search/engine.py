@@ -23,10 +23,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from lookalike.backends import open_catalog, open_indexes
+from lookalike.backends import INDEX_DIR, open_catalog, open_indexes
 from lookalike.decode import Decoded, decode, read_file, sha256_hex
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadInput, ImageError, LookalikeError, NotFound
+from lookalike.people.service import ClusterReport, FaceService
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
 from lookalike.settings import Settings
 from lookalike.store.base import ImageRow, NewImage
@@ -53,15 +54,24 @@ class IndexReport:
     removed: int = 0
     failed: list[Failure] = field(default_factory=list)
     interrupted: bool = False
+    # Faces found in the images scanned by this run (None: faces were not looked for).
+    faces: int | None = None
+    # What grouping the new faces did (None: not run).
+    people: ClusterReport | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "indexed": self.indexed,
             "unchanged": self.unchanged,
             "duplicates": self.duplicates,
             "removed": self.removed,
             "failed": [f.to_json() for f in self.failed],
         }
+        if self.faces is not None:
+            out["faces"] = self.faces
+        if self.people is not None:
+            out["people"] = self.people.to_json()
+        return out
 
 
 class IndexInterrupted(KeyboardInterrupt):
@@ -114,6 +124,9 @@ class _Prepared:
     mtime_ns: int
     sha256: str
     decoded: Decoded | None
+    # What the image still needs: descriptor names, and whether its faces are to be found.
+    missing: list[str] = field(default_factory=list)
+    faces: bool = False
 
 
 T = TypeVar("T")
@@ -150,6 +163,8 @@ class Lookalike:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = open_catalog(settings)
         self.indexes = open_indexes(settings, self.catalog)
+        # Faces and people (lookalike.people): enrol, identify, cluster, face search.
+        self.people = FaceService(settings, self.catalog.faces, settings.data_dir / INDEX_DIR)
         self._descriptors: dict[str, Descriptor] = {}
         self._lock = threading.Lock()
 
@@ -182,10 +197,12 @@ class Lookalike:
         paths: Iterable[str | Path],
         *,
         descriptors: Sequence[str] | None = None,
+        faces: bool | None = None,
         progress: bool | None = None,
     ) -> IndexReport:
         """Add every readable image under ``paths``; skip unchanged files, drop gone ones.
 
+        ``faces`` (default: the ``faces`` setting): also find, store and group the faces.
         Returns the run's report. Files that cannot be read are listed in
         ``report.failed`` and skipped. On Ctrl-C raises ``IndexInterrupted``; what was
         committed stays, and the next run resumes.
@@ -193,9 +210,16 @@ class Lookalike:
         paths = list(paths)
         descs = [self.descriptor(n) for n in (descriptors or descriptor_names())]
         wanted = {d.name: d.version for d in descs}
+        with_faces = self.settings.faces if faces is None else faces
         min_side = max(d.input_side for d in descs)
-        report = IndexReport()
+        report = IndexReport(faces=0 if with_faces else None)
         files, folders, seen = self._walk(paths, report)
+        store = self.catalog.faces
+        face_version = self.people.version
+
+        def needs(image_id: int) -> tuple[list[str], bool]:
+            missing = self.catalog.missing_vectors(image_id, wanted)
+            return missing, with_faces and not store.face_scanned(image_id, face_version)
 
         todo: list[tuple[str, os.stat_result]] = []
         for path, st in files:
@@ -204,7 +228,7 @@ class Lookalike:
                 row is not None
                 and row.size == st.st_size
                 and row.mtime_ns == st.st_mtime_ns
-                and not self.catalog.missing_vectors(row.image_id, wanted)
+                and needs(row.image_id) == ([], False)
             ):
                 report.unchanged += 1
                 seen.add(path)
@@ -216,12 +240,12 @@ class Lookalike:
             data = read_file(Path(path))
             sha = sha256_hex(data)
             known = self.catalog.image_by_sha(sha)
-            if known is not None and not self.catalog.missing_vectors(known.id, wanted):
+            missing, scan = needs(known.id) if known is not None else (list(wanted), with_faces)
+            if not missing and not scan:
                 return _Prepared(path, len(data), st.st_mtime_ns, sha, None)
-            decoded = decode(
-                data, path, min_side=min_side, max_pixels=self.settings.max_image_pixels
-            )
-            return _Prepared(path, len(data), st.st_mtime_ns, sha, decoded)
+            side = max(min_side, self.settings.face_decode_side) if scan else min_side
+            decoded = decode(data, path, min_side=side, max_pixels=self.settings.max_image_pixels)
+            return _Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan)
 
         bar = tqdm(
             total=len(todo),
@@ -231,17 +255,21 @@ class Lookalike:
             file=sys.stderr,
         )
         pending: list[NewImage] = []
-        to_embed: list[tuple[NewImage, Decoded]] = []
+        to_embed: list[tuple[NewImage, _Prepared]] = []
         run_shas: set[str] = set()
 
         def embed_pending() -> None:
-            for start in range(0, len(to_embed), self.settings.batch_size):
-                chunk = to_embed[start : start + self.settings.batch_size]
-                images = [d.image for _, d in chunk]
-                for desc in descs:
-                    rows = desc.embed(images)
+            for desc in descs:
+                jobs = [(item, p) for item, p in to_embed if desc.name in p.missing]
+                for start in range(0, len(jobs), self.settings.batch_size):
+                    chunk = jobs[start : start + self.settings.batch_size]
+                    rows = desc.embed([p.decoded.image for _, p in chunk if p.decoded])
                     for (item, _), row in zip(chunk, rows, strict=True):
                         item.vectors[desc.name] = (desc.version, row)
+            for item, p in to_embed:
+                if p.faces and p.decoded is not None:
+                    item.faces = self.people.scan(p.decoded)
+                    report.faces = (report.faces or 0) + len(item.faces.faces)
             to_embed.clear()
 
         def commit() -> None:
@@ -274,7 +302,7 @@ class Lookalike:
                     else:
                         item.width, item.height = prep.decoded.width, prep.decoded.height
                         item.format = prep.decoded.format
-                        to_embed.append((item, prep.decoded))
+                        to_embed.append((item, prep))
                         run_shas.add(prep.sha256)
                         report.indexed += 1
                     pending.append(item)
@@ -287,6 +315,12 @@ class Lookalike:
         except KeyboardInterrupt:
             bar.close()
             report.indexed -= sum(1 for item in pending if item.vectors or item.width)
+            report.faces = (
+                None
+                if report.faces is None
+                else report.faces
+                - sum(len(item.faces.faces) for item in pending if item.faces is not None)
+            )
             report.interrupted = True
             raise IndexInterrupted(report) from None
         bar.close()
@@ -298,6 +332,8 @@ class Lookalike:
             report.removed = len(gone)
         for desc in descs:
             self.indexes.get(desc)
+        if with_faces and self.settings.face_cluster_on_index:
+            report.people = self.people.cluster()
         return report
 
     def _walk(
@@ -350,8 +386,11 @@ class Lookalike:
         return files, folders, seen
 
     def reindex(self) -> dict[str, int]:
-        """Rebuild every vector index from the catalog; returns vectors per descriptor."""
-        return {n: len(self.indexes.rebuild(self.descriptor(n))) for n in descriptor_names()}
+        """Rebuild every vector index (and the face index) from the catalog; returns the
+        vectors in each."""
+        out = {n: len(self.indexes.rebuild(self.descriptor(n))) for n in descriptor_names()}
+        out["face"] = len(self.people.index.rebuild(self.people.spec))
+        return out
 
     def remove(self, paths: Iterable[str | Path]) -> int:
         """Forget files, or every file under folders; returns how many paths were removed."""

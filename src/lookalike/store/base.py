@@ -45,10 +45,16 @@ class NewImage:
     format: str = ""
     # descriptor name -> (version, vector row); empty when the content is already stored.
     vectors: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    # The faces found in the image, when they were looked for in this run.
+    faces: FaceScan | None = None
 
 
 class Catalog(Protocol):
     """What the engine needs from a catalog backend."""
+
+    # Faces, people and clusters, in the same database (see FaceStore below).
+    @property
+    def faces(self) -> FaceStore: ...
 
     def close(self) -> None: ...
 
@@ -105,3 +111,190 @@ class Catalog(Protocol):
     def all_paths(self) -> list[str]: ...
 
     def schema_version(self) -> int: ...
+
+
+# -- faces, people, clusters ------------------------------------------------------------
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class FaceRecord:
+    """One face to store with its image (coordinates in the original image's pixels)."""
+
+    box: Box
+    score: float
+    quality: float
+    usable: bool
+    flags: list[str]
+    landmarks: list[tuple[float, float]]
+    embedding: np.ndarray
+    # The aligned chip as a JPEG: face thumbnails without decoding the photo again.
+    thumb: bytes
+
+
+@dataclass
+class FaceScan:
+    """The faces found in one image by one face-model version (possibly none)."""
+
+    version: str
+    faces: list[FaceRecord]
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    id: int
+    image_id: int
+    # Position among the image's faces (detector order), from 0.
+    idx: int
+    box: Box
+    score: float
+    quality: float
+    usable: bool
+    flags: tuple[str, ...]
+    landmarks: tuple[tuple[float, float], ...]
+    person_id: int | None
+    person: str | None
+    # True when a user set the person (named its cluster, moved it); False when recognised.
+    confirmed: bool
+    cluster_id: int | None
+    path: str
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    id: int
+    name: str
+    examples: int
+    faces: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class ExampleRow:
+    id: int
+    person_id: int
+    sha256: str
+    face_index: int
+    source: str
+    box: Box
+    quality: float
+
+
+@dataclass
+class NewExample:
+    """An enrolment example: one face of an image given for a person."""
+
+    sha256: str
+    face_index: int
+    source: str
+    version: str
+    face: FaceRecord
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    id: int
+    size: int
+    # Up to a few face ids, best quality first, to show the cluster.
+    sample: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FaceVectors:
+    """Faces with their embeddings, as arrays (what clustering and search work on)."""
+
+    ids: np.ndarray  # int64 (n,)
+    image_ids: np.ndarray  # int64 (n,)
+    labels: np.ndarray  # int64 (n,): cluster or person id, by the query; 0 for none
+    quality: np.ndarray  # float32 (n,)
+    embeddings: np.ndarray  # float32 (n, 128)
+
+
+class FaceStore(Protocol):
+    """Faces, people and clusters, beside the catalog (same database, same transactions).
+
+    Faces are written with their image by ``Catalog.record`` (``NewImage.faces``), so an
+    image and its faces are stored together or not at all.
+    """
+
+    def face_scanned(self, image_id: int, version: str) -> bool: ...
+
+    # The vector-source interface of IndexManager, over face ids and embeddings.
+    def generation(self, name: str) -> int: ...
+
+    def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def vector_ids(self, name: str, version: str) -> np.ndarray: ...
+
+    def vectors_for(
+        self, name: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def faces(self, ids: Sequence[int]) -> dict[int, FaceRow]: ...
+
+    def faces_of_image(self, image_id: int) -> list[FaceRow]: ...
+
+    def faces_of_person(self, person_id: int) -> list[FaceRow]: ...
+
+    def faces_of_cluster(self, cluster_id: int) -> list[FaceRow]: ...
+
+    def face_thumb(self, face_id: int) -> bytes | None: ...
+
+    def count_faces(self, version: str) -> dict[str, int]:
+        """Counts: faces, usable, named (with a person), clustered, unprocessed."""
+        ...
+
+    def unprocessed(self, version: str) -> FaceVectors:
+        """Usable faces with neither person nor cluster (labels all 0)."""
+        ...
+
+    def clustered(self, version: str) -> FaceVectors:
+        """Faces in clusters (labels: cluster ids)."""
+        ...
+
+    def gallery(self, version: str) -> FaceVectors:
+        """The known faces of people: examples and confirmed faces (labels: person ids;
+        ids: negative example ids, positive face ids)."""
+        ...
+
+    def assign_clusters(
+        self, face_ids: Sequence[int], cluster_ids: Sequence[int]
+    ) -> dict[int, int]:
+        """Put faces into clusters. Negative ids (and ids of clusters that no longer exist)
+        stand for new clusters, created here; returns ``{given id: stored id}``."""
+        ...
+
+    def set_person(self, face_ids: Sequence[int], person_id: int | None, confirmed: bool) -> None:
+        """Name faces (taking them out of their clusters), or un-name them (None)."""
+        ...
+
+    def reset_clusters(self) -> int:
+        """Forget every cluster and every recognised (unconfirmed) person of faces."""
+        ...
+
+    def clusters(self) -> list[ClusterRow]: ...
+
+    def merge_clusters(self, into: int, others: Sequence[int]) -> int: ...
+
+    def add_person(self, name: str) -> PersonRow: ...
+
+    def person(self, name: str) -> PersonRow | None: ...
+
+    def person_by_id(self, person_id: int) -> PersonRow | None: ...
+
+    def people(self) -> list[PersonRow]: ...
+
+    def rename_person(self, person_id: int, name: str) -> None: ...
+
+    def merge_people(self, into: int, others: Sequence[int]) -> None: ...
+
+    def remove_person(self, person_id: int) -> None: ...
+
+    def add_examples(self, person_id: int, examples: Sequence[NewExample]) -> list[int]: ...
+
+    def examples(self, person_id: int) -> list[ExampleRow]: ...
+
+    def example_thumb(self, example_id: int) -> bytes | None: ...
+
+    def remove_example(self, person_id: int, example_id: int) -> bool: ...

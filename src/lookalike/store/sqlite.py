@@ -14,8 +14,9 @@ import numpy as np
 
 from lookalike.errors import SchemaTooNew
 from lookalike.store.base import ImageRow, NewImage, PathRow
+from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, write_scan
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -78,8 +79,13 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    """Faces, people, enrolment examples and clusters (lookalike.store.sqlite_faces)."""
+    _run_script(db, SCHEMA_V2)
+
+
 # Migration n takes the schema from version n - 1 to n.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
 
 
 class SqliteCatalog:
@@ -100,6 +106,7 @@ class SqliteCatalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
+        self.faces = SqliteFaceStore(self)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -299,6 +306,8 @@ class SqliteCatalog:
                         "WHERE version != excluded.version OR vector != excluded.vector",
                         [name, image_id, version, blob],
                     )
+                if item.faces is not None:
+                    write_scan(db, image_id, item.faces)
                 ids.append(image_id)
         return ids
 
@@ -307,8 +316,9 @@ class SqliteCatalog:
         left = db.execute("SELECT 1 FROM paths WHERE image_id = ? LIMIT 1", [image_id]).fetchone()
         if left is not None:
             return False
-        # Vectors first, explicitly, so their triggers bump the index generation.
+        # Vectors and faces first, explicitly, so their triggers bump the index generations.
         db.execute("DELETE FROM vectors WHERE image_id = ?", [image_id])
+        db.execute("DELETE FROM faces WHERE image_id = ?", [image_id])
         db.execute("DELETE FROM images WHERE id = ?", [image_id])
         return True
 

@@ -1,0 +1,119 @@
+"""What every ``lookalike`` command shares: ``--data-dir``, the engine, errors, JSON rows.
+
+Kept apart from ``cli.main`` so that the command modules (``cli.faces``, ``cli.people``)
+import it without importing the group that registers them.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from lookalike.errors import LookalikeError
+from lookalike.people.service import ClusterReport
+from lookalike.search.engine import Lookalike
+from lookalike.settings import get_settings
+from lookalike.store.base import ExampleRow, FaceRow, PersonRow
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``lookalike: error: message`` on stderr and exit with ``code``."""
+    click.echo(f"lookalike: error: {message}", err=True)
+    sys.exit(code)
+
+
+def data_dir_option(fn: F) -> F:
+    """``--data-dir`` on every command (it may also be given before the command)."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Data folder (default: $LOOKALIKE_DATA_DIR or ~/.local/share/lookalike).",
+    )(fn)
+
+
+def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Open the data folder for the command and map lookalike errors to exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        chosen = data_dir or (ctx.obj or {}).get("data_dir")
+        try:
+            with Lookalike(get_settings(data_dir=chosen)) as engine:
+                return fn(engine, *args, **kwargs)
+        except LookalikeError as exc:
+            fail(exc.message)
+
+    return wrapper
+
+
+def echo_json(value: Any) -> None:
+    """One JSON document on one line of stdout."""
+    click.echo(json.dumps(value))
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 face"``, ``"3 faces"``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+# -- JSON forms of catalog rows ----------------------------------------------------------
+
+
+def person_json(person: PersonRow) -> dict[str, Any]:
+    return {
+        "id": person.id,
+        "name": person.name,
+        "examples": person.examples,
+        "faces": person.faces,
+    }
+
+
+def example_json(example: ExampleRow) -> dict[str, Any]:
+    return {
+        "id": example.id,
+        "source": example.source,
+        "sha256": example.sha256,
+        "face": example.face_index,
+        "box": list(example.box),
+        "quality": round(example.quality, 4),
+    }
+
+
+def face_row_json(face: FaceRow) -> dict[str, Any]:
+    """An indexed face: its photo, box, and who or which cluster it is."""
+    return {
+        "id": face.id,
+        "path": face.path,
+        "face": face.idx,
+        "box": list(face.box),
+        "quality": round(face.quality, 4),
+        "usable": face.usable,
+        "person": face.person,
+        "confirmed": face.confirmed,
+        "cluster": face.cluster_id,
+    }
+
+
+def cluster_summary(report: ClusterReport) -> str:
+    """One line on what a clustering run did, e.g. ``3 unknown faces: 1 recognised (Eileen
+    1), 1 joined a cluster, 1 new cluster; 4 clusters in all``."""
+    if report.faces == 0 and not report.merged:
+        return f"no new unknown faces; {plural(report.clusters, 'cluster')} in all"
+    who = ", ".join(f"{name} {n}" for name, n in sorted(report.people.items()))
+    merged = f", {plural(report.merged, 'cluster')} merged away" if report.merged else ""
+    return (
+        f"{plural(report.faces, 'unknown face')}: {report.recognised} recognised"
+        f"{f' ({who})' if who else ''}, {report.joined} joined a cluster, "
+        f"{plural(report.started, 'new cluster')}{merged}; "
+        f"{plural(report.clusters, 'cluster')} in all"
+    )

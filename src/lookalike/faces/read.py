@@ -1,0 +1,102 @@
+"""Faces of an image file, bytes or PIL image, under the user's settings.
+
+The one place where decoding meets the face pipeline: JPEGs are decoded reduced (draft mode)
+to at least ``face_decode_side``, faces are found on that, and boxes and landmarks are
+scaled back to the original image's pixels; ``usable`` follows ``face_min_size`` and
+``face_min_quality``. The CLI, the engine (indexing) and the people service all read faces
+through here, so a face is "usable" the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from lookalike.decode import Decoded, decode, read_file
+from lookalike.faces.config import Detector, LandmarkCount
+from lookalike.faces.detect import Face, StageTimes
+from lookalike.faces.pipeline import analyze
+from lookalike.settings import Settings
+
+__all__ = ["Source", "decode_for_faces", "find_faces", "read_faces", "source_label"]
+
+Source = str | Path | bytes | Image.Image
+
+
+def source_label(source: Source) -> str:
+    """How ``source`` is named in messages and results."""
+    if isinstance(source, str | Path):
+        return os.fspath(source)
+    return "<bytes>" if isinstance(source, bytes) else "<image>"
+
+
+def decode_for_faces(source: Source, settings: Settings, *, full: bool = False) -> Decoded:
+    """``source`` decoded upright in RGB; reduced to ``face_decode_side`` unless ``full``."""
+    if isinstance(source, Image.Image):
+        rgb = source.convert("RGB")
+        return Decoded(rgb, rgb.width, rgb.height, "")
+    if isinstance(source, bytes):
+        data, label = source, "<bytes>"
+    else:
+        data, label = read_file(Path(source)), os.fspath(source)
+    return decode(
+        data,
+        label,
+        min_side=None if full else settings.face_decode_side,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+def find_faces(
+    decoded: Decoded,
+    settings: Settings,
+    *,
+    detector: Detector | None = None,
+    landmarks: LandmarkCount = 5,
+    crop: bool = False,
+    embeddings: bool = True,
+    timings: StageTimes | None = None,
+) -> list[Face]:
+    """The faces of a decoded image in the original image's pixels (best score first)."""
+    image = decoded.image
+    scale = decoded.width / image.width if image.width else 1.0
+    chosen: Detector = detector or settings.face_detector
+    side = settings.face_detect_max_side
+    faces = analyze(
+        image,
+        detector=chosen,
+        landmarks=landmarks,
+        embeddings=embeddings,
+        crop=crop,
+        min_face=max(1, round(settings.face_min_size / scale)),
+        # The CNN detector costs ~15x HOG per pixel: it gets half the side (a quarter).
+        max_side=side if chosen == "hog" else max(1, side // 2),
+        timings=timings,
+    )
+    return [_rescale(f, scale, settings.face_min_quality) for f in faces]
+
+
+def read_faces(source: Source, settings: Settings, *, crop: bool = False) -> list[Face]:
+    """Decode ``source`` (reduced) and find its faces, embedded."""
+    return find_faces(decode_for_faces(source, settings), settings, crop=crop)
+
+
+def _rescale(face: Face, scale: float, min_quality: float) -> Face:
+    """``face`` with coordinates multiplied by ``scale`` and the usable verdict re-taken."""
+    flags = [f for f in face.flags if f != "low_quality"]
+    if face.quality < min_quality:
+        flags.append("low_quality")
+    usable = "small" not in flags and "low_quality" not in flags
+    if abs(scale - 1.0) < 1e-6:
+        return dataclasses.replace(face, flags=flags, usable=usable)
+    left, top, right, bottom = face.box
+    return dataclasses.replace(
+        face,
+        box=(round(left * scale), round(top * scale), round(right * scale), round(bottom * scale)),
+        landmarks=[(x * scale, y * scale) for x, y in face.landmarks],
+        flags=flags,
+        usable=usable,
+    )

@@ -1,0 +1,551 @@
+"""Faces, people and clusters in the embedded SQLite catalog (schema version 2).
+
+Shares the catalog's connection and lock (:class:`~lookalike.store.sqlite.SqliteCatalog`),
+so faces are written in the same transaction as their image.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lookalike.errors import Conflict, NotFound
+from lookalike.store.base import (
+    ClusterRow,
+    ExampleRow,
+    FaceRow,
+    FaceScan,
+    FaceVectors,
+    NewExample,
+    PersonRow,
+)
+
+if TYPE_CHECKING:
+    from lookalike.store.sqlite import SqliteCatalog
+
+# The generation counter (see the catalog's ``generations`` table) of face embeddings.
+FACE_GENERATION = "face"
+# Bumped when the gallery of known faces (examples, confirmed faces) changes.
+GALLERY_GENERATION = "gallery"
+# Faces shown per cluster in listings.
+SAMPLE_SIZE = 6
+
+SCHEMA_V2 = """
+-- AUTOINCREMENT: an id a user has seen never comes back naming someone else.
+CREATE TABLE people (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE clusters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL
+);
+-- One row per image whose faces were looked for, with the face-model version: an image
+-- with no face is still recorded as scanned.
+CREATE TABLE face_scans (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    version TEXT NOT NULL,
+    scanned_at REAL NOT NULL
+);
+CREATE TABLE faces (
+    id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    left INTEGER NOT NULL,
+    top INTEGER NOT NULL,
+    right INTEGER NOT NULL,
+    bottom INTEGER NOT NULL,
+    score REAL NOT NULL,
+    quality REAL NOT NULL,
+    usable INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    landmarks TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    thumb BLOB NOT NULL,
+    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    cluster_id INTEGER REFERENCES clusters(id) ON DELETE SET NULL,
+    UNIQUE (image_id, idx)
+);
+CREATE INDEX faces_by_person ON faces(person_id);
+CREATE INDEX faces_by_cluster ON faces(cluster_id);
+CREATE TABLE examples (
+    id INTEGER PRIMARY KEY,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    face_index INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    version TEXT NOT NULL,
+    left INTEGER NOT NULL,
+    top INTEGER NOT NULL,
+    right INTEGER NOT NULL,
+    bottom INTEGER NOT NULL,
+    quality REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    thumb BLOB NOT NULL,
+    added_at REAL NOT NULL,
+    UNIQUE (person_id, sha256, face_index)
+);
+CREATE TRIGGER faces_ins AFTER INSERT ON faces BEGIN
+    INSERT INTO generations VALUES ('face', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+CREATE TRIGGER faces_del AFTER DELETE ON faces BEGIN
+    INSERT INTO generations VALUES ('face', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+    INSERT INTO generations VALUES ('gallery', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+CREATE TRIGGER faces_person AFTER UPDATE OF person_id, confirmed ON faces BEGIN
+    INSERT INTO generations VALUES ('gallery', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+CREATE TRIGGER examples_ins AFTER INSERT ON examples BEGIN
+    INSERT INTO generations VALUES ('gallery', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+CREATE TRIGGER examples_del AFTER DELETE ON examples BEGIN
+    INSERT INTO generations VALUES ('gallery', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+CREATE TRIGGER examples_upd AFTER UPDATE ON examples BEGIN
+    INSERT INTO generations VALUES ('gallery', 1)
+    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
+END;
+"""
+
+_FACE_COLUMNS = (
+    "f.id, f.image_id, f.idx, f.left, f.top, f.right, f.bottom, f.score, f.quality, f.usable, "
+    "f.flags, f.landmarks, f.person_id, p.name, f.confirmed, f.cluster_id, "
+    "(SELECT MIN(path) FROM paths WHERE paths.image_id = f.image_id)"
+)
+_FACE_FROM = "faces f LEFT JOIN people p ON p.id = f.person_id"
+
+
+def write_scan(db: sqlite3.Connection, image_id: int, scan: FaceScan) -> None:
+    """Store an image's faces (inside the caller's transaction); idempotent.
+
+    A scan by the same version already stored is left alone (keeping names and clusters);
+    one by another version replaces the image's faces.
+    """
+    row = db.execute("SELECT version FROM face_scans WHERE image_id = ?", [image_id]).fetchone()
+    if row is not None and str(row[0]) == scan.version:
+        return
+    db.execute("DELETE FROM faces WHERE image_id = ?", [image_id])
+    for i, face in enumerate(scan.faces):
+        db.execute(
+            "INSERT INTO faces (image_id, idx, version, left, top, right, bottom, score, "
+            "quality, usable, flags, landmarks, embedding, thumb) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                image_id,
+                i,
+                scan.version,
+                *face.box,
+                float(face.score),
+                float(face.quality),
+                int(face.usable),
+                json.dumps(face.flags),
+                json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks]),
+                _blob(face.embedding),
+                face.thumb,
+            ],
+        )
+    db.execute(
+        "INSERT INTO face_scans (image_id, version, scanned_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(image_id) DO UPDATE SET version = excluded.version, "
+        "scanned_at = excluded.scanned_at",
+        [image_id, scan.version, time.time()],
+    )
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _face_row(r: Sequence[Any]) -> FaceRow:
+    return FaceRow(
+        id=int(r[0]),
+        image_id=int(r[1]),
+        idx=int(r[2]),
+        box=(int(r[3]), int(r[4]), int(r[5]), int(r[6])),
+        score=float(r[7]),
+        quality=float(r[8]),
+        usable=bool(r[9]),
+        flags=tuple(json.loads(r[10])),
+        landmarks=tuple((float(x), float(y)) for x, y in json.loads(r[11])),
+        person_id=None if r[12] is None else int(r[12]),
+        person=None if r[13] is None else str(r[13]),
+        confirmed=bool(r[14]),
+        cluster_id=None if r[15] is None else int(r[15]),
+        path=str(r[16] or ""),
+    )
+
+
+def _vectors(rows: list[Any]) -> FaceVectors:
+    """FaceVectors from rows of (id, image_id, label, quality, embedding)."""
+    n = len(rows)
+    emb = (
+        np.frombuffer(b"".join(bytes(r[4]) for r in rows), dtype=np.float32).reshape(n, -1)
+        if n
+        else np.zeros((0, 128), dtype=np.float32)
+    )
+    return FaceVectors(
+        ids=np.array([r[0] for r in rows], dtype=np.int64),
+        image_ids=np.array([r[1] for r in rows], dtype=np.int64),
+        labels=np.array([r[2] or 0 for r in rows], dtype=np.int64),
+        quality=np.array([r[3] for r in rows], dtype=np.float32),
+        embeddings=emb,
+    )
+
+
+class SqliteFaceStore:
+    """The FaceStore of an open :class:`SqliteCatalog` (its connection and lock)."""
+
+    def __init__(self, catalog: SqliteCatalog) -> None:
+        self._catalog = catalog
+        self._tx = catalog._tx
+        self._query = catalog._query
+
+    # -- faces --------------------------------------------------------------------------
+
+    def face_scanned(self, image_id: int, version: str) -> bool:
+        rows = self._query(
+            "SELECT 1 FROM face_scans WHERE image_id = ? AND version = ?", [image_id, version]
+        )
+        return bool(rows)
+
+    def generation(self, name: str) -> int:
+        return self._catalog.generation(name)
+
+    def vector_ids(self, name: str, version: str) -> np.ndarray:
+        rows = self._query("SELECT id FROM faces WHERE version = ? ORDER BY id", [version])
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._query(
+            "SELECT id, embedding FROM faces WHERE version = ? ORDER BY id", [version]
+        )
+        return self._raw(rows)
+
+    def vectors_for(
+        self, name: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows: list[Any] = []
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += self._query(
+                f"SELECT id, embedding FROM faces WHERE version = ? AND id IN ({marks}) "
+                "ORDER BY id",
+                [version, *chunk],
+            )
+        return self._raw(rows)
+
+    @staticmethod
+    def _raw(rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        if not rows:
+            return ids, np.zeros((0, 0), dtype=np.uint8)
+        blob = b"".join(bytes(r[1]) for r in rows)
+        return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
+
+    def faces(self, ids: Sequence[int]) -> dict[int, FaceRow]:
+        out: dict[int, FaceRow] = {}
+        wanted = [int(i) for i in ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(
+                f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.id IN ({marks})", chunk
+            ):
+                row = _face_row(r)
+                out[row.id] = row
+        return out
+
+    def _faces_where(self, where: str, args: Sequence[object]) -> list[FaceRow]:
+        rows = self._query(
+            f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE {where} ORDER BY f.quality DESC, f.id",
+            args,
+        )
+        return [_face_row(r) for r in rows]
+
+    def faces_of_image(self, image_id: int) -> list[FaceRow]:
+        rows = self._query(
+            f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.image_id = ? ORDER BY f.idx",
+            [image_id],
+        )
+        return [_face_row(r) for r in rows]
+
+    def faces_of_person(self, person_id: int) -> list[FaceRow]:
+        return self._faces_where("f.person_id = ?", [person_id])
+
+    def faces_of_cluster(self, cluster_id: int) -> list[FaceRow]:
+        return self._faces_where("f.cluster_id = ?", [cluster_id])
+
+    def face_thumb(self, face_id: int) -> bytes | None:
+        rows = self._query("SELECT thumb FROM faces WHERE id = ?", [face_id])
+        return bytes(rows[0][0]) if rows else None
+
+    def count_faces(self, version: str) -> dict[str, int]:
+        (n, usable, named, clustered, todo), *_ = self._query(
+            "SELECT COUNT(*), COALESCE(SUM(usable), 0), "
+            "COALESCE(SUM(person_id IS NOT NULL), 0), COALESCE(SUM(cluster_id IS NOT NULL), 0), "
+            "COALESCE(SUM(usable AND person_id IS NULL AND cluster_id IS NULL), 0) "
+            "FROM faces WHERE version = ?",
+            [version],
+        )
+        return {
+            "faces": int(n),
+            "usable": int(usable),
+            "named": int(named),
+            "clustered": int(clustered),
+            "unprocessed": int(todo),
+        }
+
+    def unprocessed(self, version: str) -> FaceVectors:
+        return _vectors(
+            self._query(
+                "SELECT id, image_id, 0, quality, embedding FROM faces WHERE version = ? "
+                "AND usable AND person_id IS NULL AND cluster_id IS NULL ORDER BY id",
+                [version],
+            )
+        )
+
+    def clustered(self, version: str) -> FaceVectors:
+        return _vectors(
+            self._query(
+                "SELECT id, image_id, cluster_id, quality, embedding FROM faces "
+                "WHERE version = ? AND cluster_id IS NOT NULL ORDER BY id",
+                [version],
+            )
+        )
+
+    def gallery(self, version: str) -> FaceVectors:
+        return _vectors(
+            self._query(
+                "SELECT -id, 0, person_id, quality, embedding FROM examples WHERE version = ? "
+                "UNION ALL "
+                "SELECT id, image_id, person_id, quality, embedding FROM faces "
+                "WHERE version = ? AND confirmed AND person_id IS NOT NULL",
+                [version, version],
+            )
+        )
+
+    def assign_clusters(
+        self, face_ids: Sequence[int], cluster_ids: Sequence[int]
+    ) -> dict[int, int]:
+        with self._tx() as db:
+            now = time.time()
+            ids: dict[int, int] = {}
+            for cid in sorted({int(c) for c in cluster_ids}):
+                if cid > 0 and db.execute("SELECT 1 FROM clusters WHERE id = ?", [cid]).fetchone():
+                    ids[cid] = cid
+                    continue
+                # New (negative), or removed meanwhile by another process: a fresh cluster.
+                cur = db.execute("INSERT INTO clusters (created_at) VALUES (?)", [now])
+                assert cur.lastrowid is not None
+                ids[cid] = int(cur.lastrowid)
+            db.executemany(
+                "UPDATE faces SET cluster_id = ? WHERE id = ?",
+                [(ids[int(c)], int(f)) for f, c in zip(face_ids, cluster_ids, strict=True)],
+            )
+            self._drop_empty_clusters(db)
+            return ids
+
+    def set_person(self, face_ids: Sequence[int], person_id: int | None, confirmed: bool) -> None:
+        with self._tx() as db:
+            for fid in face_ids:
+                found = db.execute("SELECT 1 FROM faces WHERE id = ?", [int(fid)]).fetchone()
+                if found is None:
+                    raise NotFound(f"face {fid} not found")
+            db.executemany(
+                "UPDATE faces SET person_id = ?, confirmed = ?, "
+                "cluster_id = CASE WHEN ? IS NULL THEN cluster_id ELSE NULL END WHERE id = ?",
+                [(person_id, int(confirmed), person_id, int(f)) for f in face_ids],
+            )
+            self._drop_empty_clusters(db)
+
+    @staticmethod
+    def _drop_empty_clusters(db: sqlite3.Connection) -> None:
+        db.execute(
+            "DELETE FROM clusters WHERE NOT EXISTS "
+            "(SELECT 1 FROM faces WHERE faces.cluster_id = clusters.id)"
+        )
+
+    def reset_clusters(self) -> int:
+        with self._tx() as db:
+            n = int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
+            db.execute("UPDATE faces SET cluster_id = NULL WHERE cluster_id IS NOT NULL")
+            db.execute(
+                "UPDATE faces SET person_id = NULL WHERE person_id IS NOT NULL AND NOT confirmed"
+            )
+            db.execute("DELETE FROM clusters")
+            return n
+
+    def clusters(self) -> list[ClusterRow]:
+        rows = self._query(
+            "SELECT cluster_id, id FROM faces WHERE cluster_id IS NOT NULL "
+            "ORDER BY cluster_id, quality DESC, id"
+        )
+        members: dict[int, list[int]] = {}
+        for cid, fid in rows:
+            members.setdefault(int(cid), []).append(int(fid))
+        out = [ClusterRow(c, len(f), tuple(f[:SAMPLE_SIZE])) for c, f in members.items()]
+        out.sort(key=lambda c: (-c.size, c.id))
+        return out
+
+    def merge_clusters(self, into: int, others: Sequence[int]) -> int:
+        with self._tx() as db:
+            for cid in [into, *others]:
+                if db.execute("SELECT 1 FROM clusters WHERE id = ?", [cid]).fetchone() is None:
+                    raise NotFound(f"cluster {cid} not found")
+            moved = 0
+            for cid in others:
+                if cid == into:
+                    continue
+                moved += db.execute(
+                    "UPDATE faces SET cluster_id = ? WHERE cluster_id = ?", [into, cid]
+                ).rowcount
+            self._drop_empty_clusters(db)
+            return moved
+
+    # -- people -------------------------------------------------------------------------
+
+    _PERSON = (
+        "SELECT p.id, p.name, "
+        "(SELECT COUNT(*) FROM examples e WHERE e.person_id = p.id), "
+        "(SELECT COUNT(*) FROM faces f WHERE f.person_id = p.id), p.created_at FROM people p"
+    )
+
+    @staticmethod
+    def _person_row(r: Sequence[Any]) -> PersonRow:
+        return PersonRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]))
+
+    def add_person(self, name: str) -> PersonRow:
+        with self._tx() as db:
+            try:
+                db.execute(
+                    "INSERT INTO people (name, created_at) VALUES (?, ?)", [name, time.time()]
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a person named {name!r} exists already") from None
+        found = self.person(name)
+        assert found is not None
+        return found
+
+    def person(self, name: str) -> PersonRow | None:
+        rows = self._query(f"{self._PERSON} WHERE p.name = ?", [name])
+        return self._person_row(rows[0]) if rows else None
+
+    def person_by_id(self, person_id: int) -> PersonRow | None:
+        rows = self._query(f"{self._PERSON} WHERE p.id = ?", [person_id])
+        return self._person_row(rows[0]) if rows else None
+
+    def people(self) -> list[PersonRow]:
+        rows = self._query(f"{self._PERSON} ORDER BY p.name COLLATE NOCASE")
+        return [self._person_row(r) for r in rows]
+
+    def rename_person(self, person_id: int, name: str) -> None:
+        with self._tx() as db:
+            try:
+                cur = db.execute("UPDATE people SET name = ? WHERE id = ?", [name, person_id])
+            except sqlite3.IntegrityError:
+                raise Conflict(f"a person named {name!r} exists already") from None
+            if cur.rowcount == 0:
+                raise NotFound(f"person {person_id} not found")
+
+    def merge_people(self, into: int, others: Sequence[int]) -> None:
+        with self._tx() as db:
+            for pid in others:
+                if pid == into:
+                    continue
+                db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [into, pid])
+                # An example given for both people is kept once.
+                db.execute(
+                    "UPDATE OR IGNORE examples SET person_id = ? WHERE person_id = ?", [into, pid]
+                )
+                db.execute("DELETE FROM people WHERE id = ?", [pid])
+
+    def remove_person(self, person_id: int) -> None:
+        with self._tx() as db:
+            # Its faces become unknown again (and are clustered with the others).
+            db.execute(
+                "UPDATE faces SET person_id = NULL, confirmed = 0 WHERE person_id = ?",
+                [person_id],
+            )
+            db.execute("DELETE FROM people WHERE id = ?", [person_id])
+
+    def add_examples(self, person_id: int, examples: Sequence[NewExample]) -> list[int]:
+        ids: list[int] = []
+        with self._tx() as db:
+            now = time.time()
+            for ex in examples:
+                f = ex.face
+                db.execute(
+                    "INSERT INTO examples (person_id, sha256, face_index, source, version, "
+                    "left, top, right, bottom, quality, embedding, thumb, added_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(person_id, sha256, face_index) DO UPDATE SET "
+                    "source = excluded.source, version = excluded.version, "
+                    "left = excluded.left, top = excluded.top, right = excluded.right, "
+                    "bottom = excluded.bottom, quality = excluded.quality, "
+                    "embedding = excluded.embedding, thumb = excluded.thumb "
+                    "WHERE examples.version != excluded.version",
+                    [
+                        person_id,
+                        ex.sha256,
+                        ex.face_index,
+                        ex.source,
+                        ex.version,
+                        *f.box,
+                        float(f.quality),
+                        _blob(f.embedding),
+                        f.thumb,
+                        now,
+                    ],
+                )
+                row = db.execute(
+                    "SELECT id FROM examples WHERE person_id = ? AND sha256 = ? AND face_index = ?",
+                    [person_id, ex.sha256, ex.face_index],
+                ).fetchone()
+                ids.append(int(row[0]))
+        return ids
+
+    def examples(self, person_id: int) -> list[ExampleRow]:
+        rows = self._query(
+            "SELECT id, person_id, sha256, face_index, source, left, top, right, bottom, quality "
+            "FROM examples WHERE person_id = ? ORDER BY id",
+            [person_id],
+        )
+        return [
+            ExampleRow(
+                int(r[0]),
+                int(r[1]),
+                str(r[2]),
+                int(r[3]),
+                str(r[4]),
+                (int(r[5]), int(r[6]), int(r[7]), int(r[8])),
+                float(r[9]),
+            )
+            for r in rows
+        ]
+
+    def example_thumb(self, example_id: int) -> bytes | None:
+        rows = self._query("SELECT thumb FROM examples WHERE id = ?", [example_id])
+        return bytes(rows[0][0]) if rows else None
+
+    def remove_example(self, person_id: int, example_id: int) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM examples WHERE id = ? AND person_id = ?", [example_id, person_id]
+            )
+            return cur.rowcount > 0
