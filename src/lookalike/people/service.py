@@ -23,7 +23,14 @@ from PIL import Image
 
 from lookalike.decode import Decoded, read_file, sha256_hex
 from lookalike.errors import BadInput, Conflict, NotFound
-from lookalike.faces import Face, StageTimes, face_distance, main_face, pairwise_distances
+from lookalike.faces import (
+    Face,
+    StageTimes,
+    embed_faces,
+    face_distance,
+    main_face,
+    pairwise_distances,
+)
 from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.faces.read import Source, decode_for_faces, find_faces, read_faces, source_label
 from lookalike.index.manager import IndexManager
@@ -228,10 +235,21 @@ class FaceService:
         """Decode and analyse one query image."""
         return read_faces(query, self.settings, crop=crop)
 
-    def scan(self, decoded: Decoded, timings: StageTimes | None = None) -> FaceScan:
-        """The faces of an image as they are stored with it while indexing."""
-        faces = self.analyze(decoded, timings=timings)
-        return FaceScan(self.version, [_record(f) for f in faces])
+    def detect(self, decoded: Decoded) -> list[Face]:
+        """The faces of a decoded image with their chips, not yet embedded (thread-safe:
+        indexing runs this in its decoder threads, see :meth:`scans`)."""
+        return find_faces(decoded, self.settings, embeddings=False)
+
+    def scans(self, found: Sequence[Sequence[Face]]) -> list[FaceScan]:
+        """Embed the faces of several images in one batch: what is stored with each."""
+        pending = [f for faces in found for f in faces if f.embedding is None]
+        if pending:
+            embed_faces(pending)
+        return [FaceScan(self.version, [_record(f) for f in faces]) for faces in found]
+
+    def scan(self, decoded: Decoded) -> FaceScan:
+        """The faces of one image as they are stored with it."""
+        return self.scans([self.detect(decoded)])[0]
 
     def verify(
         self, a: Query, b: Query, *, threshold: float | None = None, crop: bool = False

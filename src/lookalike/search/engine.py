@@ -27,6 +27,7 @@ from lookalike.backends import INDEX_DIR, open_catalog, open_indexes
 from lookalike.decode import Decoded, decode, read_file, sha256_hex
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadInput, ImageError, LookalikeError, NotFound
+from lookalike.faces import Face
 from lookalike.people.service import ClusterReport, FaceService
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
 from lookalike.settings import Settings
@@ -127,6 +128,8 @@ class _Prepared:
     # What the image still needs: descriptor names, and whether its faces are to be found.
     missing: list[str] = field(default_factory=list)
     faces: bool = False
+    # Its faces, detected in the decoder thread (embedded later, in batches).
+    found: list[Face] = field(default_factory=list)
 
 
 T = TypeVar("T")
@@ -245,7 +248,10 @@ class Lookalike:
                 return _Prepared(path, len(data), st.st_mtime_ns, sha, None)
             side = max(min_side, self.settings.face_decode_side) if scan else min_side
             decoded = decode(data, path, min_side=side, max_pixels=self.settings.max_image_pixels)
-            return _Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan)
+            # Face detection here, in the decoder threads: dlib's HOG releases the GIL, so it
+            # runs beside the descriptors' and the face encoder's work on the main thread.
+            found = self.people.detect(decoded) if scan else []
+            return _Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan, found)
 
         bar = tqdm(
             total=len(todo),
@@ -266,10 +272,12 @@ class Lookalike:
                     rows = desc.embed([p.decoded.image for _, p in chunk if p.decoded])
                     for (item, _), row in zip(chunk, rows, strict=True):
                         item.vectors[desc.name] = (desc.version, row)
-            for item, p in to_embed:
-                if p.faces and p.decoded is not None:
-                    item.faces = self.people.scan(p.decoded)
-                    report.faces = (report.faces or 0) + len(item.faces.faces)
+            scanned = [(item, p) for item, p in to_embed if p.faces]
+            for (item, _), faces in zip(
+                scanned, self.people.scans([p.found for _, p in scanned]), strict=True
+            ):
+                item.faces = faces
+                report.faces = (report.faces or 0) + len(faces.faces)
             to_embed.clear()
 
         def commit() -> None:
