@@ -90,7 +90,7 @@ def test_v1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     db.close()
     catalog = SqliteCatalog(path)
     try:
-        assert catalog.schema_version() == SCHEMA_VERSION == 2
+        assert catalog.schema_version() == SCHEMA_VERSION == 3
         assert catalog.image_by_sha("ab") is not None
         assert catalog.faces.people() == []
     finally:

@@ -44,6 +44,27 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
+class Unauthorized(LookalikeError):
+    """No API key, or an unknown or revoked one."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(LookalikeError):
+    """The key's scope does not allow this, or a path is outside the allowed roots."""
+
+    status = 403
+    code = "forbidden"
+
+
+class TooLarge(LookalikeError):
+    """An upload over the size limit."""
+
+    status = 413
+    code = "too_large"
+
+
 class NotFound(LookalikeError):
     status = 404
     code = "not_found"

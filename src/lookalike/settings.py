@@ -84,6 +84,14 @@ class Settings(BaseSettings):
     # Group new unknown faces into clusters at the end of ``index`` (incremental, cheap).
     face_cluster_on_index: bool = True
 
+    # -- the server (lookalike serve) -----------------------------------------------------
+    # Largest accepted upload per file, and files per request.
+    upload_max_bytes: int = 25 * 1024 * 1024
+    upload_max_files: int = 32
+    # Folders a job may index (``POST /v1/jobs``); none by default. A JSON list in the
+    # environment: LOOKALIKE_ALLOWED_ROOTS='["/srv/photos"]'.
+    allowed_roots: list[Path] = Field(default_factory=list)
+
 
 @lru_cache(maxsize=1)
 def _env_settings() -> Settings:

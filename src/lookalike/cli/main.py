@@ -254,9 +254,12 @@ def _register_subcommands() -> None:
     from lookalike.cli.eval_faces import eval_faces
     from lookalike.cli.faces import faces
     from lookalike.cli.people import people
+    from lookalike.cli.serve import keys, serve
 
     cli.add_command(faces)
     cli.add_command(people)
+    cli.add_command(serve)
+    cli.add_command(keys)
     eval_group.add_command(eval_faces)
 
 

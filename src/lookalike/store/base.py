@@ -56,6 +56,10 @@ class Catalog(Protocol):
     @property
     def faces(self) -> FaceStore: ...
 
+    # API keys and jobs of the server (see ServiceStore below).
+    @property
+    def service(self) -> ServiceStore: ...
+
     def close(self) -> None: ...
 
     def path_row(self, path: str) -> PathRow | None:
@@ -298,3 +302,65 @@ class FaceStore(Protocol):
     def example_thumb(self, example_id: int) -> bytes | None: ...
 
     def remove_example(self, person_id: int, example_id: int) -> bool: ...
+
+
+# -- the service: API keys and background jobs --------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    id: int
+    name: str
+    # The public part of the key (shown in listings); the secret is stored only hashed.
+    prefix: str
+    scope: str
+    created_at: float
+    revoked_at: float | None
+    last_used_at: float | None
+    # SHA-256 (hex) of the whole key.
+    digest: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    kind: str
+    target: str
+    status: str  # queued, running, done, failed
+    done: int
+    total: int
+    report: dict[str, object] | None
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class ServiceStore(Protocol):
+    """API keys and jobs, shared by every server process of a data folder."""
+
+    def add_key(self, name: str, prefix: str, digest: str, scope: str) -> KeyRow: ...
+
+    def key_by_prefix(self, prefix: str) -> KeyRow | None: ...
+
+    def api_keys(self) -> list[KeyRow]: ...
+
+    def revoke_key(self, key_id: int) -> bool: ...
+
+    def touch_key(self, key_id: int) -> None: ...
+
+    def add_job(self, kind: str, target: str) -> JobRow: ...
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        status: str | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        report: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    def job(self, job_id: int) -> JobRow | None: ...
+
+    def jobs(self, limit: int = 100) -> list[JobRow]: ...

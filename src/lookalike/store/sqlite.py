@@ -15,8 +15,9 @@ import numpy as np
 from lookalike.errors import SchemaTooNew
 from lookalike.store.base import ImageRow, NewImage, PathRow
 from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, write_scan
+from lookalike.store.sqlite_service import SCHEMA_V3, SqliteServiceStore
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -84,8 +85,13 @@ def _v2(db: sqlite3.Connection) -> None:
     _run_script(db, SCHEMA_V2)
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """API keys and background jobs of the server (lookalike.store.sqlite_service)."""
+    _run_script(db, SCHEMA_V3)
+
+
 # Migration n takes the schema from version n - 1 to n.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 class SqliteCatalog:
@@ -107,6 +113,7 @@ class SqliteCatalog:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
         self.faces = SqliteFaceStore(self)
+        self.service = SqliteServiceStore(self)
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""``lookalike serve`` (the HTTP API and web page) and ``lookalike keys`` (API keys)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from lookalike.cli.common import data_dir_option, echo_json, fail, with_engine
+from lookalike.search.engine import Lookalike
+from lookalike.serve.app import AUTH_ENV
+from lookalike.serve.keys import SCOPES, create_key, revoke_key
+from lookalike.settings import get_settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Admit requests without an API key (only when listening on loopback).",
+)
+@data_dir_option
+def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | None) -> None:
+    """Serve the REST API (/v1, docs at /docs) and the web page (/)."""
+    import uvicorn
+
+    ctx = click.get_current_context()
+    chosen = data_dir or (ctx.obj or {}).get("data_dir")
+    settings = get_settings(data_dir=chosen)
+    if no_auth and not is_loopback(host):
+        fail(f"--no-auth is only allowed on a loopback address, not {host!r}")
+    # Worker processes build the app from the environment.
+    os.environ["LOOKALIKE_DATA_DIR"] = str(settings.data_dir)
+    os.environ[AUTH_ENV] = "0" if no_auth else "1"
+    metrics_dir: str | None = None
+    if workers > 1:
+        metrics_dir = tempfile.mkdtemp(prefix="lookalike-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    if not no_auth:
+        with Lookalike(settings) as engine:
+            if not any(k.revoked_at is None for k in engine.catalog.service.api_keys()):
+                click.echo(
+                    "lookalike: no API key yet: create one with "
+                    "`lookalike keys create --scope admin`",
+                    err=True,
+                )
+    try:
+        uvicorn.run(
+            "lookalike.serve.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command()
+@click.option("--scope", type=click.Choice(SCOPES), required=True, help="What the key may do.")
+@click.option("--name", default="", help="A note: who or what uses the key.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@with_engine
+def create(engine: Lookalike, scope: str, name: str, as_json: bool) -> None:
+    """Create a key; it is shown once (only its hash is stored)."""
+    token, row = create_key(engine.catalog.service, scope, name)
+    if as_json:
+        echo_json({"id": row.id, "key": token, "scope": row.scope, "name": row.name})
+    else:
+        click.echo(token)
+        click.echo(f"key {row.id} ({row.scope}): store it now, it cannot be shown again", err=True)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@data_dir_option
+@with_engine
+def list_keys(engine: Lookalike, as_json: bool) -> None:
+    """The keys: id, scope, name, created, last used, revoked."""
+    rows = engine.catalog.service.api_keys()
+    if as_json:
+        echo_json(
+            {
+                "keys": [
+                    {
+                        "id": k.id,
+                        "prefix": k.prefix,
+                        "scope": k.scope,
+                        "name": k.name,
+                        "created_at": k.created_at,
+                        "last_used_at": k.last_used_at,
+                        "revoked": k.revoked_at is not None,
+                    }
+                    for k in rows
+                ]
+            }
+        )
+        return
+    for k in rows:
+        state = "revoked" if k.revoked_at is not None else "live"
+        click.echo(
+            f"{k.id}\tlka_{k.prefix}_…\t{k.scope}\t{state}\tcreated {_when(k.created_at)}"
+            f"\tlast used {_when(k.last_used_at)}\t{k.name}"
+        )
+
+
+@keys.command()
+@click.argument("key_id", type=int)
+@data_dir_option
+@with_engine
+def revoke(engine: Lookalike, key_id: int) -> None:
+    """Revoke key KEY_ID: it stops working at once, in every server process."""
+    revoke_key(engine.catalog.service, key_id)
+    click.echo(f"key {key_id} revoked")

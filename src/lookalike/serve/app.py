@@ -1,0 +1,91 @@
+"""The FastAPI application: one engine per process, JSON errors, API keys, the web page.
+
+Routes are plain ``def`` functions wherever they decode, embed or touch the catalog:
+FastAPI runs those in its thread pool, so the event loop never blocks. Several worker
+processes may serve one data folder: SQLite serialises their writes (WAL, busy timeout)
+and each search first brings its vector index up to the catalog's generation, so a
+process sees what the others added.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from lookalike.search.engine import Lookalike
+from lookalike.serve import errors, metrics
+from lookalike.serve.routers import faces, images, jobs, people, search, system
+from lookalike.settings import Settings, get_settings
+
+# Set by ``lookalike serve`` for its worker processes (uvicorn imports the app by name).
+AUTH_ENV = "LOOKALIKE_SERVE_AUTH"
+
+
+def _version() -> str:
+    try:
+        return version("lookalike")
+    except PackageNotFoundError:
+        return "0"
+
+
+def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAPI:
+    """The app for one data folder. ``auth=False`` admits every request as admin: only
+    for a server listening on loopback (``lookalike serve --no-auth`` checks that)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = Lookalike(settings)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            jobs.shutdown(app)
+            engine.close()
+
+    app = FastAPI(
+        title="lookalike",
+        version=_version(),
+        summary="Offline image search and face recognition",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth = auth
+    errors.install(app)
+    limit = settings.upload_max_bytes * settings.upload_max_files + 1024 * 1024
+
+    @app.middleware("http")
+    async def body_limit(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return errors.error_response(
+                413, "too_large", f"request body over the limit of {limit} bytes"
+            )
+        return await call_next(request)
+
+    app.middleware("http")(metrics.middleware)
+    for module in (system, images, search, faces, people, jobs):
+        app.include_router(module.router)
+
+    web = resources.files("lookalike.serve") / "web"
+    app.mount("/static", StaticFiles(directory=str(web)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((web / "index.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """For uvicorn's workers (``factory=True``): settings from the environment."""
+    return create_app(auth=os.environ.get(AUTH_ENV, "1") != "0")

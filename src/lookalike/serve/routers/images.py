@@ -1,0 +1,7 @@
+"""`/v1/images` routes (to be written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["images"])

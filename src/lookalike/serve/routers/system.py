@@ -1,0 +1,23 @@
+"""``/healthz`` (no key) and ``/metrics`` (Prometheus text; a read key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from lookalike.serve import metrics
+from lookalike.serve.deps import Engine, Read
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", summary="Liveness: the server answers and its catalog opens")
+def healthz(lk: Engine) -> dict[str, Any]:
+    return {"status": "ok", "schema": lk.catalog.schema_version()}
+
+
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Read])
+def prometheus(lk: Engine) -> Response:
+    body, content_type = metrics.render(lk)
+    return Response(body, media_type=content_type)

@@ -1,0 +1,157 @@
+"""API keys and background jobs in the embedded SQLite catalog (schema version 3).
+
+Kept in the catalog's database so that every server process of one data folder sees the
+same keys and jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lookalike.store.base import JobRow, KeyRow
+
+if TYPE_CHECKING:
+    from lookalike.store.sqlite import SqliteCatalog
+
+SCHEMA_V3 = """
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    prefix TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL,
+    last_used_at REAL
+);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    report TEXT,
+    error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+_KEY = "id, name, prefix, scope, created_at, revoked_at, last_used_at, digest"
+_JOB = "id, kind, target, status, done, total, report, error, created_at, updated_at"
+
+
+def _key(r: Sequence[Any]) -> KeyRow:
+    return KeyRow(
+        int(r[0]),
+        str(r[1]),
+        str(r[2]),
+        str(r[3]),
+        float(r[4]),
+        None if r[5] is None else float(r[5]),
+        None if r[6] is None else float(r[6]),
+        str(r[7]),
+    )
+
+
+def _job(r: Sequence[Any]) -> JobRow:
+    return JobRow(
+        int(r[0]),
+        str(r[1]),
+        str(r[2]),
+        str(r[3]),
+        int(r[4]),
+        int(r[5]),
+        None if r[6] is None else json.loads(r[6]),
+        None if r[7] is None else str(r[7]),
+        float(r[8]),
+        float(r[9]),
+    )
+
+
+class SqliteServiceStore:
+    """The ServiceStore of an open :class:`SqliteCatalog` (its connection and lock)."""
+
+    def __init__(self, catalog: SqliteCatalog) -> None:
+        self._tx = catalog._tx
+        self._query = catalog._query
+
+    def add_key(self, name: str, prefix: str, digest: str, scope: str) -> KeyRow:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO api_keys (name, prefix, digest, scope, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [name, prefix, digest, scope, time.time()],
+            )
+            key_id = cur.lastrowid
+        rows = self._query(f"SELECT {_KEY} FROM api_keys WHERE id = ?", [key_id])
+        return _key(rows[0])
+
+    def key_by_prefix(self, prefix: str) -> KeyRow | None:
+        rows = self._query(f"SELECT {_KEY} FROM api_keys WHERE prefix = ?", [prefix])
+        return _key(rows[0]) if rows else None
+
+    def api_keys(self) -> list[KeyRow]:
+        return [_key(r) for r in self._query(f"SELECT {_KEY} FROM api_keys ORDER BY id")]
+
+    def revoke_key(self, key_id: int) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [time.time(), key_id],
+            )
+            return cur.rowcount > 0
+
+    def touch_key(self, key_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [time.time(), key_id])
+
+    def add_job(self, kind: str, target: str) -> JobRow:
+        with self._tx() as db:
+            now = time.time()
+            cur = db.execute(
+                "INSERT INTO jobs (kind, target, status, created_at, updated_at) "
+                "VALUES (?, ?, 'queued', ?, ?)",
+                [kind, target, now, now],
+            )
+            job_id = int(cur.lastrowid or 0)
+        found = self.job(job_id)
+        assert found is not None
+        return found
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        status: str | None = None,
+        done: int | None = None,
+        total: int | None = None,
+        report: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> None:
+        sets = ["updated_at = ?"]
+        args: list[object] = [time.time()]
+        for column, value in (("status", status), ("done", done), ("total", total)):
+            if value is not None:
+                sets.append(f"{column} = ?")
+                args.append(value)
+        if report is not None:
+            sets.append("report = ?")
+            args.append(json.dumps(report))
+        if error is not None:
+            sets.append("error = ?")
+            args.append(error)
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", [*args, job_id])
+
+    def job(self, job_id: int) -> JobRow | None:
+        rows = self._query(f"SELECT {_JOB} FROM jobs WHERE id = ?", [job_id])
+        return _job(rows[0]) if rows else None
+
+    def jobs(self, limit: int = 100) -> list[JobRow]:
+        rows = self._query(f"SELECT {_JOB} FROM jobs ORDER BY id DESC LIMIT ?", [limit])
+        return [_job(r) for r in rows]
