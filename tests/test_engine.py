@@ -181,3 +181,23 @@ def test_search_after_model_change_says_what_to_do(photo_dir: Path, tmp_path: Pa
         assert lk.catalog.count_images() == 6
         (res,) = lk.search([sample("coffee")], k=1)
         assert Path(res.results[0].path).stem == "coffee"
+
+
+def test_within_refuses_files_linked_from_outside_and_the_data_folder_is_skipped(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sample("coffee").save(outside / "secret.png")
+    sample("rocket").save(root / "rocket.jpg")
+    (root / "linked.png").symlink_to(outside / "secret.png")
+    with lookalike.open(root / "data", faces=False) as lk:  # the data folder inside the root
+        report = lk.index([root], progress=False, within=[root])
+        assert [Path(f.path).name for f in report.failed] == ["linked.png"]
+        assert "outside the allowed folders" in report.failed[0].error
+        assert sorted(Path(p).name for p in lk.catalog.all_paths()) == ["rocket.jpg"]
+        # Without ``within`` (the CLI), a link is followed as before.
+        report = lk.index([root], progress=False)
+        assert not report.failed and len(lk.catalog.all_paths()) == 2

@@ -384,3 +384,24 @@ def test_a_30_megapixel_photo_gives_boxes_in_its_own_pixels(lk: Lookalike, tmp_p
     )
     assert found.embedding is not None and reference.embedding is not None
     assert float(np.linalg.norm(found.embedding - reference.embedding)) < 0.3
+
+
+def test_a_person_named_in_a_photo_is_not_recognised_again_in_it(lk: Lookalike) -> None:
+    add_photo(lk, "a0.jpg", 0)
+    add_photo(lk, "a1.jpg", 0)
+    twins = add_photo(lk, "twins.jpg", 0, 0)
+    lk.people.cluster()
+    biggest = max(lk.people.clusters(), key=lambda c: c.size)
+    lk.people.name_cluster(biggest.id, "Ada")
+    report = lk.people.cluster(full=True)
+    assert report.recognised == 0  # the other twin looks like Ada, but Ada is already there
+    assert sorted(f.person or "" for f in lk.catalog.faces.faces_of_image(twins)) == ["", "Ada"]
+
+
+def test_names_are_cleaned_and_control_characters_refused(lk: Lookalike) -> None:
+    add_photo(lk, "a.jpg", 0)
+    lk.people.cluster()
+    (cluster,) = lk.people.clusters()
+    for bad in ("", "   ", "Ada\x00", "A\u200bda", "x" * 201):
+        with pytest.raises(BadInput):
+            lk.people.name_cluster(cluster.id, bad)

@@ -1,4 +1,4 @@
-"""What every ``lookalike`` command shares: ``--data-dir``, the engine, errors, JSON rows.
+"""What every ``lookalike`` command shares: ``--data-dir``, the engine, errors, output.
 
 Kept apart from ``cli.main`` so that the command modules (``cli.faces``, ``cli.people``)
 import it without importing the group that registers them.
@@ -19,7 +19,6 @@ from lookalike.errors import LookalikeError
 from lookalike.people.service import ClusterReport
 from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
-from lookalike.store.base import ExampleRow, FaceRow, PersonRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,44 +63,6 @@ def echo_json(value: Any) -> None:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``"1 face"``, ``"3 faces"``."""
     return f"{n} {word if n == 1 else (many or word + 's')}"
-
-
-# -- JSON forms of catalog rows ----------------------------------------------------------
-
-
-def person_json(person: PersonRow) -> dict[str, Any]:
-    return {
-        "id": person.id,
-        "name": person.name,
-        "examples": person.examples,
-        "faces": person.faces,
-    }
-
-
-def example_json(example: ExampleRow) -> dict[str, Any]:
-    return {
-        "id": example.id,
-        "source": example.source,
-        "sha256": example.sha256,
-        "face": example.face_index,
-        "box": list(example.box),
-        "quality": round(example.quality, 4),
-    }
-
-
-def face_row_json(face: FaceRow) -> dict[str, Any]:
-    """An indexed face: its photo, box, and who or which cluster it is."""
-    return {
-        "id": face.id,
-        "path": face.path,
-        "face": face.idx,
-        "box": list(face.box),
-        "quality": round(face.quality, 4),
-        "usable": face.usable,
-        "person": face.person,
-        "confirmed": face.confirmed,
-        "cluster": face.cluster_id,
-    }
 
 
 def cluster_summary(report: ClusterReport) -> str:

@@ -19,7 +19,6 @@ from lookalike.cli.common import (
     cluster_summary,
     data_dir_option,
     echo_json,
-    face_row_json,
     fail,
     plural,
     with_engine,
@@ -29,6 +28,7 @@ from lookalike.errors import BadInput, LookalikeError
 from lookalike.faces import DEFAULT_THRESHOLD, Face, face_distance, main_face
 from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.faces.read import decode_for_faces, find_faces
+from lookalike.people.json import face_json, face_row_json
 from lookalike.people.service import Identified
 from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
@@ -55,21 +55,6 @@ def _faces_of(
         crop=crop,
     )
     return decoded.image, found
-
-
-def face_json(face: Face, *, embedding: bool) -> dict[str, Any]:
-    """The JSON form of one face (``embedding`` adds the 128 floats)."""
-    out: dict[str, Any] = {
-        "box": list(face.box),
-        "score": round(face.score, 4),
-        "quality": round(face.quality, 4),
-        "usable": face.usable,
-        "flags": face.flags,
-        "landmarks": [[round(x, 1), round(y, 1)] for x, y in face.landmarks],
-    }
-    if embedding and face.embedding is not None:
-        out["embedding"] = [round(float(v), 6) for v in face.embedding]
-    return out
 
 
 def _annotation_targets(images: Sequence[Path], out: Path) -> list[Path]:

@@ -7,17 +7,9 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import (
-    data_dir_option,
-    echo_json,
-    example_json,
-    face_row_json,
-    fail,
-    person_json,
-    plural,
-    with_engine,
-)
+from lookalike.cli.common import data_dir_option, echo_json, fail, plural, with_engine
 from lookalike.cli.faces import face_tiles
+from lookalike.people.json import example_json, face_row_json, person_json
 from lookalike.search.engine import Lookalike
 from lookalike.store.base import PersonRow
 

@@ -2,11 +2,18 @@
 
 Embeddings are the network's raw output (not re-normalised): the distance threshold
 ``DEFAULT_THRESHOLD`` is calibrated on them (``bench/faces_lfw.py``); their norm is ~1.4.
+
+The network runs on ONNX Runtime by default (:mod:`lookalike.models.dlib_resnet` converts
+dlib's own model file): the same embeddings as dlib's (largest difference 5e-7 over 2,264
+real chips, LFW accuracy unchanged) at 1.5-2.2 ms per chip instead of ~60 ms. dlib's
+implementation stays available as the reference (``backend="dlib"``) and runs dlib's
+jitter, which only it has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -18,6 +25,9 @@ from lookalike.faces.detect import Face, PadMode, locate_face, to_rgb
 
 __all__ = [
     "EMBEDDING_DIM",
+    "ENCODER_BACKEND",
+    "ONNX_ENCODER",
+    "EncoderBackend",
     "crop_face",
     "embed_chips",
     "embed_crop",
@@ -28,31 +38,83 @@ __all__ = [
 ]
 
 EMBEDDING_DIM = 128
-# Chips per call of the network: bounds memory; dlib gains little from larger batches.
+# Chips per call of dlib's network: bounds memory; dlib gains little from larger batches.
 _BATCH = 32
+# Chips per ONNX Runtime call: 1.5 ms per chip at 16 on two cores, 2.2 ms one at a time.
+_ONNX_BATCH = 16
+
+EncoderBackend = Literal["onnx", "dlib"]
+# Which implementation of the ResNet embed_chips runs when not told: "onnx" (ONNX Runtime on
+# the converted model) or "dlib" (dlib's own, the reference). Embeddings agree to ~1e-6, so
+# the stored face-model version does not depend on it.
+ENCODER_BACKEND: EncoderBackend = "onnx"
 
 
-def embed_chips(chips: Sequence[np.ndarray], *, jitter: int = 0, flip: bool = False) -> np.ndarray:
-    """Embeddings of aligned chips (uint8 RGB, CHIP_SIZE square): float32 (n, 128).
+def _onnx_encoder() -> Any:
+    # Imported here: the settings and ONNX Runtime are only needed once a face is embedded.
+    from lookalike.models import dlib_resnet
+    from lookalike.settings import get_settings
 
-    ``jitter`` > 1 averages that many randomly shifted, zoomed and mirrored copies of each
-    chip (dlib's jitter: ~``jitter`` times slower, and not repeatable run to run, since
-    dlib's random generator cannot be seeded from Python). ``flip`` averages each chip with
-    its mirror image: 2x the work, deterministic.
-    """
-    if not chips:
-        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    for chip in chips:
-        if chip.dtype != np.uint8 or chip.ndim != 3 or chip.shape[2] != 3:
-            raise BadInput(f"face chips must be uint8 (h, w, 3), not {chip.dtype} {chip.shape}")
-    batch = [np.ascontiguousarray(c) for c in chips]
-    if flip:
-        batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    settings = get_settings()
+    return dlib_resnet.create_session(settings.model_cache_dir, settings.inference_threads)
+
+
+# One ONNX Runtime session, converted and opened on first use; ONNX Runtime parallelises
+# each call over the cores, so calls take turns (the model's lock).
+ONNX_ENCODER: models.LazyModel[Any] = models.LazyModel(
+    "face encoder (onnx, converted from dlib_face_recognition_resnet_model_v1.dat)", _onnx_encoder
+)
+
+
+def _embed_dlib(batch: list[np.ndarray], jitter: int) -> list[np.ndarray]:
     vectors: list[np.ndarray] = []
     with models.ENCODER.use() as net:
         for start in range(0, len(batch), _BATCH):
             part = batch[start : start + _BATCH]
             vectors += [np.asarray(v) for v in net.compute_face_descriptor(part, jitter)]
+    return vectors
+
+
+def _embed_onnx(batch: list[np.ndarray]) -> list[np.ndarray]:
+    vectors: list[np.ndarray] = []
+    with ONNX_ENCODER.use() as session:
+        for start in range(0, len(batch), _ONNX_BATCH):
+            part = np.stack(batch[start : start + _ONNX_BATCH])
+            (out,) = session.run(["embedding"], {"chips": part})
+            vectors += list(out)
+    return vectors
+
+
+def embed_chips(
+    chips: Sequence[np.ndarray],
+    *,
+    jitter: int = 0,
+    flip: bool = False,
+    backend: EncoderBackend | None = None,
+) -> np.ndarray:
+    """Embeddings of aligned chips (uint8 RGB, CHIP_SIZE square): float32 (n, 128).
+
+    ``jitter`` > 1 averages that many randomly shifted, zoomed and mirrored copies of each
+    chip (dlib's jitter: ~``jitter`` times slower, and not repeatable run to run, since
+    dlib's random generator cannot be seeded from Python); it always runs on dlib. ``flip``
+    averages each chip with its mirror image: 2x the work, deterministic. ``backend``
+    chooses the implementation, "onnx" or "dlib" (default: :data:`ENCODER_BACKEND`).
+    """
+    chosen = ENCODER_BACKEND if backend is None else backend
+    if chosen not in ("onnx", "dlib"):
+        raise BadInput(f"unknown face encoder backend {chosen!r}: use onnx or dlib")
+    if not chips:
+        return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+    side = config.CHIP_SIZE
+    for chip in chips:
+        if chip.dtype != np.uint8 or chip.shape != (side, side, 3):
+            raise BadInput(
+                f"face chips must be uint8 ({side}, {side}, 3), not {chip.dtype} {chip.shape}"
+            )
+    batch = [np.ascontiguousarray(c) for c in chips]
+    if flip:
+        batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
+    vectors = _embed_dlib(batch, jitter) if chosen == "dlib" or jitter > 1 else _embed_onnx(batch)
     out = np.asarray(vectors, dtype=np.float32).reshape(len(batch), EMBEDDING_DIM)
     if flip:
         out = (out[: len(chips)] + out[len(chips) :]) / 2.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -21,15 +22,33 @@ from lookalike.faces.detect import Face, StageTimes
 from lookalike.faces.pipeline import analyze
 from lookalike.settings import Settings
 
-__all__ = ["Source", "decode_for_faces", "find_faces", "read_faces", "source_label"]
+__all__ = [
+    "NamedBytes",
+    "Source",
+    "decode_for_faces",
+    "find_faces",
+    "read_faces",
+    "source_label",
+]
 
-Source = str | Path | bytes | Image.Image
+
+@dataclass(frozen=True)
+class NamedBytes:
+    """An image's bytes with the name messages and results give it (an upload's filename)."""
+
+    data: bytes
+    name: str
+
+
+Source = str | Path | bytes | NamedBytes | Image.Image
 
 
 def source_label(source: Source) -> str:
     """How ``source`` is named in messages and results."""
     if isinstance(source, str | Path):
         return os.fspath(source)
+    if isinstance(source, NamedBytes):
+        return source.name
     return "<bytes>" if isinstance(source, bytes) else "<image>"
 
 
@@ -40,6 +59,8 @@ def decode_for_faces(source: Source, settings: Settings, *, full: bool = False) 
         return Decoded(rgb, rgb.width, rgb.height, "")
     if isinstance(source, bytes):
         data, label = source, "<bytes>"
+    elif isinstance(source, NamedBytes):
+        data, label = source.data, source.name
     else:
         data, label = read_file(Path(source)), os.fspath(source)
     return decode(

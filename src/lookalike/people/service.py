@@ -13,6 +13,7 @@ import dataclasses
 import io
 import os
 import threading
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,14 @@ from lookalike.faces import (
     pairwise_distances,
 )
 from lookalike.faces.config import Detector, LandmarkCount
-from lookalike.faces.read import Source, decode_for_faces, find_faces, read_faces, source_label
+from lookalike.faces.read import (
+    NamedBytes,
+    Source,
+    decode_for_faces,
+    find_faces,
+    read_faces,
+    source_label,
+)
 from lookalike.index.manager import IndexManager
 from lookalike.people.cluster import ClusterState
 from lookalike.settings import Settings
@@ -295,6 +303,8 @@ class FaceService:
             found = self.analyze(decoded, crop=crop)
             chosen = _pick_face(found, face, source_label(query))
             data = query if isinstance(query, bytes) else None
+            if isinstance(query, NamedBytes):
+                data = query.data
             if isinstance(query, str | Path):
                 data = read_file(Path(query))
             sha = sha256_hex(data) if data is not None else _pixels_hash(decoded.image)
@@ -460,12 +470,17 @@ class FaceService:
         """Name the faces of ``todo`` that match a known person; returns the rest (mask)."""
         answers = self.identify_vectors(todo.embeddings)
         keep = np.ones(len(todo.ids), dtype=bool)
-        # One person appears once per photo: of several matches in a photo keep the closest.
+        # One person appears once per photo: of several matches in a photo keep the closest,
+        # and none when the photo already has a face named as that person.
+        photos = {int(i) for i in todo.image_ids}
+        named = self.store.people_in_images(sorted(photos)) if photos else set()
         best: dict[tuple[int, int], tuple[float, int]] = {}
         for i, (pid, dist, _) in enumerate(answers):
             if pid is None or dist is None:
                 continue
             key = (int(todo.image_ids[i]), pid)
+            if key in named:
+                continue
             if key not in best or dist < best[key][0]:
                 best[key] = (dist, i)
         by_person: dict[int, list[int]] = {}
@@ -635,7 +650,8 @@ def _pick_face(faces: list[Face], face: int | None, source: str, *, main: bool =
             detail += f" ({', '.join(flags)})" if flags else ""
         raise BadInput(
             f"{source}: {detail}; an example must show exactly one usable face "
-            "(pick one with --face N, numbered from 0 as `faces detect` lists them)"
+            "(pick one by its number, from 0 as `faces detect` lists them: --face N, or the "
+            "`face` field of the API)"
         )
     return usable[0]
 
@@ -644,6 +660,8 @@ def _clean_name(name: str) -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
         raise BadInput("a person's name cannot be empty")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in cleaned):
+        raise BadInput("a person's name cannot hold control or invisible characters")
     if len(cleaned) > 200:
         raise BadInput("a person's name must be at most 200 characters")
     return cleaned

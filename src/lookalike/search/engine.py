@@ -202,10 +202,17 @@ class Lookalike:
         descriptors: Sequence[str] | None = None,
         faces: bool | None = None,
         progress: bool | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        within: Sequence[str | Path] | None = None,
     ) -> IndexReport:
         """Add every readable image under ``paths``; skip unchanged files, drop gone ones.
 
         ``faces`` (default: the ``faces`` setting): also find, store and group the faces.
+        ``on_progress(done, total)`` is called as files are processed (unchanged ones
+        count as done at once); an exception it raises stops the run like any error.
+        ``within``: only files whose real path (symbolic links resolved) lies under one of
+        these folders are read; others are reported as failed (the server's jobs confine
+        indexing to the allowed roots this way). The data folder itself is never walked.
         Returns the run's report. Files that cannot be read are listed in
         ``report.failed`` and skipped. On Ctrl-C raises ``IndexInterrupted``; what was
         committed stays, and the next run resumes.
@@ -216,7 +223,7 @@ class Lookalike:
         with_faces = self.settings.faces if faces is None else faces
         min_side = max(d.input_side for d in descs)
         report = IndexReport(faces=0 if with_faces else None)
-        files, folders, seen = self._walk(paths, report)
+        files, folders, seen = self._walk(paths, report, within)
         store = self.catalog.faces
         face_version = self.people.version
 
@@ -253,6 +260,15 @@ class Lookalike:
             found = self.people.detect(decoded) if scan else []
             return _Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan, found)
 
+        done = report.unchanged
+
+        def advance() -> None:
+            nonlocal done
+            bar.update()
+            done += 1
+            if on_progress is not None:
+                on_progress(done, len(files))
+
         bar = tqdm(
             total=len(todo),
             unit="img",
@@ -263,6 +279,8 @@ class Lookalike:
         pending: list[NewImage] = []
         to_embed: list[tuple[NewImage, _Prepared]] = []
         run_shas: set[str] = set()
+        if on_progress is not None:
+            on_progress(done, len(files))
 
         def embed_pending() -> None:
             for desc in descs:
@@ -298,11 +316,11 @@ class Lookalike:
                         prep = future.result()
                     except LookalikeError as exc:
                         report.failed.append(Failure(path, _reason(exc)))
-                        bar.update()
+                        advance()
                         continue
                     except OSError as exc:
                         report.failed.append(Failure(path, exc.strerror or str(exc)))
-                        bar.update()
+                        advance()
                         continue
                     item = NewImage(prep.sha256, prep.path, prep.size, prep.mtime_ns)
                     if prep.decoded is None or prep.sha256 in run_shas:
@@ -318,7 +336,7 @@ class Lookalike:
                         embed_pending()
                     if len(pending) >= self.settings.commit_every:
                         commit()
-                    bar.update()
+                    advance()
                 commit()
         except KeyboardInterrupt:
             bar.close()
@@ -345,11 +363,25 @@ class Lookalike:
         return report
 
     def _walk(
-        self, paths: Iterable[str | Path], report: IndexReport
+        self,
+        paths: Iterable[str | Path],
+        report: IndexReport,
+        within: Sequence[str | Path] | None = None,
     ) -> tuple[list[tuple[str, os.stat_result]], list[str], set[str]]:
         """Regular files under ``paths`` (sorted, hidden entries skipped), walked folders."""
         files: list[tuple[str, os.stat_result]] = []
         folders: list[str] = []
+        data_dir = os.path.realpath(self.settings.data_dir)
+        roots = None if within is None else {os.path.realpath(r) for r in within}
+
+        def admitted(path: str) -> bool:
+            if roots is None:
+                return True
+            if _under_any(os.path.realpath(path), roots):
+                return True
+            report.failed.append(Failure(path, "outside the allowed folders (symbolic link)"))
+            return False
+
         for given in paths:
             root = os.path.abspath(os.fspath(given))
             try:
@@ -358,7 +390,8 @@ class Lookalike:
                 report.failed.append(Failure(str(given), exc.strerror or str(exc)))
                 continue
             if stat.S_ISREG(st.st_mode):
-                files.append((root, st))
+                if admitted(root):
+                    files.append((root, st))
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 report.failed.append(Failure(root, "not a regular file or folder"))
@@ -371,7 +404,11 @@ class Lookalike:
                 )
 
             for here, dirs, names in os.walk(root, onerror=on_error):
-                dirs[:] = sorted(d for d in dirs if not _is_hidden(d))
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if not _is_hidden(d) and os.path.realpath(os.path.join(here, d)) != data_dir
+                )
                 for name in sorted(names):
                     if _is_hidden(name):
                         continue
@@ -381,7 +418,7 @@ class Lookalike:
                     except OSError as exc:
                         report.failed.append(Failure(full, exc.strerror or str(exc)))
                         continue
-                    if stat.S_ISREG(fst.st_mode):
+                    if stat.S_ISREG(fst.st_mode) and admitted(full):
                         files.append((full, fst))
         # A folder that could not be listed keeps its recorded paths (nothing is "gone").
         unreadable = {f.path for f in report.failed}

@@ -10,18 +10,19 @@ process sees what the others added.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from lookalike.search.engine import Lookalike
 from lookalike.serve import errors, metrics
-from lookalike.serve.routers import faces, images, jobs, people, search, system
+from lookalike.serve.guard import Guard
+from lookalike.serve.routers import clusters, faces, images, jobs, keys, people, search, system
 from lookalike.settings import Settings, get_settings
 
 # Set by ``lookalike serve`` for its worker processes (uvicorn imports the app by name).
@@ -59,21 +60,11 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     app.state.settings = settings
     app.state.auth = auth
     errors.install(app)
+    # Multipart framing aside, a request carries at most upload_max_files full files.
     limit = settings.upload_max_bytes * settings.upload_max_files + 1024 * 1024
-
-    @app.middleware("http")
-    async def body_limit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return errors.error_response(
-                413, "too_large", f"request body over the limit of {limit} bytes"
-            )
-        return await call_next(request)
-
+    app.add_middleware(Guard, auth=auth, max_body=limit)
     app.middleware("http")(metrics.middleware)
-    for module in (system, images, search, faces, people, jobs):
+    for module in (system, images, search, faces, people, clusters, jobs, keys):
         app.include_router(module.router)
 
     web = resources.files("lookalike.serve") / "web"

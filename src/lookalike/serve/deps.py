@@ -14,6 +14,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from lookalike.errors import Forbidden, Unauthorized
 from lookalike.search.engine import Lookalike
 from lookalike.serve.keys import Scope, allows, check_key
+from lookalike.store.base import KeyRow
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lka_...`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
@@ -48,13 +49,18 @@ def require(scope: Scope) -> Callable[..., Caller]:
     ) -> Caller:
         if not request.app.state.auth:
             return Caller(None, "admin")
-        token = header or (bearer.credentials if bearer is not None else None)
-        if not token:
-            raise Unauthorized("an API key is needed: `Authorization: Bearer KEY` or `X-API-Key`")
         store = engine(request).catalog.service
-        row = check_key(store, token)
+        # Normally found by the Guard middleware, before the body was read.
+        row: KeyRow | None = getattr(request.state, "key", None)
         if row is None:
-            raise Unauthorized("unknown or revoked API key")
+            token = header or (bearer.credentials if bearer is not None else None)
+            if not token:
+                raise Unauthorized(
+                    "an API key is needed: `Authorization: Bearer KEY` or `X-API-Key`"
+                )
+            row = check_key(store, token)
+            if row is None:
+                raise Unauthorized("unknown or revoked API key")
         if not allows(row.scope, scope):
             raise Forbidden(f"this key's scope is {row.scope!r}; {scope!r} is needed")
         now = time.monotonic()

@@ -76,6 +76,10 @@ class Catalog(Protocol):
         """Rows (with their paths) for the ids that exist."""
         ...
 
+    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
+        """Up to ``limit`` images (with their paths) in id order, after the first ``offset``."""
+        ...
+
     def missing_vectors(self, image_id: int, wanted: dict[str, str]) -> list[str]:
         """Descriptor names (from ``wanted``: name -> version) the image lacks."""
         ...
@@ -247,6 +251,10 @@ class FaceStore(Protocol):
 
     def count_faces(self, version: str) -> dict[str, int]:
         """Counts: faces, usable, named (with a person), clustered, unprocessed."""
+        ...
+
+    def people_in_images(self, image_ids: Sequence[int]) -> set[tuple[int, int]]:
+        """(image id, person id) of every named face in these images."""
         ...
 
     def unprocessed(self, version: str) -> FaceVectors:

@@ -208,6 +208,13 @@ class SqliteCatalog:
                 )
         return out
 
+    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
+        rows = self._query(
+            "SELECT id FROM images ORDER BY id LIMIT ? OFFSET ?", [max(0, limit), max(0, offset)]
+        )
+        found = self.images([int(r[0]) for r in rows])
+        return [found[int(r[0])] for r in rows if int(r[0]) in found]
+
     def missing_vectors(self, image_id: int, wanted: dict[str, str]) -> list[str]:
         have = {
             (str(d), str(v))

@@ -311,6 +311,22 @@ class SqliteFaceStore:
             "unprocessed": int(todo),
         }
 
+    def people_in_images(self, image_ids: Sequence[int]) -> set[tuple[int, int]]:
+        out: set[tuple[int, int]] = set()
+        wanted = [int(i) for i in image_ids]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out |= {
+                (int(i), int(p))
+                for i, p in self._query(
+                    f"SELECT image_id, person_id FROM faces WHERE person_id IS NOT NULL "
+                    f"AND image_id IN ({marks})",
+                    chunk,
+                )
+            }
+        return out
+
     def unprocessed(self, version: str) -> FaceVectors:
         return _vectors(
             self._query(

@@ -1,7 +1,193 @@
-"""`/v1/images` routes (to be written)."""
+"""`/v1/images`: upload (every file checked before any is stored), list, get, thumbnail,
+delete.
+
+Uploads are stored content-addressed under ``<data>/uploads`` and indexed like any file,
+so the same bytes uploaded twice are one image ("duplicate" the second time).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import io
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi.responses import Response
+
+from lookalike.decode import sha256_hex
+from lookalike.errors import Conflict, NotFound, TooLarge
+from lookalike.search.engine import Lookalike
+from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.uploads import (
+    check_image,
+    read_upload_sync,
+    remove_upload,
+    store_upload,
+    upload_name,
+)
+from lookalike.sheet import load_thumbnail
+from lookalike.store.base import FaceRow, ImageRow
 
 router = APIRouter(prefix="/v1", tags=["images"])
+
+# SQLite integers are signed 64-bit: larger ids could never exist (and would not bind).
+MAX_ID = 2**63 - 1
+ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="An image id")]
+
+
+def face_json(face: FaceRow) -> dict[str, Any]:
+    """One stored face: box in the original image's pixels ``[left, top, right, bottom]``."""
+    return {
+        "face_id": face.id,
+        "box": list(face.box),
+        "quality": round(face.quality, 4),
+        "usable": face.usable,
+        "person": face.person,
+        "cluster": face.cluster_id,
+    }
+
+
+def image_json(row: ImageRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "sha256": row.sha256,
+        "width": row.width,
+        "height": row.height,
+        "format": row.format,
+        "size": row.size,
+        "paths": list(row.paths),
+    }
+
+
+@dataclass
+class _Checked:
+    name: str
+    sha256: str
+
+
+@router.post(
+    "/images",
+    dependencies=[Write],
+    summary="Upload images (multipart field `files`, one or more)",
+    response_description="Per file, in order: id, status (added or duplicate), faces found",
+)
+def upload_images(
+    lk: Engine,
+    files: Annotated[list[UploadFile], File(description="One or more image files")],
+) -> dict[str, Any]:
+    """Every file is checked first (size, empty, decodable, pixel limit); only when all
+    pass are they stored and indexed, so a bad file in a batch stores nothing."""
+    settings = lk.settings
+    if len(files) > settings.upload_max_files:
+        raise TooLarge(f"{len(files)} files: at most {settings.upload_max_files} per request")
+    checked: list[_Checked] = []
+    for upload in files:
+        name = upload_name(upload)
+        data = read_upload_sync(upload, settings)
+        check_image(data, name, settings)
+        checked.append(_Checked(name, sha256_hex(data)))
+    # Status is relative to the catalog before this request (and earlier files in it).
+    seen = {c.sha256 for c in checked if lk.catalog.image_by_sha(c.sha256) is not None}
+    ids = _store_and_index(lk, files, checked)
+    out: list[dict[str, Any]] = []
+    for c in checked:
+        row = lk.image(ids[c.sha256])
+        out.append(
+            {
+                "id": row.id,
+                "sha256": row.sha256,
+                "filename": c.name,
+                "status": "duplicate" if c.sha256 in seen else "added",
+                "width": row.width,
+                "height": row.height,
+                "faces": [face_json(f) for f in lk.catalog.faces.faces_of_image(row.id)],
+            }
+        )
+        seen.add(c.sha256)
+    return {"images": out}
+
+
+def _store_and_index(
+    lk: Lookalike, files: list[UploadFile], checked: list[_Checked]
+) -> dict[str, int]:
+    """Store the files and index them; image id per SHA-256."""
+    paths: dict[str, str] = {}
+    for upload, c in zip(files, checked, strict=True):
+        if c.sha256 not in paths:
+            data = read_upload_sync(upload, lk.settings)
+            paths[c.sha256] = str(store_upload(data, lk.settings))
+    # Twice at most: a concurrent DELETE of the same bytes may unlink a stored file
+    # between storing and indexing; storing again brings it back.
+    for attempt in range(2):
+        report = lk.index(list(paths.values()), progress=False)
+        ids: dict[str, int] = {}
+        for sha in paths:
+            row = lk.catalog.image_by_sha(sha)
+            if row is not None:
+                ids[sha] = row.id
+        if len(ids) == len(paths):
+            return ids
+        if attempt == 0:
+            for upload, c in zip(files, checked, strict=True):
+                if c.sha256 not in ids:
+                    store_upload(read_upload_sync(upload, lk.settings), lk.settings)
+    failed = "; ".join(f"{f.path}: {f.error}" for f in report.failed)
+    raise Conflict(f"the upload could not be indexed ({failed or 'removed meanwhile'}); retry")
+
+
+@router.get("/images", dependencies=[Read], summary="A page of indexed images, by id")
+def list_images(
+    lk: Engine,
+    offset: Annotated[int, Query(ge=0, le=2**62, description="Images to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Images per page")] = 100,
+) -> dict[str, Any]:
+    rows = lk.catalog.image_page(offset, limit)
+    return {
+        "total": lk.catalog.count_images(),
+        "offset": offset,
+        "limit": limit,
+        "images": [image_json(r) for r in rows],
+    }
+
+
+@router.get("/images/{image_id}", dependencies=[Read], summary="An image: metadata and faces")
+def get_image(lk: Engine, image_id: ImageId) -> dict[str, Any]:
+    row = lk.image(image_id)
+    faces = lk.catalog.faces.faces_of_image(row.id)
+    return {**image_json(row), "faces": [face_json(f) for f in faces]}
+
+
+@router.get(
+    "/images/{image_id}/thumbnail",
+    dependencies=[Read],
+    summary="A JPEG thumbnail, its longer side `size` pixels",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def thumbnail(
+    lk: Engine,
+    image_id: ImageId,
+    size: Annotated[int, Query(ge=16, le=1024, description="Longer side in pixels")] = 256,
+) -> Response:
+    row = lk.image(image_id)
+    for path in row.paths:
+        thumb = load_thumbnail(path, size, max_pixels=lk.settings.max_image_pixels)
+        if thumb is not None:
+            buf = io.BytesIO()
+            thumb.save(buf, "JPEG", quality=85)
+            return Response(buf.getvalue(), media_type="image/jpeg")
+    raise NotFound(f"image {image_id}: none of its files can be read any more")
+
+
+@router.delete(
+    "/images/{image_id}",
+    dependencies=[Write],
+    summary="Forget an image (every path) and delete its stored upload",
+)
+def delete_image(lk: Engine, image_id: ImageId) -> dict[str, Any]:
+    """Removes the image's paths from the catalog (faces and vectors go with it) and the
+    uploaded file, if any; files in indexed folders are left on disk."""
+    row = lk.image(image_id)
+    lk.catalog.remove_paths(row.paths)
+    deleted = [p for p in row.paths if remove_upload(p, lk.settings)]
+    return {"id": row.id, "deleted": True, "paths": list(row.paths), "files_deleted": deleted}

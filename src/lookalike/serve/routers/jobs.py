@@ -1,11 +1,221 @@
-"""`/v1/jobs` routes (to be written)."""
+"""`/v1/jobs`: index a server-side folder in the background, with progress and a report.
+
+Only folders inside ``settings.allowed_roots`` are accepted: a path with a ``..``
+component is refused, and the real path (symlinks resolved) must lie inside a root's
+real path. Jobs run in a thread of the process that accepted them (one at a time);
+their state is kept in the catalog, so every worker process can report on them.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
+from lookalike.search.engine import Lookalike
+from lookalike.serve.deps import Admin, Engine
+from lookalike.settings import Settings
+from lookalike.store.base import JobRow, ServiceStore
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+log = logging.getLogger("lookalike.serve")
+
+# Progress is written to the catalog at most this often (each write is a transaction).
+_PROGRESS_EVERY_S = 0.5
+_STOPPED = "the server stopped; run the job again to resume (committed work is kept)"
 
 
-def shutdown(app: object) -> None:
-    """Stop this process's job threads (called when the server stops)."""
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="An absolute folder path inside one of the server's allowed roots",
+        examples=["/srv/photos/2024"],
+    )
+
+
+def job_json(job: JobRow) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "target": job.target,
+        "status": job.status,
+        "done": job.done,
+        "total": job.total,
+        "report": job.report,
+        "error": job.error,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def allowed_folder(path: str, settings: Settings) -> str:
+    """The real path of ``path`` if it is a folder inside an allowed root.
+
+    BadPath (400) for a relative path or a ``..`` component, Forbidden (403) outside the
+    roots (symlinks resolved), NotFound (404) if missing, BadPath if not a folder.
+    """
+    if "\x00" in path:
+        raise BadPath("a path cannot contain a NUL character")
+    if not os.path.isabs(path):
+        raise BadPath(f"{path!r} is not an absolute path")
+    if ".." in path.replace("\\", "/").split("/"):
+        raise BadPath(f"{path!r} has a '..' component")
+    if not settings.allowed_roots:
+        raise Forbidden("no allowed roots are configured (LOOKALIKE_ALLOWED_ROOTS)")
+    real = os.path.realpath(path)
+    roots = [os.path.realpath(r) for r in settings.allowed_roots]
+    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        raise Forbidden(f"{path!r} is not inside an allowed root")
+    if not os.path.exists(real):
+        raise NotFound(f"{path!r} does not exist")
+    if not os.path.isdir(real):
+        raise BadPath(f"{path!r} is not a folder")
+    return real
+
+
+class BadPath(BadInput):
+    """A job path that is malformed rather than merely forbidden."""
+
+    status = 400
+    code = "bad_path"
+
+
+@dataclass
+class _Runner:
+    """This process's job thread, and what shutdown needs to stop it."""
+
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="lookalike-job")
+    )
+    stopping: threading.Event = field(default_factory=threading.Event)
+    queued: dict[int, Future[None]] = field(default_factory=dict)
+
+
+_runner_lock = threading.Lock()
+
+
+def _runner(app: FastAPI) -> _Runner:
+    with _runner_lock:
+        found: _Runner | None = getattr(app.state, "job_runner", None)
+        if found is None:
+            found = _Runner()
+            app.state.job_runner = found
+        return found
+
+
+class _Stop(Exception):
+    """Raised from the progress callback to end a job when the server stops."""
+
+
+def _run(lk: Lookalike, job_id: int, target: str, stopping: threading.Event) -> None:
+    store = lk.catalog.service
+    if stopping.is_set():
+        store.update_job(job_id, status="failed", error=_STOPPED)
+        return
+    store.update_job(job_id, status="running")
+    last = 0.0
+    counts = [0, 0]
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if stopping.is_set():
+            raise _Stop
+        counts[:] = [done, total]
+        now = time.monotonic()
+        if now - last >= _PROGRESS_EVERY_S:
+            last = now
+            store.update_job(job_id, done=done, total=total)
+
+    try:
+        roots = lk.settings.allowed_roots
+        report = lk.index([target], progress=False, on_progress=progress, within=roots)
+    except _Stop:
+        _finish(store, job_id, "failed", counts, error=_STOPPED)
+    except LookalikeError as exc:
+        _finish(store, job_id, "failed", counts, error=exc.message)
+    except Exception as exc:
+        log.exception("job %d failed", job_id)
+        _finish(store, job_id, "failed", counts, error=f"{type(exc).__name__}: {exc}")
+    else:
+        _finish(store, job_id, "done", counts, report=report.to_json())
+
+
+def _finish(
+    store: ServiceStore,
+    job_id: int,
+    status: str,
+    counts: list[int],
+    *,
+    report: dict[str, object] | None = None,
+    error: str | None = None,
+) -> None:
+    try:
+        store.update_job(
+            job_id, status=status, done=counts[0], total=counts[1], report=report, error=error
+        )
+    except Exception:  # the catalog is closing: nothing left to record it in
+        log.exception("could not record the end of job %d", job_id)
+
+
+def shutdown(app: FastAPI) -> None:
+    """Stop this process's job thread (called when the server stops): queued jobs are
+    marked failed, a running one stops at its next file (committed work is kept)."""
+    runner: _Runner | None = getattr(app.state, "job_runner", None)
+    if runner is None:
+        return
+    runner.stopping.set()
+    store = app.state.engine.catalog.service
+    for job_id, future in list(runner.queued.items()):
+        if future.cancel():
+            _finish(store, job_id, "failed", [0, 0], error=_STOPPED)
+    runner.pool.shutdown(wait=True)
+
+
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id")]
+
+
+@router.post(
+    "/jobs",
+    dependencies=[Admin],
+    status_code=202,
+    summary="Index a server-side folder (inside the allowed roots) in the background",
+)
+def create_job(request: Request, lk: Engine, body: JobRequest) -> dict[str, Any]:
+    target = allowed_folder(body.path, lk.settings)
+    store = lk.catalog.service
+    job = store.add_job("index", target)
+    runner = _runner(request.app)
+    if runner.stopping.is_set():
+        _finish(store, job.id, "failed", [0, 0], error=_STOPPED)
+    else:
+        future = runner.pool.submit(_run, lk, job.id, target, runner.stopping)
+        runner.queued[job.id] = future
+        future.add_done_callback(lambda _: runner.queued.pop(job.id, None))
+    found = store.job(job.id)
+    return job_json(found or job)
+
+
+@router.get("/jobs", dependencies=[Admin], summary="Recent jobs, newest first")
+def list_jobs(
+    lk: Engine, limit: Annotated[int, Query(ge=1, le=1000, description="Jobs wanted")] = 100
+) -> dict[str, Any]:
+    return {"jobs": [job_json(j) for j in lk.catalog.service.jobs(limit)]}
+
+
+@router.get("/jobs/{job_id}", dependencies=[Admin], summary="One job: status, progress, report")
+def get_job(lk: Engine, job_id: JobId) -> dict[str, Any]:
+    job = lk.catalog.service.job(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job_json(job)

@@ -1,0 +1,81 @@
+"""`/v1/clusters`: groups of unknown faces; list, show, name, merge, run the clustering."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
+from pydantic import BaseModel, Field
+
+from lookalike.people.json import cluster_json, face_row_json, person_json
+from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.routers.faces import MAX_ID, Id, Name
+
+router = APIRouter(prefix="/v1", tags=["clusters"])
+
+ClusterId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="A cluster's id")]
+
+
+@router.get(
+    "/clusters",
+    summary="Clusters of unnamed faces, largest first, each with a sample of its face ids",
+    dependencies=[Read],
+)
+def list_clusters(
+    lk: Engine,
+    min_size: Annotated[int, Query(ge=1, le=MAX_ID, description="Smallest size listed")] = 1,
+) -> dict[str, Any]:
+    return {"clusters": [cluster_json(c) for c in lk.people.clusters(min_size=min_size)]}
+
+
+class MergeClusters(BaseModel):
+    ids: list[Id] = Field(
+        min_length=2, max_length=1000, description="Clusters to merge, into the first"
+    )
+
+
+@router.post("/clusters/merge", summary="Merge clusters into the first", dependencies=[Write])
+def merge_clusters(lk: Engine, body: MergeClusters) -> dict[str, Any]:
+    moved = lk.people.merge_clusters(body.ids)
+    into = body.ids[0]
+    return {"into": into, "merged": [c for c in body.ids[1:] if c != into], "moved": moved}
+
+
+class ClusterRun(BaseModel):
+    full: bool = Field(
+        False,
+        description="Start again: forget every cluster and recognised name, group all faces "
+        "anew (names given by users are kept; cluster edits are lost)",
+    )
+
+
+@router.post(
+    "/clusters/run",
+    summary="Recognise and group the faces not yet grouped (or all of them: `full`)",
+    dependencies=[Write],
+)
+def run_clustering(lk: Engine, body: ClusterRun | None = None) -> dict[str, Any]:
+    return lk.people.cluster(full=body is not None and body.full).to_json()
+
+
+@router.get("/clusters/{cluster_id}", summary="The faces of a cluster", dependencies=[Read])
+def get_cluster(lk: Engine, cluster_id: ClusterId) -> dict[str, Any]:
+    rows = lk.people.cluster_faces(cluster_id)
+    return {"id": cluster_id, "size": len(rows), "faces": [face_row_json(f) for f in rows]}
+
+
+class NameCluster(BaseModel):
+    name: Name = Field(description="The person the cluster shows")
+    merge: bool = Field(
+        False, description="The name exists: add the cluster's faces to them (else 409)"
+    )
+
+
+@router.post(
+    "/clusters/{cluster_id}/name",
+    summary="Make a cluster a person: its faces are confirmed as them",
+    dependencies=[Write],
+)
+def name_cluster(lk: Engine, cluster_id: ClusterId, body: NameCluster) -> dict[str, Any]:
+    return person_json(lk.people.name_cluster(cluster_id, body.name, merge=body.merge))
