@@ -38,8 +38,12 @@ class DuplicateGroup:
     def to_json(self) -> dict[str, Any]:
         return {
             "score": round(self.score, 6),
-            "images": [{"sha256": r.sha256, "paths": list(r.paths)} for r in self.images],
+            "images": [_image_json(r) for r in self.images],
         }
+
+
+def _image_json(row: ImageRow) -> dict[str, Any]:
+    return {"image_id": row.id, "sha256": row.sha256, "paths": list(row.paths)}
 
 
 @dataclass
@@ -49,7 +53,7 @@ class DuplicateReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "exact": [{"sha256": r.sha256, "paths": list(r.paths)} for r in self.exact],
+            "exact": [_image_json(r) for r in self.exact],
             "near": [g.to_json() for g in self.near],
         }
 

@@ -79,4 +79,6 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
 
 def create_app_from_env() -> FastAPI:
     """For uvicorn's workers (``factory=True``): settings from the environment."""
-    return create_app(auth=os.environ.get(AUTH_ENV, "1") != "0")
+    # Settings() afresh, not get_settings(): that one may have been cached by the CLI in
+    # this very process before it set LOOKALIKE_DATA_DIR for the workers.
+    return create_app(Settings(), auth=os.environ.get(AUTH_ENV, "1") != "0")

@@ -1,0 +1,441 @@
+// lookalike's web page: search by photo, duplicates, people. One ES module, no build step.
+// Every call sends the API key as X-API-Key; images are fetched the same way and shown
+// through blob URLs, since <img src> cannot send headers.
+
+const KEY = "lookalike.key";
+const $ = (selector) => document.querySelector(selector);
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+// -- the API -------------------------------------------------------------------------------
+
+async function api(path, { method = "GET", json, form } = {}) {
+  const headers = { "X-API-Key": localStorage.getItem(KEY) || "" };
+  let body = form;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  }
+  const response = await fetch(path, { method, headers, body });
+  if (response.ok) return response;
+  let code = "error";
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    ({ code, message } = (await response.json()).error);
+  } catch {
+    // not the JSON error shape: keep the status line
+  }
+  if (response.status === 401) askKey(message);
+  throw new ApiError(response.status, code, message);
+}
+
+const getJson = async (path, options) => (await api(path, options)).json();
+
+// Run an event handler, showing what went wrong (a 401 shows the key form instead).
+function guard(handler) {
+  return async (...args) => {
+    showError("");
+    try {
+      await handler(...args);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) showError(error.message);
+    }
+  };
+}
+
+function showError(message) {
+  $("#error").textContent = message;
+  $("#error").hidden = !message;
+}
+
+// An <img> whose bytes are fetched with the key.
+function image(url, alt) {
+  const img = document.createElement("img");
+  img.alt = alt;
+  img.decoding = "async";
+  api(url)
+    .then((response) => response.blob())
+    .then((blob) => {
+      const src = URL.createObjectURL(blob);
+      img.addEventListener("load", () => URL.revokeObjectURL(src), { once: true });
+      img.src = src;
+    })
+    .catch(() => img.classList.add("missing"));
+  return img;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+// Only the newest of overlapping loads of one list may draw it (answers can come out of order).
+const generations = {};
+function newest(list) {
+  const mine = (generations[list] = (generations[list] || 0) + 1);
+  return () => generations[list] === mine;
+}
+
+const thumb = (id, size = 256) => `/v1/images/${id}/thumbnail?size=${size}`;
+const faceThumb = (id) => `/v1/faces/${id}/thumbnail`;
+const basename = (path) => path.split(/[\\/]/).pop();
+
+// -- the key -------------------------------------------------------------------------------
+
+function askKey(reason) {
+  const said = reason.charAt(0).toUpperCase() + reason.slice(1);
+  if (reason) $("#key-reason").textContent = `${said}. Enter an API key.`;
+  $("#key-form").hidden = false;
+  $("#key-input").focus();
+}
+
+$("#key-form").addEventListener(
+  "submit",
+  guard(async (event) => {
+    event.preventDefault();
+    localStorage.setItem(KEY, $("#key-input").value.trim());
+    $("#key-input").value = "";
+    await api("/v1/images?limit=1"); // a wrong key brings the form back (401)
+    $("#key-form").hidden = true;
+    showTab(current);
+  }),
+);
+
+$("#change-key").addEventListener("click", () => askKey(""));
+
+// -- tabs ----------------------------------------------------------------------------------
+
+let current = "search";
+const loaders = { search: async () => {}, duplicates: loadDuplicates, people: loadPeople };
+
+function showTab(name) {
+  current = name;
+  for (const button of document.querySelectorAll("nav button")) {
+    const on = button.dataset.tab === name;
+    if (on) button.setAttribute("aria-current", "page");
+    else button.removeAttribute("aria-current");
+  }
+  for (const tab of Object.keys(loaders)) $(`#tab-${tab}`).hidden = tab !== name;
+  if (localStorage.getItem(KEY) || openServer) guard(loaders[name])();
+}
+
+for (const button of document.querySelectorAll("nav button")) {
+  button.addEventListener("click", () => showTab(button.dataset.tab));
+}
+
+// -- search --------------------------------------------------------------------------------
+
+async function search(file) {
+  const form = new FormData();
+  form.append("file", file);
+  form.append("k", $("#search-k").value || "12");
+  form.append("descriptor", $("#search-descriptor").value);
+  $("#search-status").textContent = `Searching with ${file.name}…`;
+  const still = newest("results");
+  let found;
+  try {
+    found = await getJson("/v1/search", { method: "POST", form });
+  } catch (error) {
+    if (still()) $("#search-status").textContent = "";
+    throw error;
+  }
+  if (!still()) return;
+  const ms = Object.values(found.timing_ms || {}).reduce((a, b) => a + b, 0);
+  const status = `${found.results.length} results for ${file.name} (${Math.round(ms)} ms)`;
+  showResults(found.results, status);
+}
+
+function showResults(results, status) {
+  $("#search-status").textContent = status;
+  $("#results").replaceChildren(
+    ...results.map((hit) => {
+      const open = el(
+        "button",
+        { type: "button", className: "tile", title: hit.path },
+        image(thumb(hit.image_id), `Result ${hit.rank}: ${basename(hit.path)}`),
+        el("span", { className: "score" }, `#${hit.rank} · ${hit.score.toFixed(3)}`),
+      );
+      open.addEventListener("click", guard(() => openImage(hit.image_id)));
+      const li = el("li", { className: "result" }, open);
+      li.dataset.imageId = hit.image_id;
+      return li;
+    }),
+  );
+}
+
+// A file dropped beside the drop zone must not replace the page.
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
+
+const drop = $("#drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener(
+  "drop",
+  guard(async (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = event.dataTransfer.files[0];
+    if (file) await search(file);
+  }),
+);
+$("#search-file").addEventListener(
+  "change",
+  guard(async (event) => {
+    const file = event.target.files[0];
+    event.target.value = ""; // choosing the same file again searches again
+    if (file) await search(file);
+  }),
+);
+
+$("#add-form").addEventListener(
+  "submit",
+  guard(async (event) => {
+    event.preventDefault();
+    const form = new FormData();
+    for (const file of $("#add-files").files) form.append("files", file);
+    $("#added").replaceChildren(el("li", {}, "Adding…"));
+    const added = await getJson("/v1/images", { method: "POST", form });
+    $("#added").replaceChildren(
+      ...added.images.map((item) => {
+        const open = el("button", { type: "button", className: "link" }, item.filename);
+        open.addEventListener("click", guard(() => openImage(item.id)));
+        return el("li", {}, open, ` ${item.status}, ${item.faces.length} face(s)`);
+      }),
+    );
+    $("#add-files").value = "";
+  }),
+);
+
+// -- image view ----------------------------------------------------------------------------
+
+let viewing = null;
+
+async function openImage(id) {
+  const info = await getJson(`/v1/images/${id}`);
+  viewing = info.id;
+  $("#viewer-title").textContent = `Image ${viewing} (${info.width} × ${info.height})`;
+  $("#viewer-paths").textContent = info.paths.join("\n");
+  const photo = $("#viewer-photo");
+  photo.replaceChildren(image(thumb(viewing, 1024), `Image ${viewing}`));
+  const faces = info.faces;
+  for (const [i, face] of faces.entries()) {
+    // Boxes are in the original's pixels: as percentages they follow the displayed size.
+    const [left, top, right, bottom] = face.box;
+    const box = el("div", { className: face.usable === false ? "box poor" : "box" });
+    Object.assign(box.style, {
+      left: `${(100 * left) / info.width}%`,
+      top: `${(100 * top) / info.height}%`,
+      width: `${(100 * (right - left)) / info.width}%`,
+      height: `${(100 * (bottom - top)) / info.height}%`,
+    });
+    box.append(el("span", {}, `${i + 1}: ${faceName(face)}`));
+    photo.append(box);
+  }
+  $("#viewer-faces").replaceChildren(
+    ...faces.map((face, i) => el("li", {}, `Face ${i + 1}: ${faceName(face)}`)),
+  );
+  if (!$("#viewer").open) $("#viewer").showModal();
+}
+
+function faceName(face) {
+  if (face.person) return face.person;
+  return face.cluster != null ? `unnamed (group ${face.cluster})` : "unknown";
+}
+
+$("#viewer-close").addEventListener("click", () => $("#viewer").close());
+$("#viewer-similar").addEventListener(
+  "click",
+  guard(async () => {
+    const k = $("#search-k").value || "12";
+    const still = newest("results");
+    const found = await getJson(`/v1/images/${viewing}/similar?k=${k}`);
+    if (!still()) return;
+    $("#viewer").close();
+    showTab("search");
+    showResults(found.results, `${found.results.length} results like image ${viewing}`);
+  }),
+);
+
+// -- duplicates ----------------------------------------------------------------------------
+
+async function loadDuplicates() {
+  const still = newest("duplicates");
+  const report = await getJson("/v1/duplicates");
+  if (!still()) return;
+  const row = (images, label) => {
+    const tiles = images.map((im) => {
+      const id = im.image_id;
+      const open = el(
+        "button",
+        { type: "button", className: "tile", title: im.paths.join("\n") },
+        image(thumb(id), basename(im.paths[0] || im.sha256)),
+      );
+      open.addEventListener("click", guard(() => openImage(id)));
+      open.dataset.imageId = id;
+      return open;
+    });
+    return el("li", {}, el("p", {}, label), el("div", { className: "strip" }, ...tiles));
+  };
+  $("#exact").replaceChildren(...report.exact.map((im) => row([im], im.paths.join(", "))));
+  $("#near").replaceChildren(
+    ...report.near.map((group) => {
+      const label = `${group.images.length} images, score ≥ ${group.score.toFixed(3)}`;
+      return row(group.images, label);
+    }),
+  );
+  if (!report.exact.length) $("#exact").append(el("li", {}, "None."));
+  if (!report.near.length) $("#near").append(el("li", {}, "None."));
+}
+
+$("#duplicates-refresh").addEventListener("click", guard(loadDuplicates));
+
+// -- people --------------------------------------------------------------------------------
+
+async function loadPeople() {
+  await Promise.all([loadClusters(), loadNamed()]);
+}
+
+async function loadClusters() {
+  const minSize = $("#min-size").value || "1";
+  const still = newest("clusters");
+  const found = await getJson(`/v1/clusters?min_size=${encodeURIComponent(minSize)}`);
+  if (!still()) return;
+  const clusters = found.clusters;
+  $("#clusters").replaceChildren(...clusters.map(clusterRow));
+  if (!clusters.length) $("#clusters").append(el("li", {}, "No unnamed groups."));
+  updateMerge();
+}
+
+function clusterRow(cluster) {
+  const id = cluster.id;
+  const pick = el("input", { type: "checkbox", id: `pick-${id}`, value: id });
+  pick.addEventListener("change", updateMerge);
+  const faces = cluster.sample.map((f) => image(faceThumb(f), `Face ${f}`));
+  const name = el("input", { id: `name-${id}`, required: true, autocomplete: "off" });
+  const title = el("label", { htmlFor: pick.id, id: `group-${id}` });
+  title.textContent = ` Group ${id}: ${cluster.size} face(s)`;
+  const submit = el("button", { type: "submit" }, "Name");
+  // Every row has a "Name" button: say which group each one names.
+  for (const field of [name, submit]) field.setAttribute("aria-describedby", title.id);
+  const label = el("label", { htmlFor: name.id }, "Name");
+  const form = el("form", { className: "options" }, label, name, submit);
+  form.addEventListener(
+    "submit",
+    guard(async (event) => {
+      event.preventDefault();
+      await nameCluster(id, name.value.trim());
+    }),
+  );
+  const li = el(
+    "li",
+    { className: "cluster" },
+    el("p", {}, pick, title),
+    el("div", { className: "strip" }, ...faces),
+    form,
+  );
+  li.dataset.clusterId = id;
+  return li;
+}
+
+async function nameCluster(id, name) {
+  const url = `/v1/clusters/${id}/name`;
+  try {
+    await api(url, { method: "POST", json: { name, merge: false } });
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 409)) throw error;
+    if (!confirm(`${name} exists: merge these faces into ${name}?`)) return;
+    await api(url, { method: "POST", json: { name, merge: true } });
+  }
+  await loadPeople();
+}
+
+function updateMerge() {
+  $("#clusters-merge").disabled = document.querySelectorAll("#clusters input:checked").length < 2;
+}
+
+$("#clusters-refresh").addEventListener("click", guard(loadPeople));
+$("#clusters-merge").addEventListener(
+  "click",
+  guard(async () => {
+    const picked = document.querySelectorAll("#clusters input:checked");
+    const ids = [...picked].map((box) => Number(box.value));
+    await api("/v1/clusters/merge", { method: "POST", json: { ids } });
+    await loadClusters();
+  }),
+);
+
+let people = [];
+
+async function loadNamed() {
+  const still = newest("people");
+  const found = await getJson("/v1/people");
+  if (!still()) return;
+  people = found.people;
+  $("#people").replaceChildren(...people.map(personRow));
+  if (!people.length) $("#people").append(el("li", {}, "Nobody named yet."));
+}
+
+// Rename; if the new name is someone else's (409), offer to make the two one person.
+async function rename(person, name) {
+  try {
+    await api(`/v1/people/${person.id}`, { method: "PATCH", json: { name } });
+  } catch (error) {
+    const same = (p) => p.id !== person.id && p.name.toLowerCase() === name.toLowerCase();
+    const other = people.find(same);
+    if (!(error instanceof ApiError && error.status === 409 && other)) throw error;
+    if (!confirm(`${other.name} exists: merge ${person.name} into ${other.name}?`)) return;
+    await api(`/v1/people/${other.id}/merge`, { method: "POST", json: { from: [person.id] } });
+  }
+  await loadNamed();
+}
+
+function personRow(person) {
+  const examples = person.examples ? `, ${person.examples} example(s)` : "";
+  const input = el("input", { id: `rename-${person.id}`, value: person.name, required: true });
+  const form = el(
+    "form",
+    { className: "options" },
+    el("label", { htmlFor: `rename-${person.id}` }, "Rename"),
+    input,
+    el("button", { type: "submit" }, "Rename"),
+  );
+  form.addEventListener(
+    "submit",
+    guard(async (event) => {
+      event.preventDefault();
+      await rename(person, input.value.trim());
+    }),
+  );
+  const li = el(
+    "li",
+    { className: "person" },
+    el("p", {}, el("strong", {}, person.name), ` ${person.faces} face(s)${examples}`),
+    form,
+  );
+  li.dataset.personId = person.id;
+  return li;
+}
+
+// -- start ---------------------------------------------------------------------------------
+
+// A server started with --no-auth (loopback only) answers without a key: no form then.
+let openServer = false;
+if (localStorage.getItem(KEY)) {
+  showTab("search");
+} else {
+  fetch("/v1/images?limit=1").then((r) => {
+    openServer = r.ok;
+    if (!openServer) askKey("");
+    showTab("search");
+  });
+}
