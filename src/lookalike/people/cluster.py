@@ -17,6 +17,7 @@ The default threshold is set on LFW identities and the press photos (``bench/fac
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -100,44 +101,65 @@ class ClusterState:
     def merge_close(self, threshold: float) -> dict[int, int]:
         """Merge clusters whose mean pairwise distance is within ``threshold`` and which
         share no photo, closest pair first. Returns ``{old: new}`` for every cluster merged
-        away (the larger cluster keeps its id)."""
+        away (the larger cluster keeps its id).
+
+        Only pairs whose centroids are within ``threshold`` are looked at: the mean
+        distance between two sets is never below the distance of their means (the norm is
+        convex), so no pair is missed. Memory stays linear in the number of faces.
+        """
         if len(self._photos) < 2:
             return {}
-        rows, labels = self._rows[: self._size], self._labels[: self._size]
-        ids, inverse = np.unique(labels, return_inverse=True)
-        k = len(ids)
-        one_hot = np.zeros((len(rows), k), dtype=np.float64)
-        one_hot[np.arange(len(rows)), inverse] = 1.0
-        sq = (rows.astype(np.float64) ** 2).sum(axis=1)
-        face_d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * rows @ rows.T, 0.0))
-        total = one_hot.T @ face_d @ one_hot  # summed distances between clusters
-        count = np.bincount(inverse, minlength=k).astype(np.float64)
-        members = {int(c): count[i] for i, c in enumerate(ids)}
-        photos = {int(c): set(self._photos[int(c)]) for c in ids}
-        alive = list(range(k))
+        rows = self._rows[: self._size].astype(np.float64)
+        labels = self._labels[: self._size]
+        ids = [int(c) for c in np.unique(labels)]
+        pos = {cid: i for i, cid in enumerate(ids)}
+        members = {cid: np.flatnonzero(labels == cid) for cid in ids}
+        photos = {cid: set(self._photos[cid]) for cid in ids}
+        centroids = np.stack([rows[members[c]].mean(axis=0) for c in ids])
+        alive = np.ones(len(ids), dtype=bool)
+        version = dict.fromkeys(ids, 0)
+
+        def mean_distance(a: int, b: int) -> float:
+            ra, rb = rows[members[a]], rows[members[b]]
+            sq = (ra**2).sum(axis=1)[:, None] + (rb**2).sum(axis=1)[None, :] - 2.0 * ra @ rb.T
+            return float(np.sqrt(np.maximum(sq, 0.0)).mean())
+
+        heap: list[tuple[float, int, int, int, int]] = []
+
+        def push_pairs(a: int, candidates: np.ndarray) -> None:
+            for i in candidates:
+                b = ids[int(i)]
+                if b == a or photos[a] & photos[b]:
+                    continue
+                d = mean_distance(a, b)
+                if d <= threshold:
+                    heapq.heappush(heap, (d, min(a, b), max(a, b), version[a], version[b]))
+
+        for start in range(0, len(ids), 512):
+            block = centroids[start : start + 512]
+            dist = np.linalg.norm(block[:, None, :] - centroids[None, :, :], axis=2)
+            for off, row in enumerate(dist):
+                a_pos = start + off
+                near = np.flatnonzero(row <= threshold)
+                push_pairs(ids[a_pos], near[near > a_pos])
+
         merged: dict[int, int] = {}
-        while True:
-            mean = total / np.outer(count, count)
-            best: tuple[float, int, int] | None = None
-            for a_pos, a in enumerate(alive):
-                for b in alive[a_pos + 1 :]:
-                    d = mean[a, b]
-                    closer = d <= threshold and (best is None or d < best[0])
-                    if closer and not photos[int(ids[a])] & photos[int(ids[b])]:
-                        best = (d, a, b)
-            if best is None:
-                break
-            _, a, b = best
-            keep, gone = (a, b) if members[int(ids[a])] >= members[int(ids[b])] else (b, a)
-            total[keep, :] += total[gone, :]
-            total[:, keep] += total[:, gone]
-            count[keep] += count[gone]
-            members[int(ids[keep])] += members.pop(int(ids[gone]))
-            photos[int(ids[keep])] |= photos.pop(int(ids[gone]))
-            alive.remove(gone)
-            kid, gid = int(ids[keep]), int(ids[gone])
-            merged = {old: (kid if new == gid else new) for old, new in merged.items()}
-            merged[gid] = kid
+        while heap:
+            _, a, b, va, vb = heapq.heappop(heap)
+            if not (alive[pos[a]] and alive[pos[b]]) or (va, vb) != (version[a], version[b]):
+                continue  # a cluster of this pair changed since: its new pairs are queued
+            if photos[a] & photos[b]:
+                continue
+            keep, gone = (a, b) if len(members[a]) >= len(members[b]) else (b, a)
+            members[keep] = np.concatenate([members[keep], members.pop(gone)])
+            photos[keep] |= photos.pop(gone)
+            alive[pos[gone]] = False
+            version[keep] += 1
+            centroids[pos[keep]] = rows[members[keep]].mean(axis=0)
+            merged = {old: (keep if new == gone else new) for old, new in merged.items()}
+            merged[gone] = keep
+            near = np.linalg.norm(centroids - centroids[pos[keep]], axis=1) <= threshold
+            push_pairs(keep, np.flatnonzero(near & alive))
         if merged:
             self._labels[: self._size] = [merged.get(int(c), int(c)) for c in labels]
             self._photos = photos
