@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from lookalike.search.engine import Lookalike
 from lookalike.serve.app import create_app
 from lookalike.serve.keys import create_key
+from lookalike.serve.routers import jobs as jobs_router
 from lookalike.settings import get_settings
 
 
@@ -200,3 +201,16 @@ def test_keys_api(api: Api) -> None:
         assert api.client.post("/v1/keys", json={"scope": "admin"}, headers=h).status_code == 403
         assert api.client.delete("/v1/keys/1", headers=h).status_code == 403
     assert api.client.get("/v1/keys").status_code == 401
+
+
+def test_a_job_whose_process_died_is_reported_failed(tmp_path: Path) -> None:
+    with TestClient(create_app(get_settings(data_dir=tmp_path / "data"))) as client:
+        store = client.app.state.engine.catalog.service  # type: ignore[attr-defined]
+        token, _ = create_key(store, "admin")
+        job = store.add_job("index", "/nowhere")
+        store.update_job(job.id, status="running")
+        db = client.app.state.engine.catalog._db  # type: ignore[attr-defined]
+        old = time.time() - jobs_router.STALE_S - 1
+        db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [old, job.id])
+        got = client.get(f"/v1/jobs/{job.id}", headers={"X-API-Key": token}).json()
+        assert got["status"] == "failed" and "stopped" in got["error"]

@@ -103,6 +103,11 @@ class _Runner:
 
 
 _runner_lock = threading.Lock()
+# Each process touches its queued and running jobs this often; a job untouched for
+# STALE_S belonged to a process that died, and is reported failed.
+_HEARTBEAT_S = 30.0
+STALE_S = 300.0
+_STALE = "its server process stopped without finishing it; run the job again to resume"
 
 
 def _runner(app: FastAPI) -> _Runner:
@@ -111,7 +116,28 @@ def _runner(app: FastAPI) -> _Runner:
         if found is None:
             found = _Runner()
             app.state.job_runner = found
+            store = app.state.engine.catalog.service
+            threading.Thread(
+                target=_heartbeat, args=(found, store), name="lookalike-job-heartbeat", daemon=True
+            ).start()
         return found
+
+
+def _heartbeat(runner: _Runner, store: ServiceStore) -> None:
+    while not runner.stopping.wait(_HEARTBEAT_S):
+        for job_id in list(runner.queued):
+            try:
+                store.update_job(job_id)  # updated_at only
+            except Exception:  # the catalog is closing
+                return
+
+
+def _fresh(store: ServiceStore, job: JobRow) -> JobRow:
+    """``job``, marked failed first if its process died (no heartbeat for STALE_S)."""
+    if job.status in ("queued", "running") and time.time() - job.updated_at > STALE_S:
+        store.update_job(job.id, status="failed", error=_STALE)
+        return store.job(job.id) or job
+    return job
 
 
 class _Stop(Exception):
@@ -210,12 +236,14 @@ def create_job(request: Request, lk: Engine, body: JobRequest) -> dict[str, Any]
 def list_jobs(
     lk: Engine, limit: Annotated[int, Query(ge=1, le=1000, description="Jobs wanted")] = 100
 ) -> dict[str, Any]:
-    return {"jobs": [job_json(j) for j in lk.catalog.service.jobs(limit)]}
+    store = lk.catalog.service
+    return {"jobs": [job_json(_fresh(store, j)) for j in store.jobs(limit)]}
 
 
 @router.get("/jobs/{job_id}", dependencies=[Admin], summary="One job: status, progress, report")
 def get_job(lk: Engine, job_id: JobId) -> dict[str, Any]:
-    job = lk.catalog.service.job(job_id)
+    store = lk.catalog.service
+    job = store.job(job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    return job_json(job)
+    return job_json(_fresh(store, job))
