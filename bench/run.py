@@ -4,9 +4,10 @@ NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardu
 (near-duplicate search and grouping, ``bench/neardup.py``) and ``speed`` (indexing
 throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
 verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
-``faces_cluster`` (face clustering on press photos and LFW) and ``faces_compare`` (speed
-and rank-1 against face_recognition, skipped unless that package is installed);
-default: all, in that order.
+``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
+and rank-1 against face_recognition, skipped unless that package is installed) and
+``http`` (REST API overhead over the library and throughput with 1 and 2 workers,
+``bench/http.py``); default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.
@@ -39,6 +40,7 @@ NAMES = (
     "faces_speed",
     "faces_cluster",
     "faces_compare",
+    "http",
 )
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
@@ -49,6 +51,7 @@ NEEDS = {
     "faces_speed": ("faces-photos",),
     "faces_cluster": ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
     "faces_compare": ("faces-photos/labels.csv",),
+    "http": (),  # enrols faces from faces-photos when present, else scikit-image's astronaut
 }
 
 
@@ -129,15 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     needed = sorted({path for n in names for path in NEEDS[n]})
-    data = common.data_dir(args.data, *needed)
-    # Children find the data through the environment whatever their own options are.
-    env = {**os.environ, common.DATA_ENV: str(data)}
+    # http alone needs no data (it uses faces-photos when there): then none is checked.
+    data = common.data_dir(args.data, *needed) if needed else None
+    env = dict(os.environ)
+    if data is not None:
+        # Children find the data through the environment whatever their own options are.
+        env[common.DATA_ENV] = str(data)
+    elif args.data is not None:
+        env[common.DATA_ENV] = str(args.data.expanduser())
 
     status: dict[str, str] = {}
     started = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
         if name == "holidays":
+            assert data is not None  # NEEDS["holidays"] made sure of it
             status[name] = run_holidays(data, env)
         elif name == "faces_compare" and importlib.util.find_spec("face_recognition") is None:
             status[name] = (

@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _tcp_socket(host: str, port: int) -> socket.socket:
+    """The listening socket shared by the workers, made with ``IPPROTO_TCP``.
+
+    uvicorn (0.54) makes it without, and asyncio then leaves Nagle's algorithm on for the
+    workers' connections: every keep-alive request after the first waited ~40 ms for the
+    client's delayed ACK (uvicorn issue #3149; BENCHMARKS.md, http).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.set_inheritable(True)
+    return sock
 
 
 @click.command()
@@ -61,15 +81,26 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
                     "`lookalike keys create --scope admin`",
                     err=True,
                 )
+    # Each worker's ONNX Runtime gets its share of the cores, not all of them each.
+    if workers > 1 and "LOOKALIKE_INFERENCE_THREADS" not in os.environ:
+        os.environ["LOOKALIKE_INFERENCE_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    config = uvicorn.Config(
+        "lookalike.serve.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
     try:
-        uvicorn.run(
-            "lookalike.serve.app:create_app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
-        )
+        if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
+            Multiprocess(config, sockets=[_tcp_socket(host, port)]).run()
+        else:
+            uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 
 from lookalike.serve import metrics
 from lookalike.serve.deps import Engine, Read
@@ -17,7 +18,12 @@ def healthz(lk: Engine) -> dict[str, Any]:
     return {"status": "ok", "schema": lk.catalog.schema_version()}
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Read])
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Read],
+    response_class=PlainTextResponse,
+)
 def prometheus(lk: Engine) -> Response:
     body, content_type = metrics.render(lk)
     return Response(body, media_type=content_type)

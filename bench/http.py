@@ -1,0 +1,585 @@
+"""HTTP benchmark: what the REST API adds to the library, and its throughput.
+
+A data folder holds a 10,000-image collection: the query photos (scikit-image samples,
+indexed for real) and synthetic cnn vectors recorded straight into the catalog for the
+rest (``speed.Mixture`` and ``speed.record_synthetic``, as ``bench/speed.py search`` builds
+its collections), plus a few enrolled people (real faces from ``faces-photos`` when the
+evaluation data is there, else scikit-image's astronaut). Searching stays the real path:
+``search_one`` on the uploaded bytes decodes, embeds (cnn, 4 rotations), searches faiss
+and looks the hits up in the catalog.
+
+Measured in one run, against a real ``lookalike serve`` (uvicorn, in a subprocess, on
+loopback, with a read key):
+
+a) library: ``engine.search_one(bytes, k=10)`` and ``engine.people.identify(bytes)`` in
+   this process, on the same data folder;
+b) HTTP, one client: ``POST /v1/search`` (k=10) and ``POST /v1/faces/identify`` with the same
+   bytes uploaded (one keep-alive connection); library and HTTP calls take turns in blocks
+   of BLOCK calls, so that drifts in the machine's load hit both while each side runs in
+   its steady state (calls alternating one by one between two processes slow both down,
+   through the caches); ratio = HTTP p50 / library p50 (target <= 1.3 for search);
+c) throughput: 1 and CLIENTS concurrent clients (threads, one connection each) against
+   ``--workers 1`` and ``--workers 2``: requests/s and latency p50/p99.
+
+Usage: ``python bench/http.py [--size N] [--calls N] [--clients C] [--requests R]
+[--data DIR] [--no-write]``
+"""
+
+# Imports come after the sys.path fix below.
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file's name shadows the standard library's ``http`` (imported by httpx and uvicorn):
+# take its folder off the front of sys.path before anything imports it.
+BENCH = Path(__file__).resolve().parent
+for entry in list(sys.path):
+    if Path(entry or ".").resolve() == BENCH:
+        sys.path.remove(entry)
+
+import argparse
+import contextlib
+import csv
+import functools
+import importlib.util
+import io
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import httpx
+import numpy as np
+from PIL import Image
+
+sys.path.append(str(BENCH))
+
+import common
+import lookalike
+from lookalike.decode import sha256_hex
+from lookalike.faces.read import NamedBytes
+from lookalike.models import effnet
+from lookalike.serve.keys import create_key
+from speed import Mixture, record_synthetic
+
+QUERIES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+K = 10
+TARGET = 1.3  # HTTP p50 / library p50 for an uploaded search query
+ENROL_PER_PERSON = 2
+MAX_PEOPLE = 6
+FACE_QUERIES = 4
+BLOCK = 10  # sequential calls per side before switching sides
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Query:
+    name: str
+    data: bytes
+
+
+@dataclass
+class Collection:
+    data_dir: Path
+    size: int
+    searches: list[Query]
+    faces: list[Query]
+    people: list[str]
+    examples: int  # enrolled per person
+    faces_source: str
+    record_s: float
+
+
+def skimage_photo(name: str) -> Image.Image:
+    """A photo shipped in scikit-image's wheel (no download)."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations, "scikit-image is needed"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    (path,) = folder.glob(f"{name}.*")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def faces_folder(given: Path | None) -> Path | None:
+    """``faces-photos`` of the evaluation data, if there (this benchmark runs without)."""
+    env = os.environ.get(common.DATA_ENV)
+    root = given or (Path(env) if env else common.DEFAULT_DATA)
+    folder = root.expanduser() / "faces-photos"
+    return folder if (folder / "labels.csv").is_file() else None
+
+
+def enrol_people(
+    lk: lookalike.Lookalike, folder: Path | None
+) -> tuple[list[str], int, list[Query], str]:
+    """Enrol a few people; returns their names, examples per person, identification
+    queries (photos of them that were not enrolled) and where the faces came from."""
+    if folder is None:
+        astronaut = skimage_photo("astronaut")
+        lk.people.enrol("Eileen Collins", [NamedBytes(jpeg(astronaut), "astronaut.jpg")])
+        mirrored = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        queries = [
+            Query("astronaut-mirrored.jpg", jpeg(mirrored)),
+            Query("astronaut-small.jpg", jpeg(astronaut.resize((300, 300)))),
+        ]
+        return ["Eileen Collins"], 1, queries, "scikit-image's astronaut (no faces-photos found)"
+    by_person: dict[str, list[Path]] = {}
+    with (folder / "labels.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            by_person.setdefault(row["person"], []).append(folder / row["path"])
+    names: list[str] = []
+    queries: list[Query] = []
+    for person, paths in sorted(by_person.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        if len(names) == MAX_PEOPLE or len(paths) <= ENROL_PER_PERSON:
+            continue
+        enrolled: list[Path] = []
+        for p in paths:
+            if len(enrolled) == ENROL_PER_PERSON:
+                break
+            with contextlib.suppress(lookalike.LookalikeError):  # not exactly one usable face
+                lk.people.enrol(person, [p])
+                enrolled.append(p)
+        if len(enrolled) < ENROL_PER_PERSON:
+            continue
+        names.append(person)
+        rest = [p for p in paths if p not in enrolled]
+        if len(queries) < FACE_QUERIES and rest:
+            queries.append(Query(f"{person}/{rest[0].name}", rest[0].read_bytes()))
+    return names, ENROL_PER_PERSON, queries, f"`{os.path.relpath(folder, common.REPO)}`"
+
+
+def build(work: Path, size: int, faces_from: Path | None) -> Collection:
+    """The data folder: query photos indexed, synthetic vectors for the rest, people."""
+    photos = work / "queries"
+    photos.mkdir()
+    searches = []
+    for name in QUERIES:
+        data = jpeg(skimage_photo(name))
+        (photos / f"{name}.jpg").write_bytes(data)
+        searches.append(Query(f"{name}.jpg", data))
+    data_dir = work / "data"
+    with lookalike.open(data_dir) as lk:
+        desc = lk.descriptor("cnn")
+        x = Mixture(effnet.FEATURE_DIM).fill(size - len(searches), seed=1)
+        _, record_s = common.timed(functools.partial(record_synthetic, lk, x, desc.version))
+        lk.index([photos], faces=False, progress=False)
+        people, examples, faces, source = enrol_people(lk, faces_from)
+        assert lk.catalog.count_images() == size, lk.catalog.count_images()
+    print(
+        f"collection: {size:,} images ({size - len(searches):,} synthetic, recorded in "
+        f"{record_s:.1f}s), {len(people)} people enrolled from {source}",
+        flush=True,
+    )
+    return Collection(data_dir, size, searches, faces, people, examples, source, record_s)
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, workers: int, log: Path) -> Iterator[str]:
+    """``lookalike serve --workers N`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--workers", str(workers)]
+    cmd += ["--port", str(port), "--data-dir", str(data_dir)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=common.REPO)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not up:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def workers_keep_nagle() -> bool:
+    """Whether the listening socket ``lookalike serve --workers N`` (N > 1) shares lacks
+    ``IPPROTO_TCP``: asyncio then leaves Nagle's algorithm on for the connections the
+    workers accept (uvicorn issue #3149; lookalike binds its own socket to avoid it)."""
+    from lookalike.cli.serve import _tcp_socket
+
+    sock = _tcp_socket("127.0.0.1", 0)
+    try:
+        return sock.proto != socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API operation taking an upload, and the engine call it makes."""
+
+    name: str
+    path: str
+    form: dict[str, str]
+
+
+SEARCH = Route("search", "/v1/search", {"k": str(K)})
+IDENTIFY = Route("identify", "/v1/faces/identify", {})
+
+
+def post(client: httpx.Client, route: Route, query: Query) -> tuple[float, dict[str, object]]:
+    """Seconds for one request (upload to parsed answer) and its JSON."""
+    t0 = time.perf_counter()
+    r = client.post(
+        route.path, files={"file": (query.name, query.data, "image/jpeg")}, data=route.form
+    )
+    answer = r.json()
+    dt = time.perf_counter() - t0
+    if r.status_code != 200:
+        raise RuntimeError(f"{route.path} {query.name}: {r.status_code} {r.text[:300]}")
+    return dt, answer
+
+
+def library_call(lk: lookalike.Lookalike, route: Route, query: Query) -> list[object]:
+    """What the route's engine call returns, reduced to what the answers must agree on."""
+    if route is SEARCH:
+        result = lk.search_one(query.data, k=K)
+        return [h.sha256 for h in result.results]
+    return [f.person for f in lk.people.identify(NamedBytes(query.data, query.name))]
+
+
+def http_answer(route: Route, answer: dict[str, object]) -> list[object]:
+    if route is SEARCH:
+        return [h["sha256"] for h in answer["results"]]  # type: ignore[attr-defined]
+    return [f["person"] for f in answer["faces"]]  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+@dataclass
+class Sequential:
+    route: str
+    queries: int
+    # Seconds per call, by block.
+    library: list[list[float]] = field(default_factory=list)
+    http: list[list[float]] = field(default_factory=list)
+    # Search only: decode + embed + search as the server timed them (its timing_ms).
+    inside: list[float] = field(default_factory=list)
+
+    @property
+    def library_all(self) -> list[float]:
+        return [t for block in self.library for t in block]
+
+    @property
+    def http_all(self) -> list[float]:
+        return [t for block in self.http for t in block]
+
+    @property
+    def ratio(self) -> float:
+        """HTTP p50 / library p50."""
+        return pct(self.http_all, 50) / pct(self.library_all, 50)
+
+    @property
+    def paired(self) -> float:
+        """Median over blocks of HTTP block median / the library block next to it."""
+        pairs = zip(self.http, self.library, strict=True)
+        return float(np.median([pct(h, 50) / pct(b, 50) for h, b in pairs]))
+
+
+def sequential(
+    lk: lookalike.Lookalike, client: httpx.Client, route: Route, queries: list[Query], calls: int
+) -> Sequential:
+    """Library and HTTP calls of the same queries, in alternating blocks of BLOCK calls (the
+    first call of each block, after the switch, not counted)."""
+    for q in queries:  # warm-up, and both sides must give the same answer
+        want = library_call(lk, route, q)
+        _, answer = post(client, route, q)
+        got = http_answer(route, answer)
+        assert got == want, (route.name, q.name, got, want)
+        if route is SEARCH:
+            assert got[0] == sha256_hex(q.data), f"{q.name} is not its own first hit"
+    out = Sequential(route.name, len(queries))
+    for block in range(-(-calls // BLOCK)):
+        sides = ("library", "http") if block % 2 == 0 else ("http", "library")
+        for side in sides:
+            times: list[float] = []
+            for i in range(BLOCK + 1):
+                q = queries[(block * BLOCK + i) % len(queries)]
+                if side == "library":
+                    times.append(common.timed(functools.partial(library_call, lk, route, q))[1])
+                    continue
+                dt, answer = post(client, route, q)
+                times.append(dt)
+                if route is SEARCH and i > 0:
+                    timing = answer["timing_ms"]
+                    out.inside.append(sum(timing.values()) / 1e3)  # type: ignore[attr-defined]
+            (out.library if side == "library" else out.http).append(times[1:])
+    return out
+
+
+@dataclass
+class Load:
+    route: str
+    workers: int
+    clients: int
+    latencies: list[float]
+    wall: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.wall
+
+
+def load(
+    base: str,
+    headers: dict[str, str],
+    route: Route,
+    queries: list[Query],
+    workers: int,
+    clients: int,
+    per_client: int,
+) -> Load:
+    """``clients`` threads, each with its own connection, sending ``per_client`` requests
+    one after the other; they start together. Wall time: first start to last answer."""
+    barrier = threading.Barrier(clients)
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def client_run(c: int) -> list[float]:
+        with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
+            post(client, route, queries[c % len(queries)])  # open the connection
+            barrier.wait()
+            start = time.perf_counter()
+            times = [
+                post(client, route, queries[(c + j) % len(queries)])[0] for j in range(per_client)
+            ]
+            with lock:
+                spans.append((start, time.perf_counter()))
+            return times
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client_run, range(clients)))
+    wall = max(e for _, e in spans) - min(s for s, _ in spans)
+    latencies = [t for times in results for t in times]
+    return Load(route.name, workers, clients, latencies, wall)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def render(
+    collection: Collection,
+    seq: list[Sequential],
+    loads: list[Load],
+    per_client: int,
+    nagle: bool,
+) -> str:
+    seq_rows = []
+    for s in seq:
+        inside = f"{ms(pct(s.inside, 50))}" if s.inside else "-"
+        seq_rows.append(
+            [
+                f"{s.route} ({s.queries} images)",
+                ms(pct(s.library_all, 50)),
+                ms(pct(s.library_all, 99)),
+                ms(pct(s.http_all, 50)),
+                ms(pct(s.http_all, 99)),
+                inside,
+                f"**{s.ratio:.2f}**",
+                f"{s.paired:.2f}",
+            ]
+        )
+    load_rows = [
+        [
+            ld.route,
+            ld.workers,
+            ld.clients,
+            len(ld.latencies),
+            f"{ld.rps:.1f}",
+            ms(pct(ld.latencies, 50)),
+            ms(pct(ld.latencies, 99)),
+        ]
+        for ld in loads
+    ]
+    search = next(s for s in seq if s.route == "search")
+    counted = len(search.library_all)
+    n = len(collection.people)
+    enrolled = f"{n} {'person' if n == 1 else 'people'}"
+    search_ratio = search.ratio
+    verdict = "met" if search_ratio <= TARGET else "NOT met"
+    return "\n".join(
+        [
+            "## HTTP API overhead and throughput (`bench/http.py`)",
+            "",
+            f"A {collection.size:,}-image collection: {len(collection.searches)} scikit-image "
+            f"photos indexed for real (the search queries, uploaded as JPEG) and "
+            f"{collection.size - len(collection.searches):,} synthetic cnn vectors recorded "
+            "through `catalog.record` (the mixture of `bench/speed.py`); exact (flat) search "
+            f"below `ann_threshold`. {enrolled} enrolled ({collection.examples} "
+            f"example(s) each) from {collection.faces_source}; {len(collection.faces)} "
+            "identification queries (other photos of them, uploaded as they are). "
+            "Server: `lookalike serve` "
+            "(uvicorn, subprocess, loopback, read key in `X-API-Key`); clients: httpx, one "
+            "keep-alive connection each. Library: the same engine calls in the benchmark's "
+            "process on the same data folder (`engine.search_one(bytes, k=10)`, "
+            "`engine.people.identify(bytes)`). Times in ms, from sending the upload to "
+            "the parsed JSON answer.",
+            "",
+            f"One client, `--workers 1`: {counted} calls per side, in blocks of {BLOCK} "
+            "taking turns (library, HTTP, HTTP, library, ...; each block starts with one "
+            "uncounted call), after a warm-up in which both sides answered every query alike. "
+            "*inside*: decode + embed + search as the server timed them (`timing_ms`). "
+            "*ratio*: HTTP p50 / library p50; *paired*: median over blocks of the HTTP "
+            "block's median / the median of the library block next to it.",
+            "",
+            common.table(
+                [
+                    "operation",
+                    "library p50",
+                    "library p99",
+                    "HTTP p50",
+                    "HTTP p99",
+                    "inside p50",
+                    "ratio",
+                    "paired",
+                ],
+                seq_rows,
+            ),
+            "",
+            f"Target: HTTP adds at most {TARGET - 1:.0%} to an uploaded search query "
+            f"(ratio <= {TARGET}): **{verdict}** ({search_ratio:.2f}).",
+            "",
+            f"Throughput: each client sends {per_client} requests one after the other, the "
+            "clients start together; requests/s = requests / (first start to last answer). "
+            f"The machine has {common.cpu_count()} cores, shared by the server's workers "
+            "(ONNX Runtime threads per worker: cores / workers) and "
+            "the clients.",
+            "",
+            common.table(
+                ["operation", "workers", "clients", "requests", "requests/s", "p50", "p99"],
+                load_rows,
+            ),
+            *(
+                [
+                    "",
+                    "With `--workers 2`, the workers' listening socket lacks `IPPROTO_TCP`, "
+                    "so asyncio leaves Nagle's algorithm on for their connections (uvicorn "
+                    "issue #3149): a keep-alive request after the first waits for the "
+                    "client's delayed ACK (about 40 ms on Linux), which shows most with one "
+                    "client.",
+                ]
+                if nagle
+                else [
+                    "",
+                    "`lookalike serve --workers N` binds the shared socket itself with "
+                    f"`IPPROTO_TCP` (uvicorn {version('uvicorn')} makes it without, which "
+                    "leaves Nagle's algorithm on: ~40 ms more per keep-alive request, uvicorn "
+                    "issue #3149), and gives "
+                    "each worker's ONNX Runtime cores / N threads. One request is then slower "
+                    "with 2 workers than with 1 (one inference thread instead of two); "
+                    "throughput with several clients is higher.",
+                ]
+            ),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    common.add_data_argument(parser)
+    parser.add_argument("--size", type=int, default=10_000, help="images in the collection")
+    parser.add_argument("--calls", type=int, default=100, help="sequential calls per side")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--requests", type=int, default=25, help="requests per client")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    with common.temp_dir("http") as work:
+        collection = build(work, args.size, faces_folder(args.data))
+        log = work / "server.log"
+        with lookalike.open(collection.data_dir) as lk:
+            token, _ = create_key(lk.catalog.service, "read", "bench")
+            headers = {"X-API-Key": token}
+            routes = ((SEARCH, collection.searches), (IDENTIFY, collection.faces))
+            seq: list[Sequential] = []
+            loads: list[Load] = []
+            for workers in (1, 2):
+                with serve(collection.data_dir, workers, log) as base:
+                    print(f"server with --workers {workers} at {base}", flush=True)
+                    if workers == 1:
+                        with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
+                            for route, queries in routes:
+                                s = sequential(lk, c, route, queries, args.calls)
+                                seq.append(s)
+                                print(
+                                    f"{route.name}: library p50 {ms(pct(s.library_all, 50))} ms, "
+                                    f"HTTP p50 {ms(pct(s.http_all, 50))} ms, "
+                                    f"ratio {s.ratio:.2f}",
+                                    flush=True,
+                                )
+                    for route, queries in routes:
+                        # Warm-up: twice as many connections as clients, so that every
+                        # worker process has loaded its models and indexes.
+                        load(base, headers, route, queries, workers, 2 * args.clients, 2)
+                        for clients in (1, args.clients):
+                            ld = load(
+                                base, headers, route, queries, workers, clients, args.requests
+                            )
+                            loads.append(ld)
+                            print(
+                                f"{route.name}, workers {workers}, clients {clients}: "
+                                f"{ld.rps:.1f} req/s, p50 {ms(pct(ld.latencies, 50))} ms",
+                                flush=True,
+                            )
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(text[-4000:], file=sys.stderr)
+            return 1
+    md = render(collection, seq, loads, args.requests, workers_keep_nagle())
+    print(md, flush=True)
+    if not args.no_write:
+        common.write_section("http", md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
