@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     app.add_middleware(Guard, auth=auth, max_body=limit)
     app.middleware("http")(metrics.middleware)
     for module in (system, images, search, faces, people, clusters, jobs, keys):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors.RESPONSES)
 
     web = resources.files("lookalike.serve") / "web"
     app.mount("/static", StaticFiles(directory=str(web)), name="static")

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from lookalike.errors import LookalikeError
@@ -27,6 +28,32 @@ _CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "bad_input",
+}
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+# The error answers every route may give, for the OpenAPI description.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Bad request: not an image, a bad path"),
+        (401, "No API key, or an unknown or revoked one"),
+        (403, "The key's scope does not allow this, or a path outside the allowed roots"),
+        (404, "Unknown id"),
+        (409, "Conflict: a name already taken"),
+        (413, "Upload over the size or pixel limit"),
+        (422, "Invalid parameters"),
+    )
 }
 
 
