@@ -24,8 +24,10 @@ def catalog(tmp_path: Path) -> SqliteCatalog:
 
 
 def test_same_content_twice_is_one_image_with_two_paths(catalog: SqliteCatalog) -> None:
-    a, b = catalog.record([_item("aa", "/p/one.png"), _item("aa", "/p/two.png")])
+    first, second = _item("aa", "/p/one.png"), _item("aa", "/p/two.png")
+    a, b = catalog.record([first, second])
     assert a == b
+    assert (first.created, second.created) == (True, False)  # only the first made the image
     assert catalog.count_images() == 1
     (dup,) = catalog.exact_duplicates()
     assert dup.paths == ("/p/one.png", "/p/two.png")

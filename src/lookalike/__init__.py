@@ -1,4 +1,4 @@
-"""lookalike: offline image search on your own machine.
+"""lookalike: offline image search and face recognition on your own machine.
 
 >>> import lookalike
 >>> with lookalike.open("~/lookalike-data") as lk:

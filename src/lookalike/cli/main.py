@@ -19,7 +19,7 @@ from lookalike.search.engine import IndexInterrupted, IndexReport, Lookalike, Se
 @data_dir_option
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None) -> None:
-    """Offline image search on your own machine."""
+    """Offline image search and face recognition on your own machine."""
     ctx.obj = {"data_dir": data_dir}
 
 

@@ -59,6 +59,8 @@ class IndexReport:
     faces: int | None = None
     # What grouping the new faces did (None: not run).
     people: ClusterReport | None = None
+    # SHA-256 of the images this run added to the catalog (content new to it).
+    added: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -304,6 +306,8 @@ class Lookalike:
                 self.catalog.record(pending)
                 for item in pending:
                     seen.add(item.path)
+                    if item.created:
+                        report.added.add(item.sha256)
                 pending.clear()
 
         try:

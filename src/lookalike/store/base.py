@@ -47,6 +47,9 @@ class NewImage:
     vectors: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     # The faces found in the image, when they were looked for in this run.
     faces: FaceScan | None = None
+    # Set by ``Catalog.record``: True when this record created the image (its content was
+    # new to the catalog), decided inside the transaction, so concurrent writers agree.
+    created: bool = False
 
 
 class Catalog(Protocol):

@@ -289,11 +289,12 @@ class SqliteCatalog:
         with self._tx() as db:
             now = time.time()
             for item in items:
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO images (sha256, width, height, format, size, added_at) "
                     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING",
                     [item.sha256, item.width, item.height, item.format, item.size, now],
                 )
+                item.created = cur.rowcount == 1
                 image_id = int(
                     db.execute("SELECT id FROM images WHERE sha256 = ?", [item.sha256]).fetchone()[
                         0

@@ -86,9 +86,10 @@ def upload_images(
         data = read_upload_sync(upload, settings)
         check_image(data, name, settings)
         checked.append(_Checked(name, sha256_hex(data)))
-    # Status is relative to the catalog before this request (and earlier files in it).
-    seen = {c.sha256 for c in checked if lk.catalog.image_by_sha(c.sha256) is not None}
-    ids = _store_and_index(lk, files, checked)
+    # "added": this request's transaction created the image (so of two workers storing the
+    # same new bytes at once, one says added and the other duplicate); once per request.
+    ids, added = _store_and_index(lk, files, checked)
+    seen: set[str] = set()
     out: list[dict[str, Any]] = []
     for c in checked:
         row = lk.image(ids[c.sha256])
@@ -97,7 +98,7 @@ def upload_images(
                 "id": row.id,
                 "sha256": row.sha256,
                 "filename": c.name,
-                "status": "duplicate" if c.sha256 in seen else "added",
+                "status": "added" if c.sha256 in added and c.sha256 not in seen else "duplicate",
                 "width": row.width,
                 "height": row.height,
                 "faces": [face_json(f) for f in lk.catalog.faces.faces_of_image(row.id)],
@@ -109,8 +110,9 @@ def upload_images(
 
 def _store_and_index(
     lk: Lookalike, files: list[UploadFile], checked: list[_Checked]
-) -> dict[str, int]:
-    """Store the files and index them; image id per SHA-256."""
+) -> tuple[dict[str, int], set[str]]:
+    """Store the files and index them: image id per SHA-256, and the SHA-256 of the images
+    this request added to the catalog."""
     paths: dict[str, str] = {}
     for upload, c in zip(files, checked, strict=True):
         if c.sha256 not in paths:
@@ -118,15 +120,17 @@ def _store_and_index(
             paths[c.sha256] = str(store_upload(data, lk.settings))
     # Twice at most: a concurrent DELETE of the same bytes may unlink a stored file
     # between storing and indexing; storing again brings it back.
+    added: set[str] = set()
     for attempt in range(2):
         report = lk.index(list(paths.values()), progress=False)
+        added |= report.added
         ids: dict[str, int] = {}
         for sha in paths:
             row = lk.catalog.image_by_sha(sha)
             if row is not None:
                 ids[sha] = row.id
         if len(ids) == len(paths):
-            return ids
+            return ids, added
         if attempt == 0:
             for upload, c in zip(files, checked, strict=True):
                 if c.sha256 not in ids:
