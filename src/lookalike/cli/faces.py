@@ -433,8 +433,16 @@ def _face_line(face: FaceRow) -> str:
     )
 
 
+# Faces on one contact sheet at most (the best first): 300 tiles make a ~1,000 x 9,000 PNG.
+SHEET_MAX_FACES = 300
+
+
 def face_tiles(engine: Lookalike, rows: Sequence[FaceRow]) -> list[tuple[Image.Image, str]]:
-    """Contact-sheet tiles of indexed faces: thumbnail, "face ID photo-name"."""
+    """Contact-sheet tiles of indexed faces: thumbnail, "face ID photo-name"; at most
+    ``SHEET_MAX_FACES`` (the rows come best quality first), saying so on stderr."""
+    if len(rows) > SHEET_MAX_FACES:
+        click.echo(f"the sheet shows the best {SHEET_MAX_FACES} of {len(rows)} faces", err=True)
+        rows = rows[:SHEET_MAX_FACES]
     return [(engine.people.thumbnail(f.id), f"face {f.id} {Path(f.path).name}") for f in rows]
 
 
