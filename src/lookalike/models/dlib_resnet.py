@@ -30,11 +30,9 @@ The file format, as dlib writes it (``dlib/serialize.h``, ``dlib/dnn/core.h``, `
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -42,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from lookalike.errors import ModelError
+from lookalike.models.onnx_io import finish_model, open_session, save_model
 
 if TYPE_CHECKING:
     import onnx
@@ -647,7 +646,6 @@ def build_onnx(net: DlibNet) -> onnx.ModelProto:
     ``chips`` (N, rows, cols, 3) uint8 RGB, subtracts the input layer's means and divides by
     256 as dlib does, and returns ``embedding`` (N, 128) float32; N is dynamic.
     """
-    import onnx
     from onnx import TensorProto, helper
 
     if len(net.layers) != len(_ANET):
@@ -702,19 +700,7 @@ def build_onnx(net: DlibNet) -> onnx.ModelProto:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING_DIM])],
         initializer=g.initializers,
     )
-    # Opset 13 and IR 8, like the EfficientNet graph: old enough for every supported ORT.
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 13)],
-        producer_name="lookalike",
-        producer_version=CONVERTER_VERSION,
-    )
-    model.ir_version = 8
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"converted face ResNet graph is invalid: {exc}") from exc
-    return model
+    return finish_model(graph, CONVERTER_VERSION, "face ResNet")
 
 
 # --------------------------------------------------------------------------- cache & session
@@ -751,21 +737,7 @@ def onnx_model_path(cache_dir: Path, weights: Path | None = None) -> Path:
         raise ModelError(f"cannot read model weights {weights}: {exc}") from exc
     if target.is_file():
         return target
-    model = build_onnx(load_net(weights))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise ModelError(f"cannot write the converted model to {target.parent}: {exc}") from exc
-    return target
+    return save_model(build_onnx(load_net(weights)), target)
 
 
 def create_session(cache_dir: Path, threads: int = 0) -> onnxruntime.InferenceSession:
@@ -775,19 +747,4 @@ def create_session(cache_dir: Path, threads: int = 0) -> onnxruntime.InferenceSe
     Returns the session, with input ``chips`` and output ``embedding``.
     Raises :class:`ModelError` if the model cannot be converted or loaded.
     """
-    import onnxruntime as ort
-
-    path = onnx_model_path(cache_dir)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    # One call runs one graph; inter-op parallelism only adds thread overhead here.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # ORT raises its own untyped exception classes
-        raise ModelError(f"cannot load the converted model {path}: {exc}") from exc
+    return open_session(onnx_model_path(cache_dir), threads)

@@ -13,13 +13,11 @@ The graph takes ``image`` (N, 3, H, W) float32, already normalised with :data:`M
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import pickle
 import struct
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
+from lookalike.models.onnx_io import finish_model, open_session, save_model
 
 if TYPE_CHECKING:
     import onnx
@@ -314,7 +313,6 @@ def build_onnx(state: dict[str, np.ndarray], *, same_padding: bool = True) -> on
     (N, 1280, h, w) and ``logits`` (N, 1000); batch and spatial sizes are dynamic.
     Raises :class:`ModelError` if a weight is missing or has an unexpected shape.
     """
-    import onnx
     from onnx import TensorProto, helper
 
     g = _GraphBuilder(same_padding)
@@ -367,19 +365,7 @@ def build_onnx(state: dict[str, np.ndarray], *, same_padding: bool = True) -> on
         ],
         initializer=g.initializers,
     )
-    # Opset 13 and IR 8: old enough for every onnxruntime the project supports.
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 13)],
-        producer_name="lookalike",
-        producer_version=CONVERTER_VERSION,
-    )
-    model.ir_version = 8
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelError(f"converted EfficientNet-Lite0 graph is invalid: {exc}") from exc
-    return model
+    return finish_model(graph, CONVERTER_VERSION, "EfficientNet-Lite0")
 
 
 # --------------------------------------------------------------------------- cache & session
@@ -420,21 +406,7 @@ def onnx_model_path(cache_dir: Path) -> Path:
     target = Path(cache_dir) / _cache_name(weights)
     if target.is_file():
         return target
-    model = build_onnx(load_state_dict(weights))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise ModelError(f"cannot write the converted model to {target.parent}: {exc}") from exc
-    return target
+    return save_model(build_onnx(load_state_dict(weights)), target)
 
 
 def int8_model_path(cache_dir: Path) -> Path:
@@ -465,21 +437,8 @@ def create_session(
     Returns the session, with input ``image`` and outputs ``features`` and ``logits``.
     Raises :class:`ModelError` if the model cannot be converted or loaded.
     """
-    import onnxruntime as ort
 
     if precision not in ("fp32", "int8"):
         raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
     path = onnx_model_path(cache_dir) if precision == "fp32" else int8_model_path(cache_dir)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    # One call runs one graph; inter-op parallelism only adds thread overhead here.
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:  # ORT raises its own untyped exception classes
-        raise ModelError(f"cannot load the converted model {path}: {exc}") from exc
+    return open_session(path, threads)

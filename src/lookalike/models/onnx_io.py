@@ -1,0 +1,78 @@
+"""What every converted model shares: finishing the graph, caching it, opening a session.
+
+The converters (``effnet``, ``dlib_resnet``) build their graphs; this module turns a graph
+into a checked model, writes it atomically to the cache and opens ONNX Runtime on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lookalike.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime
+
+
+def finish_model(graph: onnx.GraphProto, version: str, what: str) -> onnx.ModelProto:
+    """``graph`` as a checked model; ModelError naming ``what`` if it is invalid."""
+    import onnx
+    from onnx import helper
+
+    # Opset 13 and IR 8: old enough for every onnxruntime the project supports.
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 13)],
+        producer_name="lookalike",
+        producer_version=version,
+    )
+    model.ir_version = 8
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"converted {what} graph is invalid: {exc}") from exc
+    return model
+
+
+def save_model(model: onnx.ModelProto, target: Path) -> Path:
+    """Write ``model`` to ``target`` through a temporary file renamed into place, so that
+    concurrent first runs each see nothing or a complete file; returns ``target``."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(model.SerializeToString())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise ModelError(f"cannot write the converted model to {target.parent}: {exc}") from exc
+    return target
+
+
+def open_session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session on ``path``; ``threads`` intra-op threads (0: one per
+    core). ModelError if it cannot be loaded."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    # One call runs one graph; inter-op parallelism only adds thread overhead here.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own untyped exception classes
+        raise ModelError(f"cannot load the converted model {path}: {exc}") from exc
