@@ -163,16 +163,17 @@ def naive_embed(
     return out
 
 
-def lookalike_index(folder: Path, work: Path) -> int:
+def lookalike_index(folder: Path, work: Path, faces: bool = False) -> int:
     """``Lookalike.index`` into a fresh data folder, open to close; returns files seen.
 
-    Faces off: the naive reference computes image descriptors only (faces are timed by
-    bench/faces_speed.py and bench/faces_compare.py).
+    Faces off by default, to compare with the naive reference, which computes image
+    descriptors only; ``faces`` adds detection, embedding, storage and clustering of faces
+    (the default of ``lookalike index``).
     """
     data = work / "lk-data"
     try:
         with lookalike.open(data) as lk:
-            report = lk.index([folder], faces=False, progress=False)
+            report = lk.index([folder], faces=faces, progress=False)
         return report.indexed + report.duplicates + report.unchanged
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -271,6 +272,7 @@ def bench_index(
         ),
         "naive fp32": lambda files, _folder, _work: naive_index(files, settings, False, "fp32"),
         "lookalike": lambda _files, folder, work: lookalike_index(folder, work),
+        "lookalike + faces": lambda _files, folder, work: lookalike_index(folder, work, True),
     }
     if precision == "fp32":
         del sides["naive fp32"]  # the same as "naive"
@@ -326,8 +328,10 @@ def render_index(results: list[Throughput], repeats: int, precision: str) -> str
             f"image per ONNX call of the same model as lookalike's cnn ({precision}), GeM, "
             "cnn only. *naive @ same input*: the same but resized to lookalike's cnn input "
             f"(shorter side {CNN_SIDE}), i.e. equal network work (its pooling stays plain "
-            "GeM)." + fp32 + " *lookalike*: `engine.index([folder])`, all three descriptors "
-            "(cnn, color, phash) computed and stored in the catalog, indexes built.",
+            "GeM)." + fp32 + " *lookalike*: `engine.index([folder], faces=False)`, all three "
+            "descriptors (cnn, color, phash) computed and stored in the catalog, indexes "
+            "built. *lookalike + faces*: the same with faces found, embedded, stored and "
+            "clustered, as `lookalike index` does by default (not part of the target).",
             "",
             common.descriptor_versions(),
             "",
