@@ -16,6 +16,7 @@ from lookalike.errors import SchemaTooNew
 from lookalike.store.base import ImageRow, NewImage, PathRow
 from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, write_scan
 from lookalike.store.sqlite_service import SCHEMA_V3, SqliteServiceStore
+from lookalike.store.sqlite_util import in_chunks, stack_blobs
 
 SCHEMA_VERSION = 3
 
@@ -181,10 +182,7 @@ class SqliteCatalog:
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         out: dict[int, ImageRow] = {}
-        wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             rows = self._query(
                 f"SELECT id, sha256, width, height, format, size FROM images WHERE id IN ({marks})",
                 chunk,
@@ -237,33 +235,20 @@ class SqliteCatalog:
             "ORDER BY image_id",
             [descriptor, version],
         )
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        if not rows:
-            return ids, np.zeros((0, 0), dtype=np.uint8)
-        blob = b"".join(bytes(r[1]) for r in rows)
-        return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
+        return stack_blobs(rows)
 
     def vectors_for(
         self, descriptor: str, version: str, ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like ``vectors`` but only for ``ids`` (those that have this version)."""
-        got_ids: list[int] = []
-        blobs: list[bytes] = []
-        wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for image_id, blob in self._query(
+        rows: list[Any] = []
+        for chunk, marks in in_chunks(ids):
+            rows += self._query(
                 f"SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
                 f"AND image_id IN ({marks}) ORDER BY image_id",
                 [descriptor, version, *chunk],
-            ):
-                got_ids.append(int(image_id))
-                blobs.append(bytes(blob))
-        out_ids = np.array(got_ids, dtype=np.int64)
-        if not blobs:
-            return out_ids, np.zeros((0, 0), dtype=np.uint8)
-        return out_ids, np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), -1)
+            )
+        return stack_blobs(rows)
 
     def generation(self, descriptor: str) -> int:
         rows = self._query("SELECT generation FROM generations WHERE descriptor = ?", [descriptor])

@@ -24,6 +24,7 @@ from lookalike.store.base import (
     NewExample,
     PersonRow,
 )
+from lookalike.store.sqlite_util import in_chunks, stack_blobs
 
 if TYPE_CHECKING:
     from lookalike.store.sqlite import SqliteCatalog
@@ -233,37 +234,23 @@ class SqliteFaceStore:
         rows = self._query(
             "SELECT id, embedding FROM faces WHERE version = ? ORDER BY id", [version]
         )
-        return self._raw(rows)
+        return stack_blobs(rows)
 
     def vectors_for(
         self, name: str, version: str, ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
         rows: list[Any] = []
-        wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             rows += self._query(
                 f"SELECT id, embedding FROM faces WHERE version = ? AND id IN ({marks}) "
                 "ORDER BY id",
                 [version, *chunk],
             )
-        return self._raw(rows)
-
-    @staticmethod
-    def _raw(rows: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        if not rows:
-            return ids, np.zeros((0, 0), dtype=np.uint8)
-        blob = b"".join(bytes(r[1]) for r in rows)
-        return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
+        return stack_blobs(rows)
 
     def faces(self, ids: Sequence[int]) -> dict[int, FaceRow]:
         out: dict[int, FaceRow] = {}
-        wanted = [int(i) for i in ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             for r in self._query(
                 f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.id IN ({marks})", chunk
             ):
@@ -313,10 +300,7 @@ class SqliteFaceStore:
 
     def people_in_images(self, image_ids: Sequence[int]) -> set[tuple[int, int]]:
         out: set[tuple[int, int]] = set()
-        wanted = [int(i) for i in image_ids]
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(image_ids):
             out |= {
                 (int(i), int(p))
                 for i, p in self._query(

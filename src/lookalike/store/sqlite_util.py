@@ -1,0 +1,28 @@
+"""Small helpers the SQLite stores share: chunked ``IN (...)`` queries, blobs to arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+# Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
+CHUNK = 500
+
+
+def in_chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
+    """``ids`` in chunks of at most CHUNK: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
+    wanted = [int(i) for i in ids]
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
+
+
+def stack_blobs(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``(id, blob)`` (blobs of one size) as ``(ids int64 (n,), uint8 (n, bytes))``."""
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    if not rows:
+        return ids, np.zeros((0, 0), dtype=np.uint8)
+    blob = b"".join(bytes(r[1]) for r in rows)
+    return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
