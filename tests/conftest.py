@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,34 @@ from PIL import Image, ImageFilter
 
 import lookalike
 from lookalike.search.engine import Lookalike
+from lookalike.settings import clear_settings_cache
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """No ``LOOKALIKE_*`` variable of the developer's leaks in; the model cache, other
+    caches and the default data folder live in a temporary folder for the whole session
+    (converted models are made once per session, never in the user's own cache).
+    Subprocesses and servers started by tests inherit the same environment."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("LOOKALIKE_"):
+                mp.delenv(name)
+        mp.setenv("XDG_DATA_HOME", str(home / "share"))
+        mp.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        mp.setenv("LOOKALIKE_MODEL_CACHE_DIR", str(home / "models"))
+        clear_settings_cache()
+        yield home
+    clear_settings_cache()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Settings read from the environment are read again by each test."""
+    clear_settings_cache()
+    yield
+    clear_settings_cache()
+
 
 SAMPLES = ("astronaut", "chelsea", "rocket", "coffee", "motorcycle_left", "hubble_deep_field")
 

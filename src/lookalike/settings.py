@@ -98,6 +98,11 @@ def _env_settings() -> Settings:
     return Settings()
 
 
+def clear_settings_cache() -> None:
+    """Forget the settings read from the environment (the next call reads it again)."""
+    _env_settings.cache_clear()
+
+
 def get_settings(**overrides: Any) -> Settings:
     """The settings from the environment, with explicit (non-None) overrides applied."""
     base = _env_settings()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lookalike.decode import decode_file
 from lookalike.errors import ImageError
+from lookalike.files import atomic_write
 
 __all__ = ["contact_sheet", "grid_sheet", "load_font", "load_thumbnail", "save_png_atomically"]
 
@@ -191,18 +190,5 @@ def save_png_atomically(image: Image.Image, out: Path) -> None:
     A reader never sees a half-written sheet, and an earlier sheet at ``out`` survives a
     failed write.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        # mkstemp makes the file private (0600); a sheet is meant to be shared and viewed.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # mkstemp makes the file private (0600); a sheet is meant to be shared and viewed.
+    atomic_write(Path(out), lambda f: image.save(f, format="PNG"), durable=True, mode=0o644)

@@ -10,14 +10,14 @@ adding and removing the ids that differ, never by trusting the file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from lookalike.files import atomic_write
 from lookalike.index.base import IndexSpec, VectorIndex, VectorSource
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, Metric
 
@@ -179,16 +179,11 @@ class IndexManager:
             "kind": held.index.kind,
             "n": len(ids),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC)
-                f.write(json.dumps(head).encode() + b"\n")
-                f.write(ids.tobytes())
-                f.write(held.index.to_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._file(name))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        def write(f: BinaryIO) -> None:
+            f.write(MAGIC)
+            f.write(json.dumps(head).encode() + b"\n")
+            f.write(ids.tobytes())
+            f.write(held.index.to_bytes())
+
+        atomic_write(self._file(name), write, durable=True)

@@ -6,13 +6,11 @@ into a checked model, writes it atomically to the cache and opens ONNX Runtime o
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lookalike.errors import ModelError
+from lookalike.files import atomic_write
 
 if TYPE_CHECKING:
     import onnx
@@ -43,16 +41,7 @@ def save_model(model: onnx.ModelProto, target: Path) -> Path:
     """Write ``model`` to ``target`` through a temporary file renamed into place, so that
     concurrent first runs each see nothing or a complete file; returns ``target``."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, model.SerializeToString())
     except OSError as exc:
         raise ModelError(f"cannot write the converted model to {target.parent}: {exc}") from exc
     return target

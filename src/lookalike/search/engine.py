@@ -28,6 +28,7 @@ from lookalike.decode import Decoded, decode, read_file, sha256_hex
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadInput, ImageError, LookalikeError, NotFound
 from lookalike.faces import Face
+from lookalike.files import is_under_any
 from lookalike.people.service import ClusterReport, FaceService
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
 from lookalike.settings import Settings
@@ -381,7 +382,7 @@ class Lookalike:
         def admitted(path: str) -> bool:
             if roots is None:
                 return True
-            if _under_any(os.path.realpath(path), roots):
+            if is_under_any(os.path.realpath(path), roots):
                 return True
             report.failed.append(Failure(path, "outside the allowed folders (symbolic link)"))
             return False
@@ -430,7 +431,7 @@ class Lookalike:
             p
             for root in folders
             for p in self.catalog.paths_under(root)
-            if _under_any(p, unreadable)
+            if is_under_any(p, unreadable)
         }
         return files, folders, seen
 
@@ -571,10 +572,6 @@ def merge_variants(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndar
 def report_gone_files(paths: Iterable[str | Path]) -> list[str]:
     """Paths given as files that no longer exist (their records should be dropped)."""
     return [os.path.abspath(os.fspath(p)) for p in paths if not os.path.lexists(os.fspath(p))]
-
-
-def _under_any(path: str, roots: set[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
 
 
 def _main_path(row: ImageRow) -> str:

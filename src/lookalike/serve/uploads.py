@@ -7,13 +7,13 @@ file, so storing the same bytes twice is one file and one image (idempotent by h
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from fastapi import UploadFile
 
 from lookalike.decode.image import Decoded, decode, sha256_hex, sniff_format
 from lookalike.errors import BadInput, ImageError, TooLarge
+from lookalike.files import atomic_write, is_under
 from lookalike.settings import Settings
 
 UPLOAD_DIR = "uploads"
@@ -74,7 +74,7 @@ def remove_upload(path: str, settings: Settings) -> bool:
     a file was deleted. Files elsewhere (indexed folders) are never touched."""
     root = os.path.realpath(upload_dir(settings))
     real = os.path.realpath(path)
-    if not real.startswith(root + os.sep):
+    if real == root or not is_under(real, root):
         return False
     try:
         os.unlink(real)
@@ -93,13 +93,5 @@ def store_upload(data: bytes, settings: Settings) -> Path:
     path = folder / f"{sha}.{_EXT[fmt]}"
     if path.exists():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".up-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
     return path

@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
+from lookalike.files import is_under_any
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Admin, Engine
 from lookalike.settings import Settings
@@ -75,7 +76,7 @@ def allowed_folder(path: str, settings: Settings) -> str:
         raise Forbidden("no allowed roots are configured (LOOKALIKE_ALLOWED_ROOTS)")
     real = os.path.realpath(path)
     roots = [os.path.realpath(r) for r in settings.allowed_roots]
-    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+    if not is_under_any(real, roots):
         raise Forbidden(f"{path!r} is not inside an allowed root")
     if not os.path.exists(real):
         raise NotFound(f"{path!r} does not exist")
