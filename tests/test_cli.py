@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import lookalike
 from lookalike.cli.main import cli
+from lookalike.errors import DataFolderError
 from lookalike.store.sqlite import SCHEMA_VERSION
 
 from .conftest import sample
@@ -49,7 +51,7 @@ def test_index_json_summary_and_bad_files(photo_dir: Path, tmp_path: Path) -> No
     (folder / "notes.jpg").write_text("not a picture")
     png_bomb(folder / "bomb.png")
     code, out, err = run(tmp_path / "data", "index", str(folder), "--json")
-    assert code == 0, err
+    assert code == 1, err  # some inputs failed; the others are indexed
     summary = json.loads(out)
     assert set(summary) >= {"indexed", "unchanged", "duplicates", "failed"}
     assert summary["indexed"] == 6
@@ -60,12 +62,19 @@ def test_index_json_summary_and_bad_files(photo_dir: Path, tmp_path: Path) -> No
     assert json.loads(out)["unchanged"] == 6
 
 
-def test_index_exits_nonzero_only_when_nothing_worked(tmp_path: Path) -> None:
+def test_exit_status_0_ok_1_some_inputs_failed_2_usage(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    good = str(photo_dir / "chelsea.png")
+    assert run(data, "index", good)[0] == 0
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
-    code, _, err = run(tmp_path / "data", "index", str(bad))
-    assert code == 1
-    assert "bad.jpg" in err
+    code, out, err = run(data, "index", str(bad), good)
+    assert code == 1 and "bad.jpg" in err and "1 unchanged" in out
+    assert run(data, "search", good, str(bad))[0] == 1
+    assert run(data, "search", good, "-k", "0")[0] == 2
+    assert run(data, "search", good, "--descriptor", "sift")[0] == 2
+    assert run(data, "index")[0] == 2  # no PATHS: click's own usage error
+    assert run(data, "search", good)[0] == 0
 
 
 def test_search_json_lines_and_sheet(photo_dir: Path, tmp_path: Path) -> None:
@@ -94,11 +103,11 @@ def test_search_rejects_bad_k_and_bad_query(photo_dir: Path, tmp_path: Path) -> 
     data = tmp_path / "data"
     run(data, "index", str(photo_dir))
     code, _, err = run(data, "search", str(photo_dir / "chelsea.png"), "-k", "0")
-    assert code == 1 and "k must be" in err
+    assert code == 2 and "k must be" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n")
     code, out, err = run(data, "search", str(bad), str(photo_dir / "coffee.png"), "--json")
-    assert code == 0  # one of two queries worked
+    assert code == 1  # one of two queries failed
     first, second = (json.loads(line) for line in out.splitlines())
     assert "error" in first and first["results"] == []
     assert Path(second["results"][0]["path"]).name == "coffee.png"
@@ -113,7 +122,7 @@ def test_descriptor_choice_and_unknown_descriptor(photo_dir: Path, tmp_path: Pat
     code, out, _ = run(data, "search", str(photo_dir / "coffee.png"), "--descriptor", "phash")
     assert code == 0 and "coffee.png" in out.splitlines()[1]
     code, _, err = run(data, "search", str(photo_dir / "coffee.png"), "--descriptor", "sift")
-    assert code == 1 and "unknown descriptor" in err
+    assert code == 2 and "unknown descriptor" in err
 
 
 def test_duplicates_remove_reindex(photo_dir: Path, tmp_path: Path) -> None:
@@ -321,8 +330,45 @@ def test_unreadable_folder_is_reported_and_the_rest_indexed(tmp_path: Path) -> N
         )
     finally:
         (root / "locked").chmod(0o755)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # one input failed
     summary = json.loads(done.stdout)
     assert summary["indexed"] == 1
     (failure,) = summary["failed"]
     assert failure["path"].endswith("locked") and "cannot read folder" in failure["error"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "index-is-a-file", "data-is-a-file"])
+def test_a_damaged_data_folder_is_one_error_line_not_a_traceback(
+    photo_dir: Path, tmp_path: Path, damage: str
+) -> None:
+    data = tmp_path / "data"
+    query = str(photo_dir / "chelsea.png")
+    assert run(data, "index", "--no-faces", str(photo_dir))[0] == 0
+    catalog = data / "catalog.sqlite3"
+    if damage == "garbage":
+        catalog.write_bytes(b"this is not a database at all " * 200)
+    elif damage == "truncated":
+        catalog.write_bytes(catalog.read_bytes()[: catalog.stat().st_size // 3])
+        for extra in data.glob("catalog.sqlite3-*"):  # the WAL would fill the gap back in
+            extra.unlink()
+    elif damage == "index-is-a-file":
+        shutil.rmtree(data / "index")
+        (data / "index").write_text("oops")
+    else:
+        shutil.rmtree(data)
+        data.write_text("oops")
+    for args in (("search", query), ("index", str(photo_dir)), ("faces", "stats")):
+        code, out, err = run(data, *args)
+        assert "Traceback" not in err
+        if damage == "data-is-a-file":  # click refuses the option itself: a usage error
+            assert code == 2 and "is a file" in err
+            continue
+        assert code == 1, (args, out, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith("lookalike: error: ") and str(data) in line
+
+
+def test_a_data_folder_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("oops")
+    with pytest.raises(DataFolderError, match="is a file, not a folder"):
+        lookalike.open(tmp_path / "data")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -201,3 +203,45 @@ def test_within_refuses_files_linked_from_outside_and_the_data_folder_is_skipped
         # Without ``within`` (the CLI), a link is followed as before.
         report = lk.index([root], progress=False)
         assert not report.failed and len(lk.catalog.all_paths()) == 2
+
+
+@pytest.mark.parametrize("faces", [True, False])
+def test_a_query_identical_to_an_indexed_jpeg_scores_one_on_every_descriptor(
+    tmp_path: Path, faces: bool
+) -> None:
+    # Large enough that JPEG draft decoding reduces it, by another factor when faces are
+    # looked for (decoded at face_decode_side) than for the descriptors alone.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = folder / "big.jpg"
+    sample("astronaut").resize((2400, 2400)).save(photo, quality=90)
+    sample("coffee").save(folder / "other.jpg", quality=90)
+    with lookalike.open(tmp_path / "data") as lk:
+        lk.index([folder], faces=faces)
+        for descriptor in ("cnn", "color", "phash"):
+            (res,) = lk.search([photo], k=2, descriptor=descriptor)
+            top = res.results[0]
+            assert top.path == str(photo)
+            assert top.score == pytest.approx(1.0, abs=1e-5), descriptor
+
+
+def test_file_names_that_are_not_utf8_are_indexed_and_shown_escaped(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-\xff.jpg"  # Latin-1 "café", then a stray byte
+    name = os.fsdecode(raw)  # what os.walk gives: the stray bytes as lone surrogates
+    sample("chelsea").save(name, format="JPEG", quality=90)
+    sample("coffee").save(folder / "ok.jpg", quality=90)
+    with lookalike.open(tmp_path / "data") as lk:
+        report = lk.index([folder], faces=False)
+        assert report.indexed == 2 and not report.failed
+        (res,) = lk.search([name], k=1)
+        assert res.results[0].path == name
+        assert os.fsencode(res.results[0].path) == raw  # stored losslessly
+        assert res.to_json()["results"][0]["path"].endswith("caf\\xe9-\\xff.jpg")
+        json.dumps(res.to_json(), ensure_ascii=False).encode("utf-8")  # printable as UTF-8
+        assert lk.catalog.path_row(name) is not None
+        assert set(lk.catalog.paths_under(str(folder))) == {name, str(folder / "ok.jpg")}
+        Path(name).unlink()
+        assert lk.index([folder], faces=False).removed == 1
+        assert lk.catalog.count_images() == 1

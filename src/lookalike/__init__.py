@@ -22,6 +22,7 @@ from lookalike.errors import (
     NotFound,
     SchemaTooNew,
 )
+from lookalike.ingest.report import IndexInterrupted, IndexReport
 from lookalike.people.service import (
     ClusterReport,
     FaceHit,
@@ -30,7 +31,7 @@ from lookalike.people.service import (
     Identified,
 )
 from lookalike.search.duplicates import DuplicateGroup, DuplicateReport
-from lookalike.search.engine import Hit, IndexInterrupted, IndexReport, Lookalike, SearchResult
+from lookalike.search.engine import Hit, Lookalike, SearchResult
 from lookalike.settings import Settings, get_settings
 
 __all__ = [

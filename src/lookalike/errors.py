@@ -82,6 +82,14 @@ class SchemaTooNew(LookalikeError):
     code = "schema_too_new"
 
 
+class DataFolderError(LookalikeError):
+    """The data folder cannot be used: its catalog is damaged or not a catalog, or a part
+    of it is not what it should be (a file where a folder belongs)."""
+
+    status = 500
+    code = "data_folder"
+
+
 class ModelError(LookalikeError):
     """A model file is missing or cannot be converted."""
 

@@ -15,7 +15,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import BadInput, LookalikeError
+from lookalike.files import shown
 from lookalike.people.service import ClusterReport
 from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
@@ -23,10 +24,31 @@ from lookalike.settings import get_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+# Exit status of every command (README, "Exit status"): 0 all went well, 1 some inputs
+# failed or the work could not be done, 2 the command was used wrongly (click's own usage
+# errors exit 2 as well).
+OK = 0
+FAILED = 1
+USAGE = 2
+
+
+def fail(message: str, code: int = FAILED) -> NoReturn:
     """Print ``lookalike: error: message`` on stderr and exit with ``code``."""
     click.echo(f"lookalike: error: {message}", err=True)
     sys.exit(code)
+
+
+def exit_code(exc: LookalikeError) -> int:
+    """USAGE for a bad argument, FAILED for anything else that went wrong."""
+    return USAGE if isinstance(exc, BadInput) else FAILED
+
+
+def fail_with(exc: LookalikeError | OSError) -> NoReturn:
+    """``fail`` with the message and exit status an error calls for."""
+    if isinstance(exc, LookalikeError):
+        fail(exc.message, exit_code(exc))
+    where = f"{shown(exc.filename)}: " if exc.filename else ""
+    fail(f"{where}{exc.strerror or exc}")
 
 
 def data_dir_option(fn: F) -> F:
@@ -40,7 +62,7 @@ def data_dir_option(fn: F) -> F:
 
 
 def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Open the data folder for the command and map lookalike errors to exit code 1."""
+    """Open the data folder for the command; errors become one line and an exit status."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> Any:
@@ -49,8 +71,10 @@ def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             with Lookalike(get_settings(data_dir=chosen)) as engine:
                 return fn(engine, *args, **kwargs)
-        except LookalikeError as exc:
-            fail(exc.message)
+        except (LookalikeError, OSError) as exc:
+            # OSError: the file system refused something the engine did not foresee (a
+            # full disk, a read-only data folder); one line, not a traceback.
+            fail_with(exc)
 
     return wrapper
 

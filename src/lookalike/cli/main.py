@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import cluster_summary, data_dir_option, with_engine
+from lookalike.cli.common import FAILED, cluster_summary, data_dir_option, with_engine
 from lookalike.cli.common import fail as _fail
-from lookalike.search.engine import IndexInterrupted, IndexReport, Lookalike, SearchResult
+from lookalike.files import shown
+from lookalike.ingest.report import IndexInterrupted, IndexReport
+from lookalike.search.engine import Lookalike, SearchResult
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +31,7 @@ def _print_index_report(report: IndexReport, as_json: bool) -> None:
         click.echo(json.dumps(report.to_json()))
         return
     for f in report.failed:
-        click.echo(f"skipped {f.path}: {f.error}", err=True)
+        click.echo(f"skipped {shown(f.path)}: {f.error}", err=True)
     click.echo(
         f"{report.indexed} indexed, {report.unchanged} unchanged, "
         f"{report.duplicates} duplicates, {report.removed} removed, {len(report.failed)} failed"
@@ -69,9 +72,8 @@ def index(
         click.echo("interrupted: what was committed is kept; run again to resume", err=True)
         sys.exit(130)
     _print_index_report(report, as_json)
-    done = report.indexed + report.unchanged + report.duplicates + report.removed
-    if report.failed and done == 0:
-        sys.exit(1)
+    if report.failed:
+        sys.exit(FAILED)
 
 
 def _write_sheets(engine: Lookalike, results: Sequence[SearchResult], out: Path) -> list[Path]:
@@ -119,14 +121,14 @@ def search(
         if as_json:
             click.echo(json.dumps(res.to_json()))
         elif res.error is None:
-            click.echo(f"{res.query}:")
+            click.echo(f"{shown(res.query)}:")
             for hit in res.results:
-                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {hit.path}")
+                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
     if sheet is not None:
         for path in _write_sheets(engine, results, sheet):
             click.echo(f"contact sheet: {path}", err=True)
-    if all(r.error is not None for r in results):
-        sys.exit(1)
+    if any(r.error is not None for r in results):
+        sys.exit(FAILED)
 
 
 @cli.command()
@@ -141,9 +143,9 @@ def duplicates(engine: Lookalike, threshold: float | None, as_json: bool) -> Non
         click.echo(json.dumps(report.to_json()))
         return
     for row in report.exact:
-        click.echo(f"exact {row.sha256[:12]}: " + "  ".join(row.paths))
+        click.echo(f"exact {row.sha256[:12]}: " + "  ".join(shown(p) for p in row.paths))
     for group in report.near:
-        names = "  ".join(r.paths[0] for r in group.images if r.paths)
+        names = "  ".join(shown(r.paths[0]) for r in group.images if r.paths)
         click.echo(f"near ({group.score:.3f}): {names}")
     click.echo(f"{len(report.exact)} exact groups, {len(report.near)} near-duplicate groups")
 
@@ -240,13 +242,18 @@ def demo(
     res = engine.search_one(str(query), k=k)
     click.echo(f"most similar to {query}:")
     for hit in res.results:
-        click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {hit.path}")
+        click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
     out = sheet or engine.settings.data_dir / "demo-sheet.png"
     for path in _write_sheets(engine, [res], out):
         click.echo(f"contact sheet: {path}")
 
 
 def main() -> None:
+    # File names that are not UTF-8 are shown escaped (lookalike.files.shown); should one
+    # slip through, print it escaped too rather than fail on it.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     cli(prog_name="lookalike")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import data_dir_option, echo_json, fail, with_engine
+from lookalike.cli.common import USAGE, data_dir_option, echo_json, fail, with_engine
 from lookalike.search.engine import Lookalike
 from lookalike.serve.app import AUTH_ENV
 from lookalike.serve.keys import SCOPES, create_key, revoke_key
@@ -65,7 +65,7 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
     chosen = data_dir or (ctx.obj or {}).get("data_dir")
     settings = get_settings(data_dir=chosen)
     if no_auth and not is_loopback(host):
-        fail(f"--no-auth is only allowed on a loopback address, not {host!r}")
+        fail(f"--no-auth is only allowed on a loopback address, not {host!r}", USAGE)
     # Worker processes build the app from the environment.
     os.environ["LOOKALIKE_DATA_DIR"] = str(settings.data_dir)
     os.environ[AUTH_ENV] = "0" if no_auth else "1"

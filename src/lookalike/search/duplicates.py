@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.describe.base import Descriptor
 from lookalike.describe.phash import dihedral_variants
+from lookalike.files import shown
 from lookalike.index.base import VectorIndex
 from lookalike.index.faiss_index import BinaryIndex
 from lookalike.index.manager import rows_as
@@ -43,7 +44,7 @@ class DuplicateGroup:
 
 
 def _image_json(row: ImageRow) -> dict[str, Any]:
-    return {"image_id": row.id, "sha256": row.sha256, "paths": list(row.paths)}
+    return {"image_id": row.id, "sha256": row.sha256, "paths": [shown(p) for p in row.paths]}
 
 
 @dataclass

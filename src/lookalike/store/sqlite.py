@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -12,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.errors import SchemaTooNew
+from lookalike.errors import DataFolderError, SchemaTooNew
 from lookalike.store.base import ImageRow, NewImage, PathRow
 from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, write_scan
 from lookalike.store.sqlite_service import SCHEMA_V3, SqliteServiceStore
-from lookalike.store.sqlite_util import in_chunks, stack_blobs
+from lookalike.store.sqlite_util import in_chunks, path_param, path_value, stack_blobs
 
 SCHEMA_VERSION = 3
 
@@ -109,19 +110,38 @@ class SqliteCatalog:
         self._db = sqlite3.connect(
             str(path), timeout=60.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            with self._damage_reported():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
         self.faces = SqliteFaceStore(self)
         self.service = SqliteServiceStore(self)
 
     # -- plumbing -------------------------------------------------------------------
 
     @contextmanager
+    def _damage_reported(self) -> Iterator[None]:
+        """SQLite's "not a database" / "malformed" errors as a DataFolderError that says
+        what to do (constraint, locking and other operational errors pass through)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise DataFolderError(
+                f"{self.path}: not a lookalike catalog, or damaged ({exc}); move it aside "
+                "to start a new catalog, or restore it from a backup"
+            ) from None
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: taken at once (IMMEDIATE), committed or rolled back whole."""
-        with self._lock:
+        with self._lock, self._damage_reported():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -131,7 +151,7 @@ class SqliteCatalog:
             self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
-        with self._lock:
+        with self._lock, self._damage_reported():
             return self._db.execute(sql, args).fetchall()
 
     def _migrate(self) -> None:
@@ -157,21 +177,32 @@ class SqliteCatalog:
 
     def path_row(self, path: str) -> PathRow | None:
         rows = self._query(
-            "SELECT path, image_id, size, mtime_ns FROM paths WHERE path = ?", [path]
+            "SELECT path, image_id, size, mtime_ns FROM paths WHERE path = ?", [path_param(path)]
         )
         if not rows:
             return None
         p, image_id, size, mtime_ns = rows[0]
-        return PathRow(str(p), int(image_id), int(size), int(mtime_ns))
+        return PathRow(path_value(p), int(image_id), int(size), int(mtime_ns))
 
     def paths_under(self, root: str) -> list[str]:
-        prefix = root.rstrip("/") + "/"
-        # Range scan on the primary key: every path starting with "root/".
-        rows = self._query(
-            "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?)",
-            [root, prefix, prefix[:-1] + chr(ord("/") + 1)],
-        )
-        return [str(r[0]) for r in rows]
+        # Range scans on the primary key: every path starting with "root/". Names that are
+        # not UTF-8 are stored as BLOBs (path_param), which sort after all text: a second
+        # range over the bytes finds those.
+        found: list[str] = []
+        bounds: list[tuple[str | bytes, str | bytes, str | bytes]] = []
+        if isinstance(path_param(root), str):
+            prefix = root.rstrip("/") + "/"
+            bounds.append((root, prefix, prefix[:-1] + chr(ord("/") + 1)))
+        raw = os.fsencode(root)
+        raw_prefix = raw.rstrip(b"/") + b"/"
+        bounds.append((raw, raw_prefix, raw_prefix[:-1] + b"0"))
+        for exact, low, high in bounds:
+            rows = self._query(
+                "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?)",
+                [exact, low, high],
+            )
+            found += [path_value(r[0]) for r in rows]
+        return found
 
     def image_by_sha(self, sha256: str) -> ImageRow | None:
         rows = self._query("SELECT id FROM images WHERE sha256 = ?", [sha256])
@@ -192,7 +223,7 @@ class SqliteCatalog:
                 f"SELECT image_id, path FROM paths WHERE image_id IN ({marks}) ORDER BY path",
                 chunk,
             ):
-                paths.setdefault(int(image_id), []).append(str(p))
+                paths.setdefault(int(image_id), []).append(path_value(p))
             for i, sha, w, h, fmt, size in rows:
                 key = int(i)
                 out[key] = ImageRow(
@@ -265,7 +296,7 @@ class SqliteCatalog:
         return int(self._query("SELECT COUNT(*) FROM images")[0][0])
 
     def all_paths(self) -> list[str]:
-        return [str(r[0]) for r in self._query("SELECT path FROM paths ORDER BY path")]
+        return [path_value(r[0]) for r in self._query("SELECT path FROM paths ORDER BY path")]
 
     # -- writes ---------------------------------------------------------------------
 
@@ -286,13 +317,13 @@ class SqliteCatalog:
                     ]
                 )
                 old = db.execute(
-                    "SELECT image_id FROM paths WHERE path = ?", [item.path]
+                    "SELECT image_id FROM paths WHERE path = ?", [path_param(item.path)]
                 ).fetchone()
                 db.execute(
                     "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, "
                     "size = excluded.size, mtime_ns = excluded.mtime_ns",
-                    [item.path, image_id, item.size, item.mtime_ns],
+                    [path_param(item.path), image_id, item.size, item.mtime_ns],
                 )
                 if old is not None and int(old[0]) != image_id:
                     # The file changed content: its old image may now be an orphan.
@@ -325,7 +356,8 @@ class SqliteCatalog:
     def remove_paths(self, paths: Iterable[str]) -> list[int]:
         deleted: list[int] = []
         with self._tx() as db:
-            for p in paths:
+            for path in paths:
+                p = path_param(path)
                 row = db.execute("SELECT image_id FROM paths WHERE path = ?", [p]).fetchone()
                 if row is None:
                     continue

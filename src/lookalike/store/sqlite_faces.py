@@ -24,7 +24,7 @@ from lookalike.store.base import (
     NewExample,
     PersonRow,
 )
-from lookalike.store.sqlite_util import in_chunks, stack_blobs
+from lookalike.store.sqlite_util import in_chunks, path_value, stack_blobs
 
 if TYPE_CHECKING:
     from lookalike.store.sqlite import SqliteCatalog
@@ -186,7 +186,7 @@ def _face_row(r: Sequence[Any]) -> FaceRow:
         person=None if r[13] is None else str(r[13]),
         confirmed=bool(r[14]),
         cluster_id=None if r[15] is None else int(r[15]),
-        path=str(r[16] or ""),
+        path=path_value(r[16] or ""),
     )
 
 

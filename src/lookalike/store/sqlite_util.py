@@ -1,7 +1,9 @@
-"""Small helpers the SQLite stores share: chunked ``IN (...)`` queries, blobs to arrays."""
+"""Small helpers the SQLite stores share: chunked ``IN (...)`` queries, blobs to arrays,
+paths in and out of the database."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,3 +28,19 @@ def stack_blobs(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
         return ids, np.zeros((0, 0), dtype=np.uint8)
     blob = b"".join(bytes(r[1]) for r in rows)
     return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
+
+
+def path_param(path: str) -> str | bytes:
+    """``path`` as stored in a ``path`` column: text when it is valid UTF-8, otherwise its
+    file-system bytes as a BLOB (a name that is not UTF-8 arrives with surrogate escapes,
+    which SQLite text cannot hold). Lossless: :func:`path_value` gives ``path`` back."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_value(value: str | bytes) -> str:
+    """A stored path as ``str`` (BLOBs decoded with surrogate escapes, as ``os.walk`` does)."""
+    return value if isinstance(value, str) else os.fsdecode(bytes(value))
