@@ -45,7 +45,7 @@ def photo_faces(root: Path) -> tuple[np.ndarray, list[str], list[float], list[st
     """(embeddings (n, 128), people, qualities, photos without a face) of faces-photos."""
     with open(root / "labels.csv", newline="") as f:
         labels = {str((root / r["path"]).resolve()): r["person"] for r in csv.DictReader(f)}
-    found = main_faces(list(labels), progress=False)
+    found = main_faces(list(labels), get_settings(), progress=False)
     vectors: list[np.ndarray] = []
     people: list[str] = []
     quality: list[float] = []

@@ -172,7 +172,7 @@ def _code_only(source: str) -> bytes:
 def _code_hash() -> str:
     """A hash of what makes the embeddings: the face code, its settings, the model files.
 
-    The verification threshold is left out (it changes the scores, not the embeddings).
+    The thresholds are left out (they change the scores, not the embeddings).
     Taken once per run, so that edits made while a run goes on cannot label its results
     as the new code's.
     """
@@ -180,7 +180,8 @@ def _code_hash() -> str:
     package = Path(config.__file__).parent
     for name in _HASHED_MODULES:
         digest.update(_code_only((package / f"{name}.py").read_text()))
-    settings = {k: v for k, v in vars(config).items() if k.isupper() and k != "DEFAULT_THRESHOLD"}
+    thresholds = ("DEFAULT_THRESHOLD", "DEFAULT_CLUSTER_THRESHOLD")
+    settings = {k: v for k, v in vars(config).items() if k.isupper() and k not in thresholds}
     digest.update(repr(sorted(settings.items())).encode())
     for model in sorted(models.models_dir().glob("*.dat")):
         digest.update(f"{model.name}:{model.stat().st_size}".encode())

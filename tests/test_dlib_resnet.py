@@ -123,7 +123,7 @@ def test_embed_chips_runs_onnx_by_default_and_dlib_on_request(chips: np.ndarray)
     assert embed.ENCODER_BACKEND == "onnx"
     default = embed.embed_chips(list(chips))
     reference = embed.embed_chips(list(chips), backend="dlib")
-    assert embed.ONNX_ENCODER.loaded
+    assert embed.Encoder().session().loaded
     np.testing.assert_allclose(default, reference, atol=TOLERANCE, rtol=0)
     flipped = embed.embed_chips(list(chips[:2]), flip=True)
     mirrored = embed.embed_chips([c[:, ::-1] for c in chips[:2]])

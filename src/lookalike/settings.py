@@ -56,30 +56,40 @@ class Settings(BaseSettings):
     commit_every: int = 64
 
     # -- faces (lookalike.faces, lookalike.people) ---------------------------------------
+    # The one source of the face pipeline's tunable values: lookalike.faces.config names
+    # their defaults for its functions, everything else passes these settings down.
+    # Measured in bench/faces_lfw.py (verification on LFW crops), faces_speed.py (press
+    # photos) and faces_cluster.py; BENCHMARKS.md has the figures.
     # Find, embed and group faces when indexing (``lookalike index --no-faces`` turns it off).
     faces: bool = True
     # dlib's HOG detector (default; ~0.1 s per photo) or its CNN (MMOD) one ("cnn": ~1.7 s
     # per photo on a CPU, finds more profile and small faces).
     face_detector: Literal["hog", "cnn"] = "hog"
-    # Distance between 128-d embeddings below which two faces are one person: verification,
-    # identification and recognition at index time. 0.6 is dlib's value, confirmed on the
-    # LFW pairs: 98.2% accuracy, best threshold 0.60-0.61 (BENCHMARKS.md, faces-lfw).
+    # Euclidean distance between 128-d embeddings at or below which two faces are one person:
+    # verification, identification and recognition at index time. dlib's published value,
+    # confirmed on the LFW pairs: the thresholds that maximise accuracy are 0.60 (detector)
+    # to 0.61 (crop mode), 0.58-0.64 per CV fold; accuracy at 0.6 is 98.2% (detector) /
+    # 98.0% (crop), the best any threshold reaches 98.3% (faces-lfw).
     face_threshold: float = 0.6
     # Mean distance to a cluster's faces under which an unknown face joins it. Stricter
     # than face_threshold: a wrong join mixes two people in one cluster (BENCHMARKS.md,
     # faces-cluster: pairwise F1 best at 0.5 on LFW identities).
     face_cluster_threshold: float = 0.5
-    # Faces narrower than this (pixels) or of lower quality (0-1: size, sharpness, pose)
-    # are stored but flagged, and left out of enrolment and clustering.
+    # Faces narrower than this (pixels of the original image) are stored but flagged "small"
+    # and not usable: the 150 px chip of a smaller face is mostly interpolation.
     face_min_size: int = 40
+    # Faces of lower quality (0-1: size x sharpness x pose) are flagged "low_quality" and
+    # not usable: left out of enrolment and clustering. A judgement call checked on the
+    # press photos, not tuned.
     face_min_quality: float = 0.25
     # Photos are decoded with a shorter side of at least this for face detection (JPEG
     # draft decoding); all 62 press photos' faces are found at 1024 (faces-speed).
     face_decode_side: int = 1024
-    # The HOG detector runs on a copy shrunk to this longer side (CNN: half of it). Faces
-    # narrower than ~80 px in that copy are missed: at 1280 a 4000 px photo keeps faces from
-    # ~250 px; raise it for group photos (cost grows with the square: 76 ms at 1280, 169 ms
-    # at 2048 per photo, faces-speed).
+    # The HOG detector runs on a copy shrunk to this longer side (CNN: half of it, see
+    # lookalike.faces.config.detect_side). Faces narrower than ~80 px in that copy are
+    # missed: at 1280 a 4000 px photo keeps faces from ~250 px; raise it for group photos
+    # (cost grows with the square: median 31 ms at 800, 49 at 1024, 76 at 1280, 169 at 2048
+    # per photo on a shared 2-core machine, faces-speed).
     face_detect_max_side: int = 1280
     # Group new unknown faces into clusters at the end of ``index`` (incremental, cheap).
     face_cluster_on_index: bool = True

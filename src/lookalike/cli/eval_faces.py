@@ -18,8 +18,8 @@ from lookalike.eval.runner import (
     run_face_labels_eval,
     run_face_pairs_eval,
 )
-from lookalike.faces import DEFAULT_THRESHOLD
-from lookalike.faces.config import Detector
+from lookalike.faces.config import DEFAULT_CLUSTER_THRESHOLD, DEFAULT_THRESHOLD, Detector
+from lookalike.settings import get_settings
 
 csv_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -64,8 +64,9 @@ def _images(faces: MainFaces) -> str:
     "--threshold",
     type=float,
     default=None,
-    help=f"Pairs: verification distance (default {DEFAULT_THRESHOLD}). "
-    "Labels: clustering distance (default: the face_cluster_threshold setting).",
+    help=f"Pairs: verification distance (default: the face_threshold setting, "
+    f"{DEFAULT_THRESHOLD}). Labels: clustering distance (default: the "
+    f"face_cluster_threshold setting, {DEFAULT_CLUSTER_THRESHOLD}).",
 )
 @click.option("--crop", is_flag=True, help="Images are face crops: no detector.")
 @click.option(
@@ -91,14 +92,18 @@ def eval_faces(
     if (pairs is None) == (labels is None):
         raise click.UsageError("give exactly one of --pairs CSV and --labels CSV")
     chosen = cast(Detector | None, detector)
+    settings = get_settings()
     report: FacePairsReport | FaceLabelsReport
     try:
         if pairs is not None:
-            cut = DEFAULT_THRESHOLD if threshold is None else threshold
-            report = run_face_pairs_eval(pairs, threshold=cut, detector=chosen, crop=crop)
+            report = run_face_pairs_eval(
+                pairs, settings, threshold=threshold, detector=chosen, crop=crop
+            )
         else:
             assert labels is not None
-            report = run_face_labels_eval(labels, threshold=threshold, detector=chosen, crop=crop)
+            report = run_face_labels_eval(
+                labels, settings, threshold=threshold, detector=chosen, crop=crop
+            )
     except LookalikeError as exc:
         click.echo(f"lookalike: error: {exc.message}", err=True)
         sys.exit(1)

@@ -24,12 +24,16 @@ from lookalike.cli.common import (
     with_engine,
 )
 from lookalike.decode import decode, read_file
-from lookalike.errors import BadInput, LookalikeError
-from lookalike.faces import DEFAULT_THRESHOLD, Face, face_distance, main_face
-from lookalike.faces.config import Detector, LandmarkCount
-from lookalike.faces.read import decode_for_faces, find_faces
+from lookalike.errors import LookalikeError
+from lookalike.faces import api
+from lookalike.faces.config import (
+    DEFAULT_CLUSTER_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    Detector,
+    LandmarkCount,
+)
 from lookalike.people.json import face_json, face_row_json
-from lookalike.people.service import Identified
+from lookalike.people.recognise import Identified
 from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
 from lookalike.store.base import ClusterRow, FaceRow
@@ -38,23 +42,6 @@ from lookalike.store.base import ClusterRow, FaceRow
 def _decode_full(path: Path, max_pixels: int) -> Image.Image:
     """``path`` decoded at full resolution, upright, in RGB (what boxes refer to)."""
     return decode(read_file(path), str(path), min_side=None, max_pixels=max_pixels).image
-
-
-def _faces_of(
-    path: Path, *, embeddings: bool, detector: str | None, landmarks: int, crop: bool
-) -> tuple[Image.Image, list[Face]]:
-    """The photo at ``path`` (full resolution) and its faces, under the settings."""
-    settings = get_settings()
-    decoded = decode_for_faces(path, settings, full=True)
-    found = find_faces(
-        decoded,
-        settings,
-        detector=cast(Detector | None, detector),
-        landmarks=cast(LandmarkCount, landmarks),
-        embeddings=embeddings,
-        crop=crop,
-    )
-    return decoded.image, found
 
 
 def _annotation_targets(images: Sequence[Path], out: Path) -> list[Path]:
@@ -137,13 +124,21 @@ def detect(
     annotate: Path | None,
 ) -> None:
     """Detect the faces in IMAGES: boxes, scores, quality, landmarks."""
+    settings = get_settings()
     targets = _annotation_targets(images, annotate) if annotate is not None else None
     failures = 0
     for n, path in enumerate(images):
         try:
-            image, found = _faces_of(
-                path, embeddings=embeddings, detector=detector, landmarks=int(landmarks), crop=crop
+            found = api.detect(
+                path,
+                settings,
+                detector=cast(Detector | None, detector),
+                landmarks=cast(LandmarkCount, int(landmarks)),
+                crop=crop,
+                embeddings=embeddings,
             )
+            # Boxes are in the photo's full pixels; the copy to draw on must be too.
+            image = _decode_full(path, settings.max_image_pixels) if targets is not None else None
         except LookalikeError as exc:
             failures += 1
             click.echo(f"lookalike: error: {exc.message}", err=True)
@@ -159,7 +154,7 @@ def detect(
             for f in found:
                 note = "" if f.usable else f"  (not usable: {', '.join(f.flags)})"
                 click.echo(f"  box {list(f.box)} score {f.score:.2f} quality {f.quality:.2f}{note}")
-        if targets is not None:
+        if targets is not None and image is not None:
             marks = [
                 Mark(f.box, f"{i}: {f.score:.2f} q{f.quality:.2f}", KNOWN if f.usable else MUTED)
                 for i, f in enumerate(found)
@@ -168,14 +163,6 @@ def detect(
                 failures += 1
     if failures >= len(images):
         sys.exit(1)
-
-
-def _main_face(path: Path, *, detector: str | None, crop: bool) -> Face:
-    _, found = _faces_of(path, embeddings=True, detector=detector, landmarks=5, crop=crop)
-    face = main_face(found)
-    if face is None:
-        raise BadInput(f"{path}: no face found")
-    return face
 
 
 @faces.command()
@@ -200,21 +187,22 @@ def verify(
     crop: bool,
 ) -> None:
     """Whether the main faces of IMAGE_A and IMAGE_B are the same person."""
-    if threshold is None:
-        threshold = get_settings().face_threshold
     try:
-        a = _main_face(image_a, detector=detector, crop=crop)
-        b = _main_face(image_b, detector=detector, crop=crop)
+        result = api.verify(
+            image_a,
+            image_b,
+            get_settings(),
+            threshold=threshold,
+            detector=cast(Detector | None, detector),
+            crop=crop,
+        )
     except LookalikeError as exc:
         fail(exc.message)
-    assert a.embedding is not None and b.embedding is not None
-    distance = float(face_distance(a.embedding, b.embedding))
-    result = {"distance": round(distance, 6), "same": distance <= threshold, "threshold": threshold}
     if as_json:
-        echo_json(result)
+        echo_json(result.to_json())
     else:
-        verdict = "same person" if result["same"] else "different people"
-        click.echo(f"{verdict}: distance {distance:.4f} (threshold {threshold})")
+        verdict = "same person" if result.same else "different people"
+        click.echo(f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold})")
 
 
 # -- against the data folder ----------------------------------------------------------------
@@ -245,7 +233,7 @@ def _identified_mark(found: Identified) -> Mark:
     type=click.FloatRange(min=0),
     default=None,
     help="Distance under which a face is a known person (default: the face_threshold "
-    "setting, 0.6).",
+    f"setting, {DEFAULT_THRESHOLD}).",
 )
 @crop_option
 @annotate_option
@@ -310,7 +298,7 @@ def identify(
     "--max-distance",
     type=click.FloatRange(min=0),
     default=None,
-    help="Farthest face shown (default: the face_threshold setting, 0.6).",
+    help=f"Farthest face shown (default: the face_threshold setting, {DEFAULT_THRESHOLD}).",
 )
 @json_option
 @sheet_option
@@ -383,7 +371,7 @@ def _print_clusters(rows: Sequence[ClusterRow]) -> None:
     type=click.FloatRange(min=0),
     default=None,
     help="Mean distance under which a face joins a cluster (default: the "
-    "face_cluster_threshold setting, 0.5).",
+    f"face_cluster_threshold setting, {DEFAULT_CLUSTER_THRESHOLD}).",
 )
 @json_option
 @data_dir_option

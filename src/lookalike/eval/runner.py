@@ -31,11 +31,10 @@ from lookalike.eval.retrieval import (
     read_labels,
     read_queries,
 )
-from lookalike.faces import DEFAULT_THRESHOLD, Face, face_distance, main_face
+from lookalike.faces import Face, api, face_distance, main_face
 from lookalike.faces.config import Detector
-from lookalike.faces.read import decode_for_faces, find_faces
 from lookalike.search.engine import Lookalike
-from lookalike.settings import get_settings
+from lookalike.settings import Settings
 
 
 def run_retrieval_eval(
@@ -89,6 +88,7 @@ class MainFaces:
 
 def main_faces(
     paths: Sequence[str],
+    settings: Settings,
     *,
     detector: Detector | None = None,
     crop: bool = False,
@@ -96,19 +96,17 @@ def main_faces(
 ) -> MainFaces:
     """Decode each distinct image once, find and embed its faces, keep the main one.
 
-    Faces are read as indexing reads them (:mod:`lookalike.faces.read`, under the
-    settings); ``detector`` defaults to the settings' and ``crop`` means the images are
+    Faces are read as indexing reads them (:func:`lookalike.faces.api.embed`, under
+    ``settings``); ``detector`` defaults to the settings' and ``crop`` means the images are
     face crops (no detector). Unreadable images are recorded, not raised.
     """
-    settings = get_settings()
     faces: dict[str, Face | None] = dict.fromkeys(paths)
     unreadable: dict[str, str] = {}
     for path in tqdm(
         list(faces), desc="faces", unit="image", disable=None if progress is None else not progress
     ):
         try:
-            decoded = decode_for_faces(Path(path), settings)
-            found = find_faces(decoded, settings, detector=detector, crop=crop)
+            found = api.embed(Path(path), settings, detector=detector, crop=crop)
         except (ImageError, BadInput) as exc:
             unreadable[path] = exc.message
             continue
@@ -170,13 +168,15 @@ def _same(value: str, csv_path: Path) -> bool:
 
 def run_face_pairs_eval(
     pairs_csv: Path,
+    settings: Settings,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     detector: Detector | None = None,
     crop: bool = False,
     progress: bool | None = None,
 ) -> FacePairsReport:
-    """Verification on a CSV of ``path_a, path_b, same[, fold]`` (paths relative to it).
+    """Verification on a CSV of ``path_a, path_b, same[, fold]`` (paths relative to it),
+    accuracy at ``threshold`` (default: the settings' ``face_threshold``).
 
     Uses the CSV's folds for cross-validation when it has a ``fold`` column, otherwise 10
     contiguous folds; a pair with an image without a face is predicted "different".
@@ -191,18 +191,20 @@ def run_face_pairs_eval(
     b = [_resolve(folder, r["path_b"]) for r in rows]
     same = np.array([_same(r["same"], pairs_csv) for r in rows])
     folds = np.array([r["fold"].strip() for r in rows]) if "fold" in rows[0] else None
-    found = main_faces(a + b, detector=detector, crop=crop, progress=progress)
+    found = main_faces(a + b, settings, detector=detector, crop=crop, progress=progress)
     dist = np.full(len(rows), np.inf)
     for i, (pa, pb) in enumerate(zip(a, b, strict=True)):
         ea, eb = found.embedding(pa), found.embedding(pb)
         if ea is not None and eb is not None:
             dist[i] = float(face_distance(ea, eb))
-    scores = verification_scores(dist, same, threshold=threshold, folds=folds)
+    cut = settings.face_threshold if threshold is None else threshold
+    scores = verification_scores(dist, same, threshold=cut, folds=folds)
     return FacePairsReport(scores=scores, faces=found, missing_pairs=int(np.isinf(dist).sum()))
 
 
 def run_face_labels_eval(
     labels_csv: Path,
+    settings: Settings,
     *,
     threshold: float | None = None,
     detector: Detector | None = None,
@@ -221,8 +223,8 @@ def run_face_labels_eval(
     people = {_resolve(labels_csv.parent, r["path"]): r["person"].strip() for r in rows}
     if not people:
         raise BadInput(f"{labels_csv}: no images")
-    cut = get_settings().face_cluster_threshold if threshold is None else threshold
-    found = main_faces(list(people), detector=detector, crop=crop, progress=progress)
+    cut = settings.face_cluster_threshold if threshold is None else threshold
+    found = main_faces(list(people), settings, detector=detector, crop=crop, progress=progress)
     paths = list(people)
     vectors: list[np.ndarray] = []
     quality: list[float] = []

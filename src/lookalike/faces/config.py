@@ -1,40 +1,57 @@
-"""Defaults of the face pipeline, in one place (candidates for ``Settings``).
+"""Constants of the face models, and the names of the settings' defaults for its functions.
 
-The measured ones say where from: ``bench/faces_lfw.py`` (verification on LFW crops) and
-``bench/faces_speed.py`` (press photos). The quality cut-offs (GOOD_FACE_SIZE, MIN_QUALITY,
-BLURRY_BELOW, PROFILE_YAW) are judgement calls checked on those photos, not tuned.
+What a user may tune lives in :class:`lookalike.settings.Settings` (``face_*`` fields), the
+one source of those values: the ``DEFAULT_*``, ``MIN_*`` and ``DETECT_MAX_SIDE`` names below
+are read from its declared defaults, so that the building blocks (``detect_faces``,
+``analyze``) default to what the settings do. Code working for a user passes the
+:class:`~lookalike.settings.Settings` down instead (:mod:`lookalike.faces.api`).
+
+The rest are properties of dlib's models, not settings. The measured ones say where from:
+``bench/faces_lfw.py`` (verification on LFW crops) and ``bench/faces_speed.py`` (press
+photos). The quality cut-offs (GOOD_FACE_SIZE, BLURRY_BELOW, PROFILE_YAW) are judgement
+calls checked on those photos, not tuned.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
+
+from lookalike.settings import Settings
 
 Detector = Literal["hog", "cnn"]
 LandmarkCount = Literal[5, 68]
 # How the chip is filled beyond the image: black ("zero"), or the border pixels repeated.
 PadMode = Literal["zero", "edge"]
 
-DEFAULT_DETECTOR: Final[Detector] = "hog"
+
+def _setting_default(field: str) -> Any:
+    """The declared default of a ``Settings`` field (not the environment's value)."""
+    return Settings.model_fields[field].default
+
+
+def detect_side(detector: Detector, max_side: int) -> int:
+    """The longer side the detector runs at, for the ``face_detect_max_side`` setting.
+
+    The CNN (MMOD) detector gets half of it, a quarter of the pixels: dlib-bin runs it
+    without BLAS, ~1.7 s per photo at 640 px (15x HOG's time at 1280 px), with the same
+    detection rate on the press photos.
+    """
+    return max_side if detector == "hog" else max(1, max_side // 2)
+
+
+DEFAULT_DETECTOR: Final[Detector] = _setting_default("face_detector")
 DEFAULT_LANDMARKS: Final[LandmarkCount] = 5
+# Same person at or below this distance between embeddings (``face_threshold``).
+DEFAULT_THRESHOLD: Final[float] = _setting_default("face_threshold")
+# Mean distance under which an unknown face joins a cluster (``face_cluster_threshold``).
+DEFAULT_CLUSTER_THRESHOLD: Final[float] = _setting_default("face_cluster_threshold")
+# Narrower faces are kept, flagged "small" and not usable (``face_min_size``).
+MIN_FACE_SIZE: Final[int] = _setting_default("face_min_size")
+# Usable quality cut-off (``face_min_quality``).
+MIN_QUALITY: Final[float] = _setting_default("face_min_quality")
+# Longer side of the copy HOG detection runs on (``face_detect_max_side``); CNN: half.
+DETECT_MAX_SIDE: Final[int] = _setting_default("face_detect_max_side")
 
-# Euclidean distance between two 128-d embeddings below which they are the same person.
-# dlib's published value, confirmed on the LFW pairs (bench/faces_lfw.py): the thresholds
-# that maximise accuracy are 0.60 (detector) to 0.61 (crop mode), 0.58-0.64 per CV fold;
-# accuracy at 0.6 is 98.2% (detector) / 98.0% (crop), the best any threshold reaches 98.3%.
-DEFAULT_THRESHOLD: Final[float] = 0.6
-
-# Faces whose box is narrower than this (pixels of the original image) are kept, flagged
-# "small" and not usable: the 150 px chip of a smaller face is mostly interpolation.
-MIN_FACE_SIZE: Final[int] = 40
-
-# Detection runs on a resized copy: its longer side is at most this many pixels (HOG).
-# The cost of HOG grows with the pixel count (bench/faces_speed.py, shared 2-core machine:
-# median 31 ms at 800, 49 at 1024, 76 at 1280, 169 at 2048); at 1280, faces of ~200 px and
-# up are found in a 4000 px photo. All 62 press photos' faces are found at 1024 and above.
-DETECT_MAX_SIDE: Final[int] = 1280
-# The same for the CNN (MMOD) detector: dlib-bin runs it without BLAS, ~1.7 s per photo at
-# 640 px (15x HOG's time at 1280 px). Same detection rate on the press photos.
-CNN_MAX_SIDE: Final[int] = 640
 # Smallest face (box width, pixels of the detector's input) both detectors find reliably:
 # smaller images are enlarged so that a MIN_FACE_SIZE face reaches this width.
 DETECTOR_MIN_FACE: Final[int] = 80
@@ -62,9 +79,8 @@ LANDMARK_MAX_FACE: Final[int] = 320
 CROP_INSET: Final[float] = 0.0
 CROP_PAD: Final[PadMode] = "zero"
 
-# Quality: faces at least this wide score 1 for size; MIN_QUALITY is the usable cut-off.
+# Quality: faces at least this wide score 1 for size.
 GOOD_FACE_SIZE: Final[int] = 80
-MIN_QUALITY: Final[float] = 0.25
 # Sharpness (Laplacian / intensity variance of the chip's face area) is scored on a log scale
 # from 0 at SHARP_LOW (a Gaussian blur of radius ~2 on a 90 px face) to 1 at SHARP_HIGH
 # (a crisp press photo scores 0.06-0.7; the LFW crops, soft JPEGs, 0.014-0.10, median 0.03).

@@ -138,13 +138,14 @@ def detect_boxes(
 
     Coordinates are floats in the original image's pixels (not clipped: a face cut by the
     border has a box reaching beyond it); the best-scoring faces come first.
-    ``max_side`` defaults to ``DETECT_MAX_SIDE`` (HOG) or ``CNN_MAX_SIDE`` (CNN),
-    ``threshold`` to ``HOG_THRESHOLD`` / ``CNN_THRESHOLD``.
+    ``max_side`` defaults to the ``face_detect_max_side`` setting's default for HOG, half
+    of it for the CNN (:func:`~lookalike.faces.config.detect_side`); ``threshold`` to
+    ``HOG_THRESHOLD`` / ``CNN_THRESHOLD``.
     """
     if detector not in ("hog", "cnn"):
         raise BadInput(f"unknown face detector {detector!r} (hog or cnn)")
     if max_side is None:
-        max_side = config.DETECT_MAX_SIDE if detector == "hog" else config.CNN_MAX_SIDE
+        max_side = config.detect_side(detector, config.DETECT_MAX_SIDE)
     if threshold is None:
         threshold = config.HOG_THRESHOLD if detector == "hog" else config.CNN_THRESHOLD
     scale = detection_scale(image.width, image.height, min_face=min_face, max_side=max_side)

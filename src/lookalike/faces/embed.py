@@ -7,12 +7,16 @@ The network runs on ONNX Runtime by default (:mod:`lookalike.models.dlib_resnet`
 dlib's own model file): the same embeddings as dlib's (largest difference 5e-7 over 2,264
 real chips, LFW accuracy unchanged) at 1.5-2.2 ms per chip instead of ~60 ms. dlib's
 implementation stays available as the reference (``backend="dlib"``) and runs dlib's
-jitter, which only it has.
+jitter, which only it has. Which converted model file and how many threads: an
+:class:`Encoder`, made from the settings the caller passes down.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -22,11 +26,12 @@ from lookalike.errors import BadInput
 from lookalike.faces import config, models
 from lookalike.faces.config import LandmarkCount
 from lookalike.faces.detect import Face, PadMode, locate_face, to_rgb
+from lookalike.settings import Settings, default_cache_dir
 
 __all__ = [
     "EMBEDDING_DIM",
     "ENCODER_BACKEND",
-    "ONNX_ENCODER",
+    "Encoder",
     "EncoderBackend",
     "crop_face",
     "embed_chips",
@@ -50,20 +55,46 @@ EncoderBackend = Literal["onnx", "dlib"]
 ENCODER_BACKEND: EncoderBackend = "onnx"
 
 
-def _onnx_encoder() -> Any:
-    # Imported here: the settings and ONNX Runtime are only needed once a face is embedded.
-    from lookalike.models import dlib_resnet
-    from lookalike.settings import get_settings
+@dataclass(frozen=True)
+class Encoder:
+    """Where the converted face ResNet is cached (``model_cache_dir``) and how many threads
+    ONNX Runtime runs it on (``inference_threads``; 0: one per core).
 
-    settings = get_settings()
-    return dlib_resnet.create_session(settings.model_cache_dir, settings.inference_threads)
+    The default is the settings' defaults; :meth:`from_settings` takes the user's.
+    """
+
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Encoder:
+        """The encoder the settings ask for."""
+        return cls(settings.model_cache_dir, settings.inference_threads)
+
+    def session(self) -> models.LazyModel[Any]:
+        """This encoder's ONNX Runtime session: one per cache folder and thread count in the
+        process, converted and opened on first use (its lock makes calls take turns, since
+        ONNX Runtime already spreads each call over the cores)."""
+        with _SESSIONS_LOCK:
+            found = _SESSIONS.get(self)
+            if found is None:
+                found = models.LazyModel(
+                    f"face encoder (onnx, converted from {models.ENCODER_FILE} "
+                    f"into {self.cache_dir})",
+                    self._open,
+                )
+                _SESSIONS[self] = found
+            return found
+
+    def _open(self) -> Any:
+        # Imported here: ONNX Runtime is only needed once a face is embedded.
+        from lookalike.models import dlib_resnet
+
+        return dlib_resnet.create_session(self.cache_dir, self.threads)
 
 
-# One ONNX Runtime session, converted and opened on first use; ONNX Runtime parallelises
-# each call over the cores, so calls take turns (the model's lock).
-ONNX_ENCODER: models.LazyModel[Any] = models.LazyModel(
-    "face encoder (onnx, converted from dlib_face_recognition_resnet_model_v1.dat)", _onnx_encoder
-)
+_SESSIONS: dict[Encoder, models.LazyModel[Any]] = {}
+_SESSIONS_LOCK = threading.Lock()
 
 
 def _embed_dlib(batch: list[np.ndarray], jitter: int) -> list[np.ndarray]:
@@ -75,9 +106,9 @@ def _embed_dlib(batch: list[np.ndarray], jitter: int) -> list[np.ndarray]:
     return vectors
 
 
-def _embed_onnx(batch: list[np.ndarray]) -> list[np.ndarray]:
+def _embed_onnx(batch: list[np.ndarray], encoder: Encoder) -> list[np.ndarray]:
     vectors: list[np.ndarray] = []
-    with ONNX_ENCODER.use() as session:
+    with encoder.session().use() as session:
         for start in range(0, len(batch), _ONNX_BATCH):
             part = np.stack(batch[start : start + _ONNX_BATCH])
             (out,) = session.run(["embedding"], {"chips": part})
@@ -88,6 +119,7 @@ def _embed_onnx(batch: list[np.ndarray]) -> list[np.ndarray]:
 def embed_chips(
     chips: Sequence[np.ndarray],
     *,
+    encoder: Encoder | None = None,
     jitter: int = 0,
     flip: bool = False,
     backend: EncoderBackend | None = None,
@@ -98,7 +130,8 @@ def embed_chips(
     chip (dlib's jitter: ~``jitter`` times slower, and not repeatable run to run, since
     dlib's random generator cannot be seeded from Python); it always runs on dlib. ``flip``
     averages each chip with its mirror image: 2x the work, deterministic. ``backend``
-    chooses the implementation, "onnx" or "dlib" (default: :data:`ENCODER_BACKEND`).
+    chooses the implementation, "onnx" or "dlib" (default: :data:`ENCODER_BACKEND`);
+    ``encoder`` where the ONNX model is cached and its threads (default: ``Encoder()``).
     """
     chosen = ENCODER_BACKEND if backend is None else backend
     if chosen not in ("onnx", "dlib"):
@@ -114,20 +147,27 @@ def embed_chips(
     batch = [np.ascontiguousarray(c) for c in chips]
     if flip:
         batch += [np.ascontiguousarray(c[:, ::-1]) for c in chips]
-    vectors = _embed_dlib(batch, jitter) if chosen == "dlib" or jitter > 1 else _embed_onnx(batch)
+    if chosen == "dlib" or jitter > 1:
+        vectors = _embed_dlib(batch, jitter)
+    else:
+        vectors = _embed_onnx(batch, encoder or Encoder())
     out = np.asarray(vectors, dtype=np.float32).reshape(len(batch), EMBEDDING_DIM)
     if flip:
         out = (out[: len(chips)] + out[len(chips) :]) / 2.0
     return out
 
 
-def embed_faces(faces: Sequence[Face], *, jitter: int = 0, flip: bool = False) -> np.ndarray:
+def embed_faces(
+    faces: Sequence[Face], *, encoder: Encoder | None = None, jitter: int = 0, flip: bool = False
+) -> np.ndarray:
     """Embed each face's chip (all faces in one batch), store it in ``face.embedding`` and
-    return them as float32 (n, 128) in the order given."""
+    return them as float32 (n, 128) in the order given (``encoder``: see
+    :func:`embed_chips`)."""
     missing = [i for i, f in enumerate(faces) if f.chip is None]
     if missing:
         raise BadInput(f"faces {missing} have no aligned chip to embed")
-    out = embed_chips([f.chip for f in faces if f.chip is not None], jitter=jitter, flip=flip)
+    chips = [f.chip for f in faces if f.chip is not None]
+    out = embed_chips(chips, encoder=encoder, jitter=jitter, flip=flip)
     for face, vector in zip(faces, out, strict=True):
         face.embedding = vector
     return out
@@ -161,20 +201,27 @@ def crop_face(
 def embed_crops(
     images: Sequence[Image.Image],
     *,
+    encoder: Encoder | None = None,
     jitter: int = 0,
     flip: bool = False,
     inset: float = config.CROP_INSET,
 ) -> np.ndarray:
     """Embeddings of images that are face crops (see :func:`crop_face`): float32 (n, 128)."""
     faces = [crop_face(im, inset=inset) for im in images]
-    return embed_faces(faces, jitter=jitter, flip=flip)
+    return embed_faces(faces, encoder=encoder, jitter=jitter, flip=flip)
 
 
 def embed_crop(
-    image: Image.Image, *, jitter: int = 0, flip: bool = False, inset: float = config.CROP_INSET
+    image: Image.Image,
+    *,
+    encoder: Encoder | None = None,
+    jitter: int = 0,
+    flip: bool = False,
+    inset: float = config.CROP_INSET,
 ) -> np.ndarray:
     """The embedding of one face crop: float32 (128,)."""
-    out: np.ndarray = embed_crops([image], jitter=jitter, flip=flip, inset=inset)[0]
+    found = embed_crops([image], encoder=encoder, jitter=jitter, flip=flip, inset=inset)
+    out: np.ndarray = found[0]
     return out
 
 

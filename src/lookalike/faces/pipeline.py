@@ -14,7 +14,7 @@ from PIL import Image
 from lookalike.faces import config
 from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.faces.detect import Face, StageTimes, detect_faces
-from lookalike.faces.embed import crop_face, embed_faces
+from lookalike.faces.embed import Encoder, crop_face, embed_faces
 
 __all__ = ["analyze", "main_face"]
 
@@ -25,6 +25,7 @@ def analyze(
     detector: Detector = config.DEFAULT_DETECTOR,
     landmarks: LandmarkCount = config.DEFAULT_LANDMARKS,
     embeddings: bool = True,
+    encoder: Encoder | None = None,
     crop: bool = False,
     jitter: int = 0,
     flip: bool = False,
@@ -37,7 +38,8 @@ def analyze(
     ``crop``: the image is already a face crop; no detector runs and the result is exactly
     one Face covering the frame. Otherwise the faces ``detector`` finds, best score first
     (an empty list when there is none). Unusable faces (small, low quality) are embedded
-    too: the caller decides what to keep. ``jitter`` and ``flip``: see
+    too: the caller decides what to keep. ``encoder``: the converted model's cache folder
+    and threads (default: the settings' defaults). ``jitter`` and ``flip``: see
     :func:`~lookalike.faces.embed.embed_chips` (on LFW neither changed accuracy beyond
     noise, for 10x and 2x the embedding time). ``max_side``: see
     :func:`~lookalike.faces.detect.detect_boxes`. ``timings``, if given, gets the milliseconds of
@@ -59,7 +61,7 @@ def analyze(
         )
     if embeddings and faces:
         t0 = time.perf_counter()
-        embed_faces(faces, jitter=jitter, flip=flip)
+        embed_faces(faces, encoder=encoder, jitter=jitter, flip=flip)
         times.embed_ms += (time.perf_counter() - t0) * 1000.0
     return faces
 

@@ -3,8 +3,10 @@
 The one place where decoding meets the face pipeline: JPEGs are decoded reduced (draft mode)
 to at least ``face_decode_side``, faces are found on that, and boxes and landmarks are
 scaled back to the original image's pixels; ``usable`` follows ``face_min_size`` and
-``face_min_quality``. The CLI, the engine (indexing) and the people service all read faces
-through here, so a face is "usable" the same way everywhere.
+``face_min_quality``; the face model is the settings' (``model_cache_dir``,
+``inference_threads``). The CLI, the engine (indexing), the people service and eval all read
+faces through here (mostly by way of :mod:`lookalike.faces.api`), so a face is "usable" the
+same way everywhere.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 from PIL import Image
 
 from lookalike.decode import Decoded, decode, read_file
-from lookalike.faces.config import Detector, LandmarkCount
+from lookalike.faces.config import Detector, LandmarkCount, detect_side
 from lookalike.faces.detect import Face, StageTimes
+from lookalike.faces.embed import Encoder
 from lookalike.faces.pipeline import analyze
 from lookalike.settings import Settings
 
@@ -27,7 +30,6 @@ __all__ = [
     "Source",
     "decode_for_faces",
     "find_faces",
-    "read_faces",
     "source_label",
 ]
 
@@ -85,24 +87,18 @@ def find_faces(
     image = decoded.image
     scale = decoded.width / image.width if image.width else 1.0
     chosen: Detector = detector or settings.face_detector
-    side = settings.face_detect_max_side
     faces = analyze(
         image,
         detector=chosen,
         landmarks=landmarks,
         embeddings=embeddings,
+        encoder=Encoder.from_settings(settings),
         crop=crop,
         min_face=max(1, round(settings.face_min_size / scale)),
-        # The CNN detector costs ~15x HOG per pixel: it gets half the side (a quarter).
-        max_side=side if chosen == "hog" else max(1, side // 2),
+        max_side=detect_side(chosen, settings.face_detect_max_side),
         timings=timings,
     )
     return [_rescale(f, scale, settings.face_min_quality) for f in faces]
-
-
-def read_faces(source: Source, settings: Settings, *, crop: bool = False) -> list[Face]:
-    """Decode ``source`` (reduced) and find its faces, embedded."""
-    return find_faces(decode_for_faces(source, settings), settings, crop=crop)
 
 
 def _rescale(face: Face, scale: float, min_quality: float) -> Face:

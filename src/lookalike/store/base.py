@@ -6,6 +6,7 @@ implements the same protocol. Every write is idempotent by content hash.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -172,6 +173,13 @@ class FaceRow:
     path: str
 
 
+def person_key(name: str) -> str:
+    """What people's names are compared by: caseless in every script and in Unicode
+    compatibility form, so "Élodie" (either way it is encoded) and "ÉLODIE", or
+    "Straße" and "STRASSE", are one name. Names are shown as typed."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
 @dataclass(frozen=True)
 class PersonRow:
     id: int
@@ -292,15 +300,23 @@ class FaceStore(Protocol):
 
     def merge_clusters(self, into: int, others: Sequence[int]) -> int: ...
 
-    def add_person(self, name: str) -> PersonRow: ...
+    def add_person(self, name: str, *, exist_ok: bool = False) -> PersonRow:
+        """Create a person; one whose name has the same :func:`person_key` is a Conflict,
+        or (``exist_ok``) is returned instead. Atomic: two processes cannot both create
+        one name."""
+        ...
 
-    def person(self, name: str) -> PersonRow | None: ...
+    def person(self, name: str) -> PersonRow | None:
+        """The person whose name has the :func:`person_key` of ``name``, or None."""
+        ...
 
     def person_by_id(self, person_id: int) -> PersonRow | None: ...
 
     def people(self) -> list[PersonRow]: ...
 
-    def rename_person(self, person_id: int, name: str) -> None: ...
+    def rename_person(self, person_id: int, name: str) -> None:
+        """Rename a person; Conflict if another has the same :func:`person_key`."""
+        ...
 
     def merge_people(self, into: int, others: Sequence[int]) -> None: ...
 

@@ -15,11 +15,11 @@ import numpy as np
 
 from lookalike.errors import DataFolderError, SchemaTooNew
 from lookalike.store.base import ImageRow, NewImage, PathRow
-from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, write_scan
+from lookalike.store.sqlite_faces import SCHEMA_V2, SqliteFaceStore, add_person_keys, write_scan
 from lookalike.store.sqlite_service import SCHEMA_V3, SqliteServiceStore
 from lookalike.store.sqlite_util import in_chunks, path_param, path_value, stack_blobs
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -92,8 +92,13 @@ def _v3(db: sqlite3.Connection) -> None:
     _run_script(db, SCHEMA_V3)
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    """People's names unique caseless in every script (lookalike.store.sqlite_faces)."""
+    add_person_keys(db)
+
+
 # Migration n takes the schema from version n - 1 to n.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 class SqliteCatalog:

@@ -1,4 +1,4 @@
-"""Faces, people and clusters in the embedded SQLite catalog (schema version 2).
+"""Faces, people and clusters in the embedded SQLite catalog (schema versions 2 and 4).
 
 Shares the catalog's connection and lock (:class:`~lookalike.store.sqlite.SqliteCatalog`),
 so faces are written in the same transaction as their image.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from lookalike.store.base import (
     FaceVectors,
     NewExample,
     PersonRow,
+    person_key,
 )
 from lookalike.store.sqlite_util import in_chunks, path_value, stack_blobs
 
@@ -122,6 +124,34 @@ CREATE TRIGGER examples_upd AFTER UPDATE ON examples BEGIN
 END;
 """
 
+
+def add_person_keys(db: sqlite3.Connection) -> None:
+    """Schema 4: people's names are unique by :func:`~lookalike.store.base.person_key`
+    (a ``name_key`` column with a UNIQUE index), not by SQLite's NOCASE, which folds ASCII
+    only. Of existing names that fold to one key the first keeps it and the others get
+    " (2)", " (3)"...: nothing is merged behind the user's back.
+    """
+    # NOCASE's UNIQUE on ``name`` stays (SQLite cannot drop it without rebuilding the table
+    # that faces and examples refer to): names equal under NOCASE have one key anyway.
+    db.execute("ALTER TABLE people ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")
+    rows = [(int(i), str(n)) for i, n in db.execute("SELECT id, name FROM people ORDER BY id")]
+    # A new name must not fold to any existing one, nor (by NOCASE) clash with one.
+    taken = {person_key(name) for _, name in rows}
+    kept: set[str] = set()
+    for person_id, name in rows:
+        shown, key = name, person_key(name)
+        if key in kept:
+            n = 2
+            while person_key(f"{name} ({n})") in taken:
+                n += 1
+            shown = f"{name} ({n})"
+            key = person_key(shown)
+            taken.add(key)
+        kept.add(key)
+        db.execute("UPDATE people SET name = ?, name_key = ? WHERE id = ?", [shown, key, person_id])
+    db.execute("CREATE UNIQUE INDEX people_by_key ON people(name_key)")
+
+
 _FACE_COLUMNS = (
     "f.id, f.image_id, f.idx, f.left, f.top, f.right, f.bottom, f.score, f.quality, f.usable, "
     "f.flags, f.landmarks, f.person_id, p.name, f.confirmed, f.cluster_id, "
@@ -165,6 +195,14 @@ def write_scan(db: sqlite3.Connection, image_id: int, scan: FaceScan) -> None:
         "scanned_at = excluded.scanned_at",
         [image_id, scan.version, time.time()],
     )
+
+
+def _alphabetical(name: str) -> tuple[str, str]:
+    """A sort key for names: letters without their accents first ("Élodie" before "Straße"),
+    then the caseless name."""
+    key = person_key(name)
+    bare = "".join(c for c in unicodedata.normalize("NFD", key) if not unicodedata.combining(c))
+    return bare, key
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -430,20 +468,25 @@ class SqliteFaceStore:
     def _person_row(r: Sequence[Any]) -> PersonRow:
         return PersonRow(int(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]))
 
-    def add_person(self, name: str) -> PersonRow:
+    def add_person(self, name: str, *, exist_ok: bool = False) -> PersonRow:
+        key = person_key(name)
         with self._tx() as db:
-            try:
+            # The transaction holds the write lock: no other process adds a name between
+            # this look-up and the insert (and the UNIQUE index would refuse it).
+            found = db.execute("SELECT name FROM people WHERE name_key = ?", [key]).fetchone()
+            if found is not None and not exist_ok:
+                raise Conflict(f"a person named {str(found[0])!r} exists already")
+            if found is None:
                 db.execute(
-                    "INSERT INTO people (name, created_at) VALUES (?, ?)", [name, time.time()]
+                    "INSERT INTO people (name, name_key, created_at) VALUES (?, ?, ?)",
+                    [name, key, time.time()],
                 )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a person named {name!r} exists already") from None
-        found = self.person(name)
-        assert found is not None
-        return found
+            return self._person_row(
+                db.execute(f"{self._PERSON} WHERE p.name_key = ?", [key]).fetchone()
+            )
 
     def person(self, name: str) -> PersonRow | None:
-        rows = self._query(f"{self._PERSON} WHERE p.name = ?", [name])
+        rows = self._query(f"{self._PERSON} WHERE p.name_key = ?", [person_key(name)])
         return self._person_row(rows[0]) if rows else None
 
     def person_by_id(self, person_id: int) -> PersonRow | None:
@@ -451,13 +494,16 @@ class SqliteFaceStore:
         return self._person_row(rows[0]) if rows else None
 
     def people(self) -> list[PersonRow]:
-        rows = self._query(f"{self._PERSON} ORDER BY p.name COLLATE NOCASE")
-        return [self._person_row(r) for r in rows]
+        people = [self._person_row(r) for r in self._query(self._PERSON)]
+        return sorted(people, key=lambda p: (_alphabetical(p.name), p.id))
 
     def rename_person(self, person_id: int, name: str) -> None:
         with self._tx() as db:
             try:
-                cur = db.execute("UPDATE people SET name = ? WHERE id = ?", [name, person_id])
+                cur = db.execute(
+                    "UPDATE people SET name = ?, name_key = ? WHERE id = ?",
+                    [name, person_key(name), person_id],
+                )
             except sqlite3.IntegrityError:
                 raise Conflict(f"a person named {name!r} exists already") from None
             if cur.rowcount == 0:
