@@ -26,7 +26,7 @@ def test_detect_json_lines(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     paths = [str(tmp_path / n) for n in ("astronaut.jpg", "coffee.png", "broken.jpg")]
     code, out, err = run("faces", "detect", *paths, "--json", "--embeddings")
-    assert code == 0  # two of three images could be read
+    assert code == 1  # one of three images could not be read (the others are reported)
     astronaut, coffee, broken = (json.loads(line) for line in out.splitlines())
     (face,) = astronaut["faces"]
     left, top, right, bottom = face["box"]

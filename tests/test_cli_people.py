@@ -201,7 +201,7 @@ def test_identify_unknown_then_known(photos: Path, tmp_path: Path) -> None:
     assert run(data, "people", "add", "Eileen", str(photos / "astronaut.png"))[0] == 0
     queries = [photos / n for n in ("mirror.jpg", "pair.jpg", "coffee.png", "broken.jpg")]
     code, out, err = run(data, "faces", "identify", *map(str, queries), "--json")
-    assert code == 0  # three of four could be read
+    assert code == 1  # one of four could not be read (the others are reported)
     mirror, pair, coffee, broken = (json.loads(x) for x in out.splitlines())
     assert [line["path"] for line in (mirror, pair, coffee, broken)] == list(map(str, queries))
     (face,) = mirror["faces"]

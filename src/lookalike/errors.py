@@ -25,6 +25,11 @@ class BadInput(LookalikeError):
     code = "bad_input"
 
 
+class BadArgument(BadInput):
+    """An argument of the call itself is invalid (``k <= 0``, an unknown descriptor): the
+    command was used wrongly, whatever the data (the CLI exits 2)."""
+
+
 class ImageError(LookalikeError):
     """A file or buffer could not be decoded as an image."""
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from lookalike.errors import BadInput, LookalikeError
+from lookalike.errors import BadArgument, LookalikeError
 from lookalike.files import shown
 from lookalike.people.service import ClusterReport
 from lookalike.search.engine import Lookalike
@@ -39,8 +39,8 @@ def fail(message: str, code: int = FAILED) -> NoReturn:
 
 
 def exit_code(exc: LookalikeError) -> int:
-    """USAGE for a bad argument, FAILED for anything else that went wrong."""
-    return USAGE if isinstance(exc, BadInput) else FAILED
+    """USAGE for an invalid argument, FAILED for anything else that went wrong."""
+    return USAGE if isinstance(exc, BadArgument) else FAILED
 
 
 def fail_with(exc: LookalikeError | OSError) -> NoReturn:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, cast
 
 import click
 
+from lookalike.cli.common import fail_with
 from lookalike.errors import LookalikeError
 from lookalike.eval.runner import (
     FaceLabelsReport,
@@ -105,8 +105,7 @@ def eval_faces(
                 labels, settings, threshold=threshold, detector=chosen, crop=crop
             )
     except LookalikeError as exc:
-        click.echo(f"lookalike: error: {exc.message}", err=True)
-        sys.exit(1)
+        fail_with(exc)
     if as_json:
         click.echo(json.dumps(_finite(report.as_dict())))
     elif isinstance(report, FacePairsReport):

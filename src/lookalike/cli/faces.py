@@ -16,10 +16,11 @@ from PIL import Image
 
 from lookalike.annotate import KNOWN, MUTED, UNKNOWN, Mark, save_annotated
 from lookalike.cli.common import (
+    FAILED,
     cluster_summary,
     data_dir_option,
     echo_json,
-    fail,
+    fail_with,
     plural,
     with_engine,
 )
@@ -32,6 +33,7 @@ from lookalike.faces.config import (
     Detector,
     LandmarkCount,
 )
+from lookalike.files import shown
 from lookalike.people.json import face_json, face_row_json
 from lookalike.people.recognise import Identified
 from lookalike.search.engine import Lookalike
@@ -143,11 +145,11 @@ def detect(
             failures += 1
             click.echo(f"lookalike: error: {exc.message}", err=True)
             if as_json:
-                echo_json({"path": str(path), "error": exc.message, "faces": []})
+                echo_json({"path": shown(path), "error": exc.message, "faces": []})
             continue
         if as_json:
             echo_json(
-                {"path": str(path), "faces": [face_json(f, embedding=embeddings) for f in found]}
+                {"path": shown(path), "faces": [face_json(f, embedding=embeddings) for f in found]}
             )
         else:
             click.echo(f"{path}: {len(found)} face(s)")
@@ -161,8 +163,8 @@ def detect(
             ]
             if not _write_annotation(image, marks, targets[n]):
                 failures += 1
-    if failures >= len(images):
-        sys.exit(1)
+    if failures:
+        sys.exit(FAILED)
 
 
 @faces.command()
@@ -197,7 +199,7 @@ def verify(
             crop=crop,
         )
     except LookalikeError as exc:
-        fail(exc.message)
+        fail_with(exc)
     if as_json:
         echo_json(result.to_json())
     else:
@@ -267,10 +269,10 @@ def identify(
             failures += 1
             click.echo(f"lookalike: error: {exc.message}", err=True)
             if as_json:
-                echo_json({"path": str(path), "error": exc.message, "faces": []})
+                echo_json({"path": shown(path), "error": exc.message, "faces": []})
             continue
         if as_json:
-            echo_json({"path": str(path), "faces": [f.to_json() for f in found]})
+            echo_json({"path": shown(path), "faces": [f.to_json() for f in found]})
         else:
             click.echo(f"{path}: {plural(len(found), 'face')}")
             for f in found:
@@ -280,8 +282,8 @@ def identify(
             marks = [_identified_mark(f) for f in found]
             if not _write_annotation(image, marks, targets[n]):
                 failures += 1
-    if failures >= len(images):
-        sys.exit(1)
+    if failures:
+        sys.exit(FAILED)
 
 
 @faces.command()

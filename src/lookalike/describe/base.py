@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from lookalike.errors import BadInput
+from lookalike.errors import BadArgument
 from lookalike.settings import Settings
 
 Kind = Literal["float", "binary"]
@@ -70,7 +70,7 @@ def create_descriptor(name: str, settings: Settings) -> Descriptor:
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise BadInput(
+        raise BadArgument(
             f"unknown descriptor {name!r}; choose one of {', '.join(sorted(_REGISTRY))}"
         ) from None
     return factory(settings)

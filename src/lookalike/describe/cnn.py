@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.describe.base import Kind, register
-from lookalike.errors import BadInput
+from lookalike.errors import BadArgument, BadInput
 from lookalike.models import effnet
 from lookalike.settings import Settings
 
@@ -215,11 +215,11 @@ class CnnDescriptor:
         levels: int = DEFAULT_LEVELS,
     ) -> None:
         if side < STRIDE or side % STRIDE:
-            raise BadInput(f"cnn input side must be a positive multiple of {STRIDE}, not {side}")
+            raise BadArgument(f"cnn input side must be a positive multiple of {STRIDE}, not {side}")
         if gem_p < 1.0:
-            raise BadInput(f"GeM exponent must be at least 1, not {gem_p}")
+            raise BadArgument(f"GeM exponent must be at least 1, not {gem_p}")
         if not 0 <= levels <= 5:
-            raise BadInput(f"region levels must be between 0 and 5, not {levels}")
+            raise BadArgument(f"region levels must be between 0 and 5, not {levels}")
         self.settings = settings
         self.side = side
         self.gem_p = gem_p

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lookalike.faces import Face
+from lookalike.files import shown
 from lookalike.store.base import ClusterRow, ExampleRow, FaceRow, PersonRow
 
 __all__ = ["cluster_json", "example_json", "face_json", "face_row_json", "person_json"]
@@ -51,7 +52,7 @@ def face_row_json(face: FaceRow) -> dict[str, Any]:
     """An indexed face: its photo, box, and who or which cluster it is."""
     return {
         "id": face.id,
-        "path": face.path,
+        "path": shown(face.path),
         "face": face.idx,
         "box": list(face.box),
         "quality": round(face.quality, 4),

@@ -17,6 +17,7 @@ from lookalike.errors import BadInput
 from lookalike.faces import Face
 from lookalike.faces.api import main_embedded_face
 from lookalike.faces.read import Source, source_label
+from lookalike.files import shown
 from lookalike.index.manager import IndexManager
 from lookalike.people.scan import FaceSpec
 from lookalike.settings import Settings
@@ -40,7 +41,7 @@ class FaceHit:
         return {
             "rank": self.rank,
             "face_id": self.face_id,
-            "path": self.path,
+            "path": shown(self.path),
             "box": list(self.box),
             "distance": round(self.distance, 6),
             "person": self.person,
@@ -56,7 +57,7 @@ class FaceSearch:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "query": self.query,
+            "query": shown(self.query),
             "box": list(self.face.box),
             "results": [h.to_json() for h in self.results],
         }

@@ -23,7 +23,7 @@ from PIL import Image
 from lookalike.backends import INDEX_DIR, open_catalog, open_data_dir, open_indexes
 from lookalike.decode import decode, read_file
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
-from lookalike.errors import BadInput, ImageError, NotFound
+from lookalike.errors import BadArgument, ImageError, NotFound
 from lookalike.files import shown
 from lookalike.ingest.report import IndexReport
 from lookalike.ingest.run import IndexRun, Parts
@@ -188,7 +188,7 @@ class Lookalike:
         A query that cannot be decoded gets a result with ``error`` set and no hits.
         """
         if k <= 0:
-            raise BadInput(f"k must be a positive number, got {k}")
+            raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
         out: list[SearchResult] = []
         for q in queries:
@@ -204,7 +204,7 @@ class Lookalike:
     ) -> SearchResult:
         """The ``k`` most similar images to one query; raises ImageError if it can't be read."""
         if k <= 0:
-            raise BadInput(f"k must be a positive number, got {k}")
+            raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
         t0 = time.perf_counter()
         image = self._query_image(query, self.describe_side())
@@ -224,7 +224,7 @@ class Lookalike:
         ``rows``: float32 (m, dim) or packed uint8 codes, as ``embed_query`` returns.
         """
         if k <= 0:
-            raise BadInput(f"k must be a positive number, got {k}")
+            raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
         index = self.indexes.get(desc)
         if len(index) == 0 and self.catalog.count_images() > 0:

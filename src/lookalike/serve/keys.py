@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Final, Literal
 
-from lookalike.errors import BadInput, NotFound
+from lookalike.errors import BadArgument, NotFound
 from lookalike.store.base import KeyRow, ServiceStore
 
 Scope = Literal["read", "write", "admin"]
@@ -33,7 +33,7 @@ def allows(have: str, need: Scope) -> bool:
 def create_key(store: ServiceStore, scope: str, name: str = "") -> tuple[str, KeyRow]:
     """A new key: the token (shown once, never stored) and its row."""
     if scope not in SCOPES:
-        raise BadInput(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+        raise BadArgument(f"scope must be one of {', '.join(SCOPES)}, not {scope!r}")
     prefix = secrets.token_hex(4)
     token = f"{PREFIX}_{prefix}_{secrets.token_urlsafe(24)}"
     return token, store.add_key(name, prefix, digest(token), scope)
