@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lookalike.errors import (
     BadInput,
+    Busy,
     ImageError,
     ImageTooLarge,
     LookalikeError,
@@ -35,6 +36,7 @@ from lookalike.settings import Settings, get_settings
 
 __all__ = [
     "BadInput",
+    "Busy",
     "ClusterReport",
     "DuplicateGroup",
     "DuplicateReport",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.describe.base import Kind, register
 from lookalike.settings import Settings
 
@@ -83,8 +84,7 @@ class ColorHistogram:
 
 def _shrink(image: Image.Image, side: int) -> Image.Image:
     """``image`` in RGB, scaled down (aspect kept) so its longer side is at most ``side``."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)
     w, h = image.size
     scale = side / max(w, h)
     if scale >= 1.0:

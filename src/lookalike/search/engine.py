@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lookalike.backends import INDEX_DIR, open_catalog, open_indexes
-from lookalike.decode import Decoded, decode, read_file, sha256_hex
+from lookalike.decode import Decoded, decode, decode_gate, read_file, sha256_hex, to_rgb
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadInput, ImageError, LookalikeError, NotFound
 from lookalike.faces import Face
@@ -248,6 +248,9 @@ class Lookalike:
             else:
                 todo.append((path, st))
 
+        # Large images take turns for the decode slots (indexing waits rather than fails).
+        queue = decode_gate(self.settings).queueing()
+
         def prepare(job: tuple[str, os.stat_result]) -> _Prepared:
             path, st = job
             data = read_file(Path(path))
@@ -257,7 +260,9 @@ class Lookalike:
             if not missing and not scan:
                 return _Prepared(path, len(data), st.st_mtime_ns, sha, None)
             side = max(min_side, self.settings.face_decode_side) if scan else min_side
-            decoded = decode(data, path, min_side=side, max_pixels=self.settings.max_image_pixels)
+            decoded = decode(
+                data, path, min_side=side, max_pixels=self.settings.max_image_pixels, gate=queue
+            )
             # Face detection here, in the decoder threads: dlib's HOG releases the GIL, so it
             # runs beside the descriptors' and the face encoder's work on the main thread.
             found = self.people.detect(decoded) if scan else []
@@ -523,13 +528,17 @@ class Lookalike:
 
     def _query_image(self, query: Query, min_side: int) -> Image.Image:
         if isinstance(query, Image.Image):
-            return query.convert("RGB")
+            return to_rgb(query, min_side=min_side)
         if isinstance(query, bytes):
             data, source = query, "<bytes>"
         else:
             data, source = read_file(Path(query)), os.fspath(query)
         return decode(
-            data, source, min_side=min_side, max_pixels=self.settings.max_image_pixels
+            data,
+            source,
+            min_side=min_side,
+            max_pixels=self.settings.max_image_pixels,
+            gate=decode_gate(self.settings),
         ).image
 
     # -- duplicates ---------------------------------------------------------------------
