@@ -29,7 +29,7 @@ from PIL import (
 )
 
 from lookalike.decode import png, rgb
-from lookalike.decode.gate import DecodeGate
+from lookalike.decode.gate import DecodeGate, release_freed_memory
 from lookalike.decode.rgb import reduce_factor, rgb_reduced
 from lookalike.errors import ImageError, ImageTooLarge
 
@@ -212,9 +212,32 @@ def decode(
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(source, _not_accepted_reason(data))
+    im = _open(data, fmt, source)
+    _check_pixels(im, source, max_pixels)
+    width, height = im.size  # draft mode changes im.size to the reduced one
+    if fmt == "JPEG" and min_side is not None and min_side > 0:
+        _draft(im, min_side, source)
+    # JPEGs are reduced by draft mode only: their DCT scaling already left few pixels.
+    factor = 1 if fmt == "JPEG" else reduce_factor(im.width, im.height, min_side)
+    bands = png.layout(data) if fmt == "PNG" and _buffer_bytes(im) > 4 * rgb.BAND_BYTES else None
+    cost = _cost(im, fmt, factor, banded=bands is not None)
+    with gate.admit(cost) if gate is not None else nullcontext():
+        pixels, orientation = _pixels(im, fmt, source, factor, bands)
+    if bands is not None:
+        # Tens of megabytes of bands went through this thread's malloc arena.
+        release_freed_memory()
+    fix = _ORIENTATION_FIX.get(orientation)
+    if fix is not None:
+        pixels = pixels.transpose(fix)
+        if fix in _TURNS:
+            width, height = height, width
+    return Decoded(image=pixels, width=width, height=height, format=fmt)
 
+
+def _open(data: bytes, fmt: str, source: str) -> ImageFile.ImageFile:
+    """``data`` opened by the plugin of ``fmt`` (its header read, no pixel decoded)."""
     try:
-        im = _OPENERS[fmt](io.BytesIO(data))
+        return _OPENERS[fmt](io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Only GIFs whose frames grow the canvas reach Pillow's own check inside open.
         raise ImageTooLarge(source, f"over the pixel limit ({exc})") from None
@@ -224,28 +247,16 @@ def decode(
             raise ImageError(source, "truncated WEBP data (shorter than its RIFF size)") from None
         raise ImageError(source, f"truncated or invalid {fmt} header ({_short(exc)})") from None
 
-    _check_pixels(im, source, max_pixels)
-    width, height = im.size  # draft mode changes im.size to the reduced one
-    if fmt == "JPEG" and min_side is not None and min_side > 0:
-        # A square request keeps *both* sides >= min_side, so the shorter side stays large
-        # enough whichever way EXIF orientation later turns the image. Pillow picks the
-        # largest power-of-two scale (<= 8) that honours it, or none.
-        try:
-            im.draft("RGB", (min_side, min_side))
-        except Exception as exc:
-            raise ImageError(source, f"invalid JPEG ({_short(exc)})") from None
-    # JPEGs are reduced by draft mode only: their DCT scaling already left few pixels.
-    factor = 1 if fmt == "JPEG" else reduce_factor(im.width, im.height, min_side)
-    bands = png.layout(data) if fmt == "PNG" and _buffer_bytes(im) > 4 * rgb.BAND_BYTES else None
-    cost = _cost(im, fmt, factor, banded=bands is not None)
-    with gate.admit(cost) if gate is not None else nullcontext():
-        pixels, orientation = _pixels(im, fmt, source, factor, bands)
-    fix = _ORIENTATION_FIX.get(orientation)
-    if fix is not None:
-        pixels = pixels.transpose(fix)
-        if fix in _TURNS:
-            width, height = height, width
-    return Decoded(image=pixels, width=width, height=height, format=fmt)
+
+def _draft(im: ImageFile.ImageFile, min_side: int, source: str) -> None:
+    """Set the opened JPEG ``im`` to decode at the smallest DCT scale keeping ``min_side``."""
+    # A square request keeps *both* sides >= min_side, so the shorter side stays large
+    # enough whichever way EXIF orientation later turns the image. Pillow picks the
+    # largest power-of-two scale (<= 8) that honours it, or none.
+    try:
+        im.draft("RGB", (min_side, min_side))
+    except Exception as exc:
+        raise ImageError(source, f"invalid JPEG ({_short(exc)})") from None
 
 
 def _riff_truncated(data: bytes) -> bool:
