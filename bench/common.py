@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,51 @@ def temp_dir(prefix: str) -> Iterator[Path]:
     """A temporary folder, removed afterwards (under $TMPDIR)."""
     with tempfile.TemporaryDirectory(prefix=f"lookalike-bench-{prefix}-") as d:
         yield Path(d)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def lookalike_server(
+    args: Sequence[str], log: Path, *, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``lookalike serve ARGS`` on a free loopback port, its output appended to ``log``;
+    yields its base URL (once ``/healthz`` answers) and its process, stopped afterwards."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "lookalike.cli", "serve", *args, "--port", str(port)]
+    with log.open("ab") as out:
+        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not up:\n{log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        yield base, server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 # --------------------------------------------------------------------------- timing

@@ -48,7 +48,6 @@ import importlib.util
 import io
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -191,41 +190,12 @@ def build(work: Path, size: int, faces_from: Path | None) -> Collection:
 # --------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def serve(data_dir: Path, workers: int, log: Path) -> Iterator[str]:
     """``lookalike serve --workers N`` on a free loopback port; yields its base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "lookalike.cli", "serve", "--workers", str(workers)]
-    cmd += ["--port", str(port), "--data-dir", str(data_dir)]
-    with log.open("ab") as out:
-        server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=common.REPO)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited:\n{log.read_text(errors='replace')[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not up:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
+    args = ["--workers", str(workers), "--data-dir", str(data_dir)]
+    with common.lookalike_server(args, log) as (base, _):
         yield base
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def workers_keep_nagle() -> bool:

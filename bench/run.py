@@ -7,7 +7,8 @@ verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press ph
 ``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
 and rank-1 against face_recognition, skipped unless that package is installed) and
 ``http`` (REST API overhead over the library and throughput with 1 and 2 workers,
-``bench/http.py``); default: all, in that order.
+``bench/http.py``) and ``memory`` (a server worker's peak RSS for large images, against a
+baseline revision, ``bench/memory.py``); default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.
@@ -41,6 +42,7 @@ NAMES = (
     "faces_cluster",
     "faces_compare",
     "http",
+    "memory",
 )
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
@@ -52,6 +54,7 @@ NEEDS = {
     "faces_cluster": ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
     "faces_compare": ("faces-photos/labels.csv",),
     "http": (),  # enrols faces from faces-photos when present, else scikit-image's astronaut
+    "memory": (),  # builds its images
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from lookalike.decode import decode_gate
 from lookalike.serve.app import create_app
 from lookalike.serve.keys import create_key
 from lookalike.settings import get_settings
@@ -26,6 +27,12 @@ Files = list[tuple[str, tuple[str, bytes, str]]]
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -194,6 +201,30 @@ def test_oversized_uploads_and_too_many_files_are_413(
         r = api.client.post("/v1/search", files={"file": ("q.jpg", big)}, headers=api.keys["read"])
         assert r.status_code == 413
         assert api.stored() == [] and api.engine.catalog.count_images() == 0
+
+
+def test_large_images_get_503_with_retry_after_while_the_decode_slots_are_taken(
+    tmp_path: Path,
+) -> None:
+    # One slot, and every image over 300 kB of pixels is "large": a 512 x 512 PNG is.
+    settings = {"decode_slots": 1, "decode_large_bytes": 300_000, "decode_wait_s": 0.05}
+    for api in make_api(tmp_path, **settings):
+        large = png(sample("astronaut"))
+        small = png(sample("astronaut").resize((64, 64)))
+        read = api.keys["read"]
+        with decode_gate(api.engine.settings).slot():  # what another large decode would hold
+            r = api.client.post("/v1/search", files={"file": ("big.png", large)}, headers=read)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "busy"
+            assert int(r.headers["Retry-After"]) >= 1
+            r = api.upload(("big.png", large))
+            assert r.status_code == 503 and "Retry-After" in r.headers
+            assert api.stored() == [] and api.engine.catalog.count_images() == 0
+            r = api.client.post("/v1/search", files={"file": ("s.png", small)}, headers=read)
+            assert r.status_code == 200, r.text  # small images need no slot
+        r = api.client.post("/v1/search", files={"file": ("big.png", large)}, headers=read)
+        assert r.status_code == 200, r.text
+        assert api.upload(("big.png", large)).status_code == 200
 
 
 # -- keys and scopes ---------------------------------------------------------------------

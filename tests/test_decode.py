@@ -6,19 +6,36 @@ import hashlib
 import io
 import os
 import struct
+import subprocess
+import sys
 import time
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from lookalike.decode import Decoded, decode, decode_file, read_file, sha256_hex
-from lookalike.errors import ImageError, ImageTooLarge
+from lookalike.decode import (
+    Decoded,
+    decode,
+    decode_file,
+    decode_gate,
+    png,
+    read_file,
+    rgb,
+    sha256_hex,
+)
+from lookalike.describe import cnn
+from lookalike.describe.color import ColorHistogram
+from lookalike.describe.phash import PerceptualHash
+from lookalike.errors import Busy, ImageError, ImageTooLarge
+from lookalike.faces import analyze
+from lookalike.settings import Settings
 
 LIMIT = 100_000_000
 
@@ -308,9 +325,17 @@ def test_draft_with_rotation(photo: Image.Image) -> None:
     assert (decoded.width, decoded.height) == (3000, 4000)
 
 
-def test_draft_only_for_jpeg(photo: Image.Image) -> None:
-    decoded = dec(encode(photo, "PNG"), min_side=32)
-    assert decoded.image.size == (512, 512)
+@pytest.mark.parametrize(
+    ("min_side", "expected"),
+    [(None, (512, 512)), (32, (64, 64)), (100, (256, 256)), (200, (512, 512))],
+)
+def test_other_formats_are_box_reduced_to_twice_min_side(
+    photo: Image.Image, min_side: int | None, expected: tuple[int, int]
+) -> None:
+    for fmt in ("PNG", "BMP", "TIFF", "WEBP", "GIF"):
+        decoded = dec(encode(photo, fmt), min_side=min_side)
+        assert decoded.image.size == expected, fmt
+        assert (decoded.width, decoded.height) == (512, 512)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -466,3 +491,255 @@ def test_decoding_is_thread_safe(photo: Image.Image) -> None:
         for _ in range(3):
             got = list(pool.map(lambda b: np.asarray(dec(b, min_side=100).image), blobs))
             assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+
+
+# -- large images: reduced decoding, PNG bands, one RGB conversion ------------------------------
+
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def random_png(width: int, height: int, depth: int, colour: int, seed: int) -> bytes:
+    """A PNG of random scanlines, each with a random filter type (0-4), so that every PNG
+    filter meets every other across band boundaries; the IDAT data split in 3 chunks."""
+    rng = np.random.default_rng(seed)
+    stride = width * _CHANNELS[colour] * depth // 8
+    raw = b"".join(
+        bytes([int(rng.integers(0, 5))]) + rng.integers(0, 256, stride, np.uint8).tobytes()
+        for _ in range(height)
+    )
+    extra = b""
+    if colour == 3:
+        extra += png_chunk(b"PLTE", rng.integers(0, 256, 768, np.uint8).tobytes())
+        extra += png_chunk(b"tRNS", rng.integers(0, 256, 200, np.uint8).tobytes())
+    elif colour in (0, 2) and depth == 8:
+        # A colour key that random rows do hit now and then.
+        extra += png_chunk(b"tRNS", bytes(2 * _CHANNELS[colour]))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    stream = zlib.compress(raw)
+    thirds = [stream[: len(stream) // 3], stream[len(stream) // 3 : -5], stream[-5:]]
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + extra
+        + b"".join(png_chunk(b"IDAT", part) for part in thirds)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize(
+    ("depth", "colour"),
+    [(8, 0), (16, 0), (8, 2), (16, 2), (8, 3), (8, 4), (16, 4), (8, 6), (16, 6)],
+)
+@pytest.mark.parametrize("factor", [1, 3])
+def test_png_bands_give_the_pixels_of_a_whole_decode(
+    monkeypatch: pytest.MonkeyPatch, depth: int, colour: int, factor: int
+) -> None:
+    data = random_png(37, 29, depth, colour, seed=depth * 10 + colour)
+    with Image.open(io.BytesIO(data)) as whole:
+        whole.load()
+        expected = pixels(rgb.to_rgb(whole).reduce(factor))
+    # 3 rows per band: ten bands, the last one short, every filter at a band's top.
+    monkeypatch.setattr(rgb, "BAND_BYTES", 4 * 37 * 3)
+    layout = png.layout(data)
+    assert layout is not None
+    assert np.array_equal(pixels(png.decode_bands(layout, factor)), expected)
+
+
+def test_decode_uses_png_bands_above_a_size_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, photo: Image.Image
+) -> None:
+    image = photo.convert("RGBA").resize((300, 200))
+    image.putalpha(Image.linear_gradient("L").resize((300, 200)))
+    plain = encode(image, "PNG")
+    # An eXIf chunk after the pixels: Pillow finds it only once it has decoded them all.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    end = plain.rindex(b"IEND") - 4
+    data = plain[:end] + png_chunk(b"eXIf", exif.tobytes()[6:]) + plain[end:]
+    expected = dec(data, min_side=40)
+    assert expected.image.size == (100, 150) and (expected.width, expected.height) == (200, 300)
+    monkeypatch.setattr(rgb, "BAND_BYTES", 4 * 300 * 4)
+    seen: list[png.PngLayout] = []
+    monkeypatch.setattr(png, "decode_bands", spy(png.decode_bands, seen))
+    got = dec(data, min_side=40)
+    assert seen, "the PNG was not decoded in bands"
+    assert (got.width, got.height) == (200, 300)
+    assert np.array_equal(pixels(got.image), pixels(expected.image))
+
+
+def spy(fn: Any, calls: list[Any]) -> Any:
+    """``fn``, noting its first argument in ``calls`` (the real function still runs)."""
+
+    def wrapper(*args: Any) -> Any:
+        calls.append(args[0])
+        return fn(*args)
+
+    return wrapper
+
+
+def test_png_bands_report_truncated_and_corrupt_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rgb, "BAND_BYTES", 4 * 37 * 3)
+    data = random_png(37, 29, 8, 6, seed=1)
+    with pytest.raises(ImageError, match=r"truncated PNG data \(.*row \d+ of 29"):
+        dec(data[: len(data) // 2])
+    start = data.index(b"IDAT") + 20
+    broken = data[:start] + bytes(b ^ 0x55 for b in data[start : start + 40]) + data[start + 40 :]
+    with pytest.raises(ImageError, match="corrupt PNG data"):
+        dec(broken)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "CMYK", "L"])
+def test_band_conversion_equals_converting_whole(
+    monkeypatch: pytest.MonkeyPatch, photo: Image.Image, mode: str
+) -> None:
+    image = photo.resize((90, 61))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 200)
+    elif mode in ("RGBA", "LA"):
+        image = image.convert(mode)
+        image.putalpha(Image.linear_gradient("L").resize((90, 61)))
+    else:
+        image = image.convert(mode)
+    if mode == "P":
+        image.info["transparency"] = 3
+    whole = [pixels(rgb.to_rgb(image, min_side=m)) for m in (None, 10)]
+    monkeypatch.setattr(rgb, "BAND_BYTES", 4 * 90 * 2)
+    banded = [pixels(rgb.to_rgb(image, min_side=m)) for m in (None, 10)]
+    assert whole[1].shape == (21, 30, 3)  # reduced by 61 // 20 = 3, sides rounded up
+    for w, b in zip(whole, banded, strict=True):
+        assert np.array_equal(w, b)
+
+
+def flat_rgba_png(width: int, height: int) -> bytes:
+    """A mostly flat RGBA PNG (a few kilobytes per megapixel), compressed row by row so
+    that the test itself never holds its pixels."""
+    row = b"\x00" + bytes([30, 120, 200, 255]) * width
+    marked = b"\x00" + bytes([200, 50, 50, 128]) * width
+    z = zlib.compressobj(9)
+    stream = b"".join(z.compress(marked if y % 500 == 0 else row) for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", stream + z.flush())
+        + png_chunk(b"IEND", b"")
+    )
+
+
+# Run in a fresh interpreter: its peak RSS (VmHWM) is then this decode's alone.
+_MEMORY_PROBE = """
+import re, sys
+from pathlib import Path
+from lookalike.decode import decode
+
+def status(key):
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) * 1024
+
+data = Path(sys.argv[1]).read_bytes()
+try:
+    Path("/proc/self/clear_refs").write_text("5")  # peak := now
+except OSError:
+    pass
+before = status("VmRSS")
+decoded = decode(data, "big.png", min_side=int(sys.argv[2]), max_pixels=10**9)
+print(status("VmHWM") - before, *decoded.image.size)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_a_large_flat_rgba_png_is_decoded_reduced_in_little_memory(tmp_path: Path) -> None:
+    # 6000 x 6000 RGBA: 144 MB in Pillow's buffer (and ~580 MB at the peak of converting
+    # it whole), ~0.1 MB of file. Asked for a 256-pixel shorter side.
+    path = tmp_path / "big.png"
+    path.write_bytes(flat_rgba_png(6000, 6000))
+    assert path.stat().st_size < 1_000_000
+    probe = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(path), "256"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    grown, width, height = (int(v) for v in probe.stdout.split())
+    assert (width, height) == (546, 546)  # reduced by 6000 // 512 = 11
+    assert grown < 48 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MiB"
+
+
+# -- one RGB conversion for faces and descriptors -------------------------------------------
+
+
+def odd_modes(photo: Image.Image) -> dict[str, Image.Image]:
+    """The photo as 16-bit grey and as RGBA with alpha fading from left to right."""
+    grey16 = Image.fromarray(np.asarray(photo.convert("L")).astype(np.uint16) * 256)
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").rotate(90).resize(photo.size))
+    return {"I;16": grey16, "RGBA": rgba}
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGBA"])
+def test_descriptors_see_the_decoders_rgb(photo: Image.Image, mode: str) -> None:
+    image = odd_modes(photo)[mode]
+    rgb_image = rgb.to_rgb(image)
+    assert np.array_equal(cnn.preprocess(image, 256), cnn.preprocess(rgb_image, 256))
+    for desc in (ColorHistogram(), PerceptualHash()):
+        assert np.array_equal(desc.embed([image]), desc.embed([rgb_image])), desc.name
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGBA"])
+def test_faces_see_the_decoders_rgb(photo: Image.Image, mode: str) -> None:
+    image = odd_modes(photo)[mode]
+    (face,) = analyze(image)
+    (same,) = analyze(rgb.to_rgb(image))
+    assert face.box == same.box
+    assert face.embedding is not None and same.embedding is not None
+    assert np.array_equal(face.embedding, same.embedding)
+
+
+# -- the gate: few large decodes at once -----------------------------------------------------
+
+
+def gate_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {"decode_slots": 1, "decode_large_bytes": 300_000}
+    return Settings(data_dir=tmp_path, **(base | overrides))
+
+
+def test_large_decodes_fail_busy_when_no_slot_frees(tmp_path: Path, photo: Image.Image) -> None:
+    gate = decode_gate(gate_settings(tmp_path, decode_wait_s=0.05))
+    large = encode(photo, "PNG")  # 512 x 512: 1 MB of pixels, over 300 kB
+    small = encode(photo.resize((32, 32)), "PNG")
+    with gate.slot():
+        with pytest.raises(Busy) as info:
+            decode(large, "q", min_side=None, max_pixels=LIMIT, gate=gate)
+        assert info.value.status == 503 and info.value.code == "busy"
+        assert info.value.retry_after >= 1
+        # Small decodes need no slot, and reduced JPEGs are costed at their reduced size.
+        assert decode(small, "q", min_side=None, max_pixels=LIMIT, gate=gate).width == 32
+        jpeg = encode(photo.resize((1000, 1000)), "JPEG")
+        assert decode(jpeg, "q", min_side=64, max_pixels=LIMIT, gate=gate).image.size == (125, 125)
+    assert decode(large, "q", min_side=None, max_pixels=LIMIT, gate=gate).width == 512
+
+
+def test_indexing_waits_for_a_slot_instead(tmp_path: Path, photo: Image.Image) -> None:
+    gate = decode_gate(gate_settings(tmp_path, decode_wait_s=0.0))
+    large = encode(photo, "PNG")
+    with ThreadPoolExecutor(1) as pool:
+        with gate.slot():
+            queued = pool.submit(
+                decode, large, "q", min_side=None, max_pixels=LIMIT, gate=gate.queueing()
+            )
+            time.sleep(0.3)
+            assert not queued.done()
+        assert queued.result(timeout=30).width == 512
+
+
+def test_the_gate_is_shared_by_every_caller_of_the_process(tmp_path: Path) -> None:
+    one = decode_gate(gate_settings(tmp_path / "a", decode_wait_s=0.0))
+    other = decode_gate(gate_settings(tmp_path / "b", decode_wait_s=0.0))
+    with one.slot(), pytest.raises(Busy), other.slot():
+        pass

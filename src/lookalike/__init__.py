@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lookalike.errors import (
     BadInput,
+    Busy,
     ImageError,
     ImageTooLarge,
     LookalikeError,
@@ -36,6 +37,7 @@ from lookalike.settings import Settings, get_settings
 
 __all__ = [
     "BadInput",
+    "Busy",
     "ClusterReport",
     "DuplicateGroup",
     "DuplicateReport",

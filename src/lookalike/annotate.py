@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from lookalike.decode import to_rgb
 from lookalike.sheet import load_font, save_png_atomically
 
 __all__ = ["KNOWN", "MUTED", "UNKNOWN", "Mark", "annotate", "save_annotated"]
@@ -34,7 +35,8 @@ def annotate(image: Image.Image, marks: Sequence[Mark]) -> Image.Image:
     scan and on a 30-megapixel photo viewed whole. Labels sit above their box, or inside it
     when the box touches the top edge.
     """
-    out = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    out = to_rgb(image)
+    out = out.copy() if out is image else out  # drawn on: never the caller's image
     longer = max(out.size)
     width = max(2, round(longer / 400))
     font = load_font(max(12, round(longer * 0.018)))

@@ -70,6 +70,18 @@ class TooLarge(LookalikeError):
     code = "too_large"
 
 
+class Busy(LookalikeError):
+    """Too much work of a kind is running (large images being decoded): retry later."""
+
+    status = 503
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        # Whole seconds after which a retry is likely to be admitted.
+        self.retry_after = retry_after
+
+
 class NotFound(LookalikeError):
     status = 404
     code = "not_found"

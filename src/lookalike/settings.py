@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     # Catalog commits every this many images, so an interrupted run loses little.
     commit_every: int = 64
 
+    # -- large images (lookalike.decode) --------------------------------------------------
+    # A decode whose pixel buffers (estimated from the header: width x height x bytes per
+    # pixel, after any reduced decoding) exceed this many bytes is "large"...
+    decode_large_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # ...and at most this many large decodes run at once in a process (the others wait).
+    decode_slots: int = Field(default=2, ge=1)
+    # Seconds a query (search, faces, an upload's check) waits for a slot before failing
+    # with Busy (the server: 503 with Retry-After); indexing always waits its turn.
+    decode_wait_s: float = Field(default=2.0, ge=0.0)
+
     # -- faces (lookalike.faces, lookalike.people) ---------------------------------------
     # The one source of the face pipeline's tunable values: lookalike.faces.config names
     # their defaults for its functions, everything else passes these settings down.

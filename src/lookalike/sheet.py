@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from lookalike.decode import decode_file
+from lookalike.decode import decode_file, to_rgb
 from lookalike.errors import ImageError
 from lookalike.files import atomic_write
 
@@ -135,8 +135,7 @@ def _tile(
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
     """``image`` in RGB, scaled (aspect kept) so its longer side is ``side``."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)
     w, h = image.size
     scale = side / max(w, h)
     if scale == 1.0:

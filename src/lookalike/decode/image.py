@@ -2,8 +2,9 @@
 
 Pillow's own safety nets are global (``Image.MAX_IMAGE_PIXELS``, ``LOAD_TRUNCATED_IMAGES``)
 and shared with anything else in the process, so this module leaves them alone and checks
-the header itself. Everything here is safe to call from several threads at once: no global
-state is touched, each call works on its own buffer and image objects.
+the header itself. Everything here is safe to call from several threads at once: each call
+works on its own buffer and image objects; the only state shared is the gate's slots
+(``lookalike.decode.gate``), which is made for it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import hashlib
 import io
 import os
 import stat
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import (
     BmpImagePlugin,
     GifImagePlugin,
@@ -27,6 +28,9 @@ from PIL import (
     WebPImagePlugin,
 )
 
+from lookalike.decode import png, rgb
+from lookalike.decode.gate import DecodeGate, release_freed_memory
+from lookalike.decode.rgb import reduce_factor, rgb_reduced
 from lookalike.errors import ImageError, ImageTooLarge
 
 __all__ = ["Decoded", "decode", "decode_file", "read_file", "sha256_hex"]
@@ -44,6 +48,8 @@ _OPENERS: dict[str, type[ImageFile.ImageFile]] = {
     "TIFF": TiffImagePlugin.TiffImageFile,
 }
 
+# Pillow's bytes per pixel by mode (everything else, RGB included, takes 4).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 # EXIF orientation -> the transpose that makes the image upright (EXIF 2.3, tag 0x0112).
 _ORIENTATION_FIX: dict[int, Image.Transpose] = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -55,6 +61,13 @@ _ORIENTATION_FIX: dict[int, Image.Transpose] = {
     8: Image.Transpose.ROTATE_90,
 }
 _EXIF_ORIENTATION = 0x0112
+# The orientations that swap width and height.
+_TURNS = {
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+}
 
 # Formats people commonly feed by mistake, named in the error so the message is useful.
 _OTHER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -80,7 +93,7 @@ _AVIF_BRANDS = {b"avif", b"avis"}
 class Decoded:
     """A decoded image, upright and in RGB."""
 
-    # Mode RGB, EXIF orientation applied; JPEGs may be reduced (draft mode).
+    # Mode RGB, EXIF orientation applied; reduced when the caller asked for fewer pixels.
     image: Image.Image
     # Full size after orientation, whatever reduction ``image`` had.
     width: int
@@ -175,22 +188,56 @@ def _not_accepted_reason(data: bytes) -> str:
     return f"not an image (unrecognised signature {data[:8].hex(' ')})"
 
 
-def decode(data: bytes, source: str, *, min_side: int | None, max_pixels: int) -> Decoded:
+def decode(
+    data: bytes,
+    source: str,
+    *,
+    min_side: int | None,
+    max_pixels: int,
+    gate: DecodeGate | None = None,
+) -> Decoded:
     """Decode ``data`` into an upright RGB image; ImageError / ImageTooLarge if it cannot.
 
-    ``min_side``: the shorter side the caller needs; JPEGs much larger than that are decoded
+    ``min_side``: the shorter side the caller needs. JPEGs much larger than that are decoded
     at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, far cheaper than a full decode) with the
-    shorter side kept >= ``min_side``. ``max_pixels``: images with more pixels (read from the
-    header, before any pixel is decoded) raise ImageTooLarge.
+    shorter side kept >= ``min_side``; other formats are box-reduced by an integer factor
+    while converting, keeping it >= 2 x ``min_side`` (large PNGs band by band while
+    decoding: see ``lookalike.decode.png``). ``max_pixels``: images with more pixels (read
+    from the header, before any pixel is decoded) raise ImageTooLarge. ``gate``: decodes
+    whose estimated memory is large run only in one of its slots (Busy if none frees in
+    time); None: no admission control.
     """
     if not data:
         raise ImageError(source, "empty file")
     fmt = sniff_format(data)
     if fmt is None:
         raise ImageError(source, _not_accepted_reason(data))
+    im = _open(data, fmt, source)
+    _check_pixels(im, source, max_pixels)
+    width, height = im.size  # draft mode changes im.size to the reduced one
+    if fmt == "JPEG" and min_side is not None and min_side > 0:
+        _draft(im, min_side, source)
+    # JPEGs are reduced by draft mode only: their DCT scaling already left few pixels.
+    factor = 1 if fmt == "JPEG" else reduce_factor(im.width, im.height, min_side)
+    bands = png.layout(data) if fmt == "PNG" and _buffer_bytes(im) > 4 * rgb.BAND_BYTES else None
+    cost = _cost(im, fmt, factor, banded=bands is not None)
+    with gate.admit(cost) if gate is not None else nullcontext():
+        pixels, orientation = _pixels(im, fmt, source, factor, bands)
+    if bands is not None:
+        # Tens of megabytes of bands went through this thread's malloc arena.
+        release_freed_memory()
+    fix = _ORIENTATION_FIX.get(orientation)
+    if fix is not None:
+        pixels = pixels.transpose(fix)
+        if fix in _TURNS:
+            width, height = height, width
+    return Decoded(image=pixels, width=width, height=height, format=fmt)
 
+
+def _open(data: bytes, fmt: str, source: str) -> ImageFile.ImageFile:
+    """``data`` opened by the plugin of ``fmt`` (its header read, no pixel decoded)."""
     try:
-        im = _OPENERS[fmt](io.BytesIO(data))
+        return _OPENERS[fmt](io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Only GIFs whose frames grow the canvas reach Pillow's own check inside open.
         raise ImageTooLarge(source, f"over the pixel limit ({exc})") from None
@@ -200,9 +247,16 @@ def decode(data: bytes, source: str, *, min_side: int | None, max_pixels: int) -
             raise ImageError(source, "truncated WEBP data (shorter than its RIFF size)") from None
         raise ImageError(source, f"truncated or invalid {fmt} header ({_short(exc)})") from None
 
-    # Not closed afterwards: closing would also free the pixels of an RGB image, which is
-    # returned as is (no copy); the stream is an in-memory buffer with nothing to release.
-    return _decode_opened(im, fmt, source, min_side=min_side, max_pixels=max_pixels)
+
+def _draft(im: ImageFile.ImageFile, min_side: int, source: str) -> None:
+    """Set the opened JPEG ``im`` to decode at the smallest DCT scale keeping ``min_side``."""
+    # A square request keeps *both* sides >= min_side, so the shorter side stays large
+    # enough whichever way EXIF orientation later turns the image. Pillow picks the
+    # largest power-of-two scale (<= 8) that honours it, or none.
+    try:
+        im.draft("RGB", (min_side, min_side))
+    except Exception as exc:
+        raise ImageError(source, f"invalid JPEG ({_short(exc)})") from None
 
 
 def _riff_truncated(data: bytes) -> bool:
@@ -211,16 +265,16 @@ def _riff_truncated(data: bytes) -> bool:
     return len(data) < 8 + declared
 
 
-def decode_file(path: Path, *, min_side: int | None, max_pixels: int) -> tuple[bytes, Decoded]:
-    """The bytes of ``path`` (for hashing) and their decoded image."""
+def decode_file(
+    path: Path, *, min_side: int | None, max_pixels: int, gate: DecodeGate | None = None
+) -> tuple[bytes, Decoded]:
+    """The bytes of ``path`` (for hashing) and their decoded image (see :func:`decode`)."""
     data = read_file(path)
-    return data, decode(data, str(path), min_side=min_side, max_pixels=max_pixels)
+    return data, decode(data, str(path), min_side=min_side, max_pixels=max_pixels, gate=gate)
 
 
-def _decode_opened(
-    im: ImageFile.ImageFile, fmt: str, source: str, *, min_side: int | None, max_pixels: int
-) -> Decoded:
-    """Check the size of the opened ``im``, then decode, convert and orient it."""
+def _check_pixels(im: Image.Image, source: str, max_pixels: int) -> None:
+    """ImageTooLarge if the header of the opened ``im`` declares over ``max_pixels``."""
     width, height = im.size
     if width * height > max_pixels:
         raise ImageTooLarge(
@@ -229,16 +283,35 @@ def _decode_opened(
             f"{max_pixels / 1e6:.1f} MP",
         )
 
-    if fmt == "JPEG" and min_side is not None and min_side > 0:
-        # A square request keeps *both* sides >= min_side, so the shorter side stays large
-        # enough whichever way EXIF orientation later turns the image. Pillow picks the
-        # largest power-of-two scale (<= 8) that honours it, or none.
-        try:
-            im.draft("RGB", (min_side, min_side))
-        except Exception as exc:
-            raise ImageError(source, f"invalid JPEG ({_short(exc)})") from None
 
+def _buffer_bytes(im: Image.Image) -> int:
+    """The bytes of Pillow's buffer for the opened ``im`` once loaded (its mode, its size)."""
+    return im.width * im.height * _PIXEL_BYTES.get(im.mode, 4)
+
+
+def _cost(im: Image.Image, fmt: str, factor: int, *, banded: bool) -> int:
+    """Estimated peak bytes of decoding the opened ``im`` into RGB reduced by ``factor``."""
+    out = -(-im.width // factor) * -(-im.height // factor) * 4
+    if banded:
+        return out + 8 * rgb.BAND_BYTES  # a band's scanlines, its PNG, pixels and conversions
+    # WebP: libwebp's canvas and working buffers, the frame's bytes, then Pillow's copy
+    # (~1.5 GB for 100 MP of RGBA: BENCHMARKS.md, memory); 32-bit greys are scaled
+    # through numpy copies (int32, then float64) of the whole image.
+    copies = 4 if fmt == "WEBP" or im.mode in ("I", "F") else 1
+    return copies * _buffer_bytes(im) + out
+
+
+def _pixels(
+    im: ImageFile.ImageFile, fmt: str, source: str, factor: int, bands: png.PngLayout | None
+) -> tuple[Image.Image, int]:
+    """The pixels of the opened ``im`` in RGB, reduced by ``factor`` but not yet turned
+    upright, and the EXIF orientation that will do it.
+
+    When the result is a new image, ``im``'s own buffer is freed before returning.
+    """
     try:
+        if bands is not None:
+            return png.decode_bands(bands, factor), _orientation(im, bands)
         im.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(source, f"over the pixel limit ({exc})") from None
@@ -249,119 +322,38 @@ def _decode_opened(
         raise ImageError(source, f"corrupt {fmt} data ({msg})") from None
     except MemoryError:
         raise ImageError(source, "out of memory while decoding") from None
+    except ImageError as exc:
+        raise ImageError(source, exc.reason) from None
     except Exception as exc:
         raise ImageError(source, f"cannot decode {fmt} ({_short(exc)})") from None
-
-    orientation = _orientation(im)
+    orientation = _orientation(im, None)
     try:
-        rgb = to_rgb(im)
-        fix = _ORIENTATION_FIX.get(orientation)
-        if fix is not None:
-            rgb = rgb.transpose(fix)
+        out = rgb_reduced(im, factor)
     except ImageError as exc:
         raise ImageError(source, exc.reason) from None
     except MemoryError:
         raise ImageError(source, "out of memory while converting") from None
     except Exception as exc:
         raise ImageError(source, f"cannot convert {im.mode} to RGB ({_short(exc)})") from None
+    if out is not im:
+        # Frees the full-size buffer now, inside the gate's slot, not when the caller's
+        # references go (closing an RGB image returned as is would free the result).
+        im.close()
+    return out, orientation
 
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return Decoded(image=rgb, width=width, height=height, format=fmt)
 
-
-def _orientation(im: Image.Image) -> int:
+def _orientation(im: Image.Image, bands: png.PngLayout | None) -> int:
     """The EXIF orientation of ``im`` (1..8), 1 when absent or unreadable."""
+    if bands is not None and "exif" not in im.info:
+        # Pillow would decode the whole PNG to look for an eXIf chunk after the pixels;
+        # the band reader has found it (or found none).
+        im.info["exif"] = b"Exif\x00\x00" + bands.exif if bands.exif else b""
     try:
         value = im.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:
         # Corrupt EXIF must not cost the picture: show it as stored.
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def to_rgb(im: Image.Image) -> Image.Image:
-    """``im`` as an 8-bit RGB image; transparency is composited over white.
-
-    Raises ImageError (with an empty source) for modes that have no sensible RGB form.
-    """
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return im
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I", "F", "I;32", "F;32"):
-        # A 2-D uint8 array becomes mode "L" (fromarray's mode argument is deprecated).
-        return Image.fromarray(_gray_to_uint8(np.asarray(im))).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        "transparency" in im.info and mode in ("P", "L", "RGB", "1")
-    ):
-        # Black behind transparent pixels would make logos and icons look alike
-        # (and dark); white is what viewers and browsers show.
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode in ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "RGB"):
-        # CMYK: the JPEG plugin already undoes Adobe's inverted CMYK (APP14 marker).
-        return im.convert("RGB")
-    if mode == "LAB":
-        return _lab_to_rgb(im)
-    try:
-        return im.convert("RGB")
-    except ValueError:
-        raise ImageError("", f"unsupported colour mode {mode}") from None
-
-
-def _lab_to_rgb(im: Image.Image) -> Image.Image:
-    """A CIELAB image (TIFF only) in sRGB; Pillow's ``convert`` has no LAB -> RGB path."""
-    from PIL import ImageCms
-
-    transform = ImageCms.buildTransform(
-        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
-    )
-    out = ImageCms.applyTransform(im, transform)
-    if out is None:
-        raise ImageError("", "cannot convert LAB to RGB")
-    return out
-
-
-def _gray_to_uint8(a: np.ndarray) -> np.ndarray:
-    """8-bit grey levels from 16/32-bit integer or float greys, scaled by their type's range.
-
-    Pillow keeps 16-bit PNG/TIFF greys as "I;16" or widens them to "I" (int32) with
-    0..65535 values: both map 0..65535 -> 0..255 (divide by 257, so 65535 is exactly 255).
-    Wider integer data and floats have no fixed range in practice: floats in [0, 1] are
-    scaled by 255, anything else is stretched from its minimum to its maximum.
-    """
-    if a.dtype.kind == "u" and a.dtype.itemsize == 2:
-        return _div257(a)
-    if a.dtype.kind == "i" and a.dtype.itemsize == 2:
-        # Signed 16-bit: shift -32768..32767 to 0..65535 first.
-        return _div257(a.astype(np.int32) + 32768)
-    if a.dtype.kind in "ui":
-        if a.size and int(a.min()) >= 0 and int(a.max()) <= 0xFFFF:
-            return _div257(a)
-        return _stretch(a.astype(np.float64))
-    f = a.astype(np.float64)
-    finite = np.isfinite(f)
-    if not finite.all():
-        f = np.where(finite, f, 0.0)
-    if f.size and f.min() >= 0.0 and f.max() <= 1.0:
-        unit: np.ndarray = np.rint(f * 255.0).astype(np.uint8)
-        return unit
-    return _stretch(f)
-
-
-def _div257(a: np.ndarray) -> np.ndarray:
-    """0..65535 values rounded to 0..255 (65535 / 257 == 255 exactly: no clipping needed)."""
-    out: np.ndarray = np.rint(a.astype(np.float32) / np.float32(257.0)).astype(np.uint8)
-    return out
-
-
-def _stretch(f: np.ndarray) -> np.ndarray:
-    """``f`` linearly mapped from [min, max] to 0..255 (all zero when flat)."""
-    lo, hi = float(f.min()), float(f.max())
-    if hi <= lo:
-        return np.zeros(f.shape, np.uint8)
-    return np.rint((f - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

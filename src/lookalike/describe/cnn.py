@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.describe.base import Kind, register
 from lookalike.errors import BadArgument, BadInput
 from lookalike.models import effnet
@@ -71,8 +72,7 @@ def input_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 def preprocess(image: Image.Image, side: int) -> np.ndarray:
     """The network input for one image: float32 (3, H, W), normalised as the weights expect."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)
     size = input_size(image.width, image.height, side)
     if image.size != size:
         # Pillow's bilinear filter widens with the scale factor, so downscaling is
@@ -227,7 +227,8 @@ class CnnDescriptor:
         self.input_side = side
         pooling = f"rgem{gem_p:g}l{levels}" if levels else f"gem{gem_p:g}"
         net = "effnet-lite0" if settings.cnn_precision == "fp32" else "effnet-lite0-int8"
-        self.version = f"{net}/{pooling}/s{side}/v1"
+        # v2: images other than JPEG are decoded box-reduced (decode.to_rgb), not whole.
+        self.version = f"{net}/{pooling}/s{side}/v2"
         self._model = _LazySession(
             settings.model_cache_dir, settings.inference_threads, settings.cnn_precision
         )
@@ -285,8 +286,7 @@ class CnnDescriptor:
         keeps each database image's best score over the rows, so a rotated copy still matches.
         Returns float32 (4, 1280), rows L2-normalised, the unrotated image first.
         """
-        if image.mode != "RGB":
-            image = image.convert("RGB")
+        image = to_rgb(image)
         variants = [
             image,
             image.transpose(Image.Transpose.ROTATE_90),

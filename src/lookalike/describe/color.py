@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.describe.base import Kind, register
 from lookalike.settings import Settings
 
@@ -34,7 +35,8 @@ class ColorHistogram:
     """HSV joint histogram: 16 hue x 4 saturation x 4 value chromatic bins + 8 grey bins."""
 
     name: str = "color"
-    version: str = f"hsv-{_HUE_BINS}x{_SAT_BINS}x{_VAL_BINS}+g{_GREY_BINS}/v1"
+    # v2: images other than JPEG are decoded box-reduced (decode.to_rgb), not whole.
+    version: str = f"hsv-{_HUE_BINS}x{_SAT_BINS}x{_VAL_BINS}+g{_GREY_BINS}/v2"
     dim: int = _CHROMA_DIM + _GREY_BINS
     kind: Kind = "float"
     input_side: int = 128
@@ -83,8 +85,7 @@ class ColorHistogram:
 
 def _shrink(image: Image.Image, side: int) -> Image.Image:
     """``image`` in RGB, scaled down (aspect kept) so its longer side is at most ``side``."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(image)
     w, h = image.size
     scale = side / max(w, h)
     if scale >= 1.0:

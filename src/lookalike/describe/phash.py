@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.describe.base import Kind, register
 from lookalike.settings import Settings
 
@@ -63,7 +64,8 @@ class PerceptualHash:
     """64-bit pHash: 32x32 grey, 2-D DCT, 8x8 low frequencies, one bit per term."""
 
     name: str = "phash"
-    version: str = f"dct{_SIDE}-{_KEEP}x{_KEEP}-sign-median/v1"
+    # v2: images other than JPEG are decoded box-reduced (decode.to_rgb), not whole.
+    version: str = f"dct{_SIDE}-{_KEEP}x{_KEEP}-sign-median/v2"
     dim: int = _KEEP * _KEEP
     kind: Kind = "binary"
     input_side: int = _SIDE
@@ -99,7 +101,7 @@ class PerceptualHash:
 
 def _grey32(image: Image.Image) -> np.ndarray:
     """``image`` as 32x32 float32 luma, aspect ignored (the hash is of the whole frame)."""
-    grey = image.convert("L") if image.mode != "L" else image
+    grey = image if image.mode == "L" else to_rgb(image).convert("L")
     # LANCZOS gives a clean low-pass before the DCT; reducing_gap lets Pillow first shrink
     # large inputs by an integer factor (box), which costs little accuracy and much time.
     small = grey.resize((_SIDE, _SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.errors import BadInput
 from lookalike.faces import config, models
 from lookalike.faces.config import Detector, LandmarkCount, PadMode
@@ -35,7 +36,6 @@ __all__ = [
     "detect_faces",
     "detection_scale",
     "locate_face",
-    "to_rgb",
 ]
 
 Box = tuple[float, float, float, float]
@@ -84,22 +84,6 @@ class Face:
     def width(self) -> int:
         """The box width in original pixels."""
         return self.box[2] - self.box[0]
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` in mode RGB: 16-bit and float greyscale are scaled to 8 bits first.
-
-    Returns the image itself when it is already RGB.
-    """
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # Pillow's own conversion clips these to 0..255, which whites out 16-bit images.
-        values = np.asarray(image, dtype=np.float32)
-        top = float(values.max()) if values.size else 0.0
-        scaled = values * (255.0 / top) if top > 0 else values
-        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
-    return image.convert("RGB")
 
 
 def detection_scale(width: int, height: int, *, min_face: int, max_side: int) -> float:

@@ -22,10 +22,11 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from lookalike.decode import to_rgb
 from lookalike.errors import BadInput
 from lookalike.faces import config, models
 from lookalike.faces.config import LandmarkCount
-from lookalike.faces.detect import Face, PadMode, locate_face, to_rgb
+from lookalike.faces.detect import Face, PadMode, locate_face
 from lookalike.settings import Settings, default_cache_dir
 
 __all__ = [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lookalike.decode import Decoded, decode, read_file
+from lookalike.decode import Decoded, decode, decode_gate, read_file, to_rgb
 from lookalike.faces.config import Detector, LandmarkCount, detect_side
 from lookalike.faces.detect import Face, StageTimes
 from lookalike.faces.embed import Encoder
@@ -57,7 +57,7 @@ def source_label(source: Source) -> str:
 def decode_for_faces(source: Source, settings: Settings, *, full: bool = False) -> Decoded:
     """``source`` decoded upright in RGB; reduced to ``face_decode_side`` unless ``full``."""
     if isinstance(source, Image.Image):
-        rgb = source.convert("RGB")
+        rgb = to_rgb(source)
         return Decoded(rgb, rgb.width, rgb.height, "")
     if isinstance(source, bytes):
         data, label = source, "<bytes>"
@@ -70,6 +70,7 @@ def decode_for_faces(source: Source, settings: Settings, *, full: bool = False) 
         label,
         min_side=None if full else settings.face_decode_side,
         max_pixels=settings.max_image_pixels,
+        gate=decode_gate(settings),
     )
 
 

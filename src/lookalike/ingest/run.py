@@ -21,7 +21,7 @@ from typing import Never, TypeVar
 
 from tqdm import tqdm
 
-from lookalike.decode import Decoded, decode, read_file, sha256_hex
+from lookalike.decode import Decoded, decode, decode_gate, read_file, sha256_hex
 from lookalike.describe.base import Descriptor
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.faces import Face
@@ -90,6 +90,8 @@ class IndexRun:
         self._pending: list[NewImage] = []
         self._to_embed: list[tuple[NewImage, Prepared]] = []
         self._run_shas: set[str] = set()
+        # Large images take turns for the decode slots (indexing waits rather than fails).
+        self._gate = decode_gate(parts.settings).queueing()
 
     # -- the whole run ------------------------------------------------------------------
 
@@ -172,7 +174,7 @@ class IndexRun:
             return Prepared(path, len(data), st.st_mtime_ns, sha, None)
         settings = self.parts.settings
         side = self.parts.describe_side if missing else settings.face_decode_side
-        decoded = decode(data, path, min_side=side, max_pixels=settings.max_image_pixels)
+        decoded = self._decode(data, path, side)
         found = self.parts.people.detect(self._for_faces(data, path, decoded)) if scan else []
         return Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan, found)
 
@@ -241,13 +243,18 @@ class IndexRun:
 
     def _for_faces(self, data: bytes, path: str, decoded: Decoded) -> Decoded:
         """The image as face detection wants it: decoded again at ``face_decode_side`` when
-        the descriptors' decode was reduced below it (JPEG draft mode)."""
+        the descriptors' decode was reduced below it."""
         side = self.parts.settings.face_decode_side
         image = decoded.image
         reduced = image.width * image.height < decoded.width * decoded.height
         if not reduced or min(image.size) >= side:
             return decoded
-        return decode(data, path, min_side=side, max_pixels=self.parts.settings.max_image_pixels)
+        return self._decode(data, path, side)
+
+    def _decode(self, data: bytes, path: str, side: int) -> Decoded:
+        """``data`` decoded with its shorter side reduced to no less than ``side``."""
+        max_pixels = self.parts.settings.max_image_pixels
+        return decode(data, path, min_side=side, max_pixels=max_pixels, gate=self._gate)
 
     def _take(self, path: str, future: Future[Prepared]) -> None:
         """File the result of ``read``: a failure, a duplicate, or an image to embed."""

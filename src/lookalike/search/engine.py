@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.backends import INDEX_DIR, open_catalog, open_data_dir, open_indexes
-from lookalike.decode import decode, read_file
+from lookalike.decode import decode, decode_gate, read_file, to_rgb
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadArgument, ImageError, NotFound
 from lookalike.files import shown
@@ -245,13 +245,17 @@ class Lookalike:
 
     def _query_image(self, query: Query, min_side: int) -> Image.Image:
         if isinstance(query, Image.Image):
-            return query.convert("RGB")
+            return to_rgb(query, min_side=min_side)
         if isinstance(query, bytes):
             data, source = query, "<bytes>"
         else:
             data, source = read_file(Path(query)), os.fspath(query)
         return decode(
-            data, source, min_side=min_side, max_pixels=self.settings.max_image_pixels
+            data,
+            source,
+            min_side=min_side,
+            max_pixels=self.settings.max_image_pixels,
+            gate=decode_gate(self.settings),
         ).image
 
     # -- duplicates ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Every error as ``{"error": {"code": ..., "message": ...}}`` with its HTTP status.
 
 lookalike's own errors carry their status (``lookalike.errors``); request validation
-failures are 422, unknown routes 404. Anything else is a bug: logged, answered 500.
+failures are 422, unknown routes 404; Busy is 503 with a ``Retry-After`` header. Anything
+else is a bug: logged, answered 500.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import Busy, LookalikeError
 
 log = logging.getLogger("lookalike.serve")
 
@@ -53,6 +54,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         (409, "Conflict: a name already taken"),
         (413, "Upload over the size or pixel limit"),
         (422, "Invalid parameters"),
+        (503, "Busy: too many large images being decoded; retry after `Retry-After` seconds"),
     )
 }
 
@@ -61,8 +63,11 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
@@ -71,6 +76,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LookalikeError)
     async def lookalike_error(_: Request, exc: LookalikeError) -> JSONResponse:
+        if isinstance(exc, Busy):
+            # Expected under load, not a fault: the client is told when to come back.
+            headers = {"Retry-After": str(exc.retry_after)}
+            return error_response(exc.status, exc.code, exc.message, headers)
         if exc.status >= 500:
             log.error("server error: %s", exc.message)
         return error_response(exc.status, exc.code, exc.message)

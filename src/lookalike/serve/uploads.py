@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
+from lookalike.decode import decode_gate
 from lookalike.decode.image import Decoded, decode, sha256_hex, sniff_format
 from lookalike.errors import BadInput, ImageError, TooLarge
 from lookalike.files import atomic_write, is_under
@@ -61,8 +62,15 @@ def _checked(data: bytes, name: str, limit: int) -> bytes:
 
 def check_image(data: bytes, name: str, settings: Settings) -> Decoded:
     """Decode ``data`` enough to know it is a whole image within the pixel limit; raises
-    ImageError (400) or ImageTooLarge (413) with the decoder's reason."""
-    return decode(data, name, min_side=_CHECK_SIDE, max_pixels=settings.max_image_pixels)
+    ImageError (400) or ImageTooLarge (413) with the decoder's reason, Busy (503) when
+    too many large images are being decoded."""
+    return decode(
+        data,
+        name,
+        min_side=_CHECK_SIDE,
+        max_pixels=settings.max_image_pixels,
+        gate=decode_gate(settings),
+    )
 
 
 def upload_dir(settings: Settings) -> Path:
