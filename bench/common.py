@@ -143,6 +143,39 @@ def lookalike_server(
             server.wait()
 
 
+@contextlib.contextmanager
+def git_worktree(rev: str) -> Iterator[Path]:
+    """``rev`` of this repository checked out (detached) into a temporary git worktree;
+    yields its root folder, removed afterwards. Exits with a message if ``rev`` is unknown."""
+    with temp_dir("worktree") as folder:
+        tree = folder / "tree"
+        made = subprocess.run(
+            ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        if made.returncode:
+            sys.exit(f"error: cannot check out {rev!r}: {made.stderr.strip()}")
+        try:
+            yield tree
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False
+            )
+
+
+def short_rev(rev: str) -> str:
+    """``rev`` as a short commit hash (``rev`` itself if git does not know it)."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", f"{rev}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    return found.stdout.strip() or rev
+
+
 # --------------------------------------------------------------------------- timing
 
 

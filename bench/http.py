@@ -20,9 +20,15 @@ b) HTTP, one client: ``POST /v1/search`` (k=10) and ``POST /v1/faces/identify`` 
    through the caches); ratio = HTTP p50 / library p50 (target <= 1.3 for search);
 c) throughput: 1 and CLIENTS concurrent clients (threads, one connection each) against
    ``--workers 1`` and ``--workers 2``: requests/s and latency p50/p99.
+d) ``concurrency``: 1 and CLIENTS concurrent clients against ``--workers 1`` of this tree
+   and of a baseline revision (``--baseline REV``, checked out into a temporary git
+   worktree and served with ``PYTHONPATH`` pointing at it; each side on its own copy of the
+   data folder), taking turns round by round: ``POST /v1/search`` (upload) and
+   ``GET /v1/images/{id}/similar`` (the stored vector searched: no decoding or embedding,
+   so the index search is most of the work). Writes its own section.
 
-Usage: ``python bench/http.py [--size N] [--calls N] [--clients C] [--requests R]
-[--data DIR] [--no-write]``
+Usage: ``python bench/http.py [api] [concurrency] [--size N] [--calls N] [--clients C]
+[--requests R] [--baseline REV] [--rounds N] [--data DIR] [--no-write]``
 """
 
 # Imports come after the sys.path fix below.
@@ -47,6 +53,7 @@ import functools
 import importlib.util
 import io
 import os
+import shutil
 import socket
 import threading
 import time
@@ -69,6 +76,10 @@ from lookalike.models import effnet
 from lookalike.serve.keys import create_key
 from speed import Mixture, record_synthetic
 
+PARTS = ("api", "concurrency")
+# The revision before searches in one worker ran concurrently (and index files had a
+# checksum): the default "before" of the concurrency part.
+BASELINE = "fa05713"
 QUERIES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
 K = 10
 TARGET = 1.3  # HTTP p50 / library p50 for an uploaded search query
@@ -85,6 +96,7 @@ BLOCK = 10  # sequential calls per side before switching sides
 class Query:
     name: str
     data: bytes
+    image_id: int = 0  # its id in the catalog, when it is indexed
 
 
 @dataclass
@@ -177,6 +189,10 @@ def build(work: Path, size: int, faces_from: Path | None) -> Collection:
         x = Mixture(effnet.FEATURE_DIM).fill(size - len(searches), seed=1)
         _, record_s = common.timed(functools.partial(record_synthetic, lk, x, desc.version))
         lk.index([photos], faces=False, progress=False)
+        for q in searches:
+            row = lk.catalog.image_by_sha(sha256_hex(q.data))
+            assert row is not None, q.name
+            q.image_id = row.id
         people, examples, faces, source = enrol_people(lk, faces_from)
         assert lk.catalog.count_images() == size, lk.catalog.count_images()
     print(
@@ -191,10 +207,13 @@ def build(work: Path, size: int, faces_from: Path | None) -> Collection:
 
 
 @contextlib.contextmanager
-def serve(data_dir: Path, workers: int, log: Path) -> Iterator[str]:
-    """``lookalike serve --workers N`` on a free loopback port; yields its base URL."""
+def serve(data_dir: Path, workers: int, log: Path, src: Path | None = None) -> Iterator[str]:
+    """``lookalike serve --workers N`` on a free loopback port; yields its base URL.
+
+    ``src``: the ``src`` folder of another checkout to run instead of this one."""
     args = ["--workers", str(workers), "--data-dir", str(data_dir)]
-    with common.lookalike_server(args, log) as (base, _):
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    with common.lookalike_server(args, log, env=env) as (base, _):
         yield base
 
 
@@ -213,23 +232,29 @@ def workers_keep_nagle() -> bool:
 
 @dataclass(frozen=True)
 class Route:
-    """One API operation taking an upload, and the engine call it makes."""
+    """One API operation: a POST taking the query's upload, or (``upload`` False) a GET of
+    ``path`` with the query's ``image_id`` filled in."""
 
     name: str
     path: str
     form: dict[str, str]
+    upload: bool = True
 
 
 SEARCH = Route("search", "/v1/search", {"k": str(K)})
 IDENTIFY = Route("identify", "/v1/faces/identify", {})
+SIMILAR = Route("similar", "/v1/images/{image_id}/similar", {"k": str(K)}, upload=False)
 
 
 def post(client: httpx.Client, route: Route, query: Query) -> tuple[float, dict[str, object]]:
-    """Seconds for one request (upload to parsed answer) and its JSON."""
+    """Seconds for one request (sending to parsed answer) and its JSON."""
     t0 = time.perf_counter()
-    r = client.post(
-        route.path, files={"file": (query.name, query.data, "image/jpeg")}, data=route.form
-    )
+    if route.upload:
+        r = client.post(
+            route.path, files={"file": (query.name, query.data, "image/jpeg")}, data=route.form
+        )
+    else:
+        r = client.get(route.path.format(image_id=query.image_id), params=route.form)
     answer = r.json()
     dt = time.perf_counter() - t0
     if r.status_code != 200:
@@ -366,6 +391,117 @@ def load(
     return Load(route.name, workers, clients, latencies, wall)
 
 
+@dataclass
+class SideLoad:
+    """One side's requests of one route with ``clients`` clients, over every round."""
+
+    side: str
+    route: str
+    clients: int
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    by_round: list[float] = field(default_factory=list)  # requests/s of each round
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.wall
+
+    @property
+    def spread(self) -> str:
+        """The lowest and highest requests/s of the rounds."""
+        return f"{min(self.by_round):.0f}-{max(self.by_round):.0f}"
+
+
+def concurrency(
+    sides: dict[str, tuple[Path, Path | None]],
+    headers: dict[str, str],
+    queries: list[Query],
+    clients: int,
+    per_client: int,
+    rounds: int,
+    log: Path,
+) -> list[SideLoad]:
+    """Each side's ``lookalike serve --workers 1`` (side: data folder, ``src`` to run or
+    None for this tree) in turn, ``rounds`` times in alternating order: searches by upload
+    and by stored vector with 1 and ``clients`` clients."""
+    out: dict[tuple[str, str, int], SideLoad] = {}
+    names = list(sides)
+    for r in range(rounds):
+        for side in names if r % 2 == 0 else names[::-1]:
+            data_dir, src = sides[side]
+            with serve(data_dir, 1, log, src) as base:
+                print(f"round {r + 1}: {side} at {base}", flush=True)
+                for route in (SEARCH, SIMILAR):
+                    load(base, headers, route, queries, 1, 2 * clients, 2)  # warm-up
+                    for c in (1, clients):
+                        ld = load(base, headers, route, queries, 1, c, per_client)
+                        acc = out.setdefault((side, route.name, c), SideLoad(side, route.name, c))
+                        acc.latencies += ld.latencies
+                        acc.wall += ld.wall
+                        acc.by_round.append(ld.rps)
+                        print(
+                            f"  {route.name}, clients {c}: {ld.rps:.1f} req/s, "
+                            f"p50 {ms(pct(ld.latencies, 50))} ms",
+                            flush=True,
+                        )
+    return list(out.values())
+
+
+def render_concurrency(loads: list[SideLoad], size: int, per_client: int, rounds: int) -> str:
+    by = {(ld.side, ld.route, ld.clients): ld for ld in loads}
+    sides = list(dict.fromkeys(ld.side for ld in loads))
+    before, after = sides
+    rows = []
+    for route, clients in dict.fromkeys((ld.route, ld.clients) for ld in loads):
+        b, a = by[before, route, clients], by[after, route, clients]
+        rows.append(
+            [
+                route,
+                clients,
+                f"{b.rps:.1f} ({b.spread})",
+                ms(pct(b.latencies, 50)),
+                f"{a.rps:.1f} ({a.spread})",
+                ms(pct(a.latencies, 50)),
+                f"**{a.rps / b.rps:.2f}**",
+            ]
+        )
+    return "\n".join(
+        [
+            "## Concurrent searches in one worker (`bench/http.py concurrency`)",
+            "",
+            f"The {size:,}-image collection above (exact search), `lookalike serve --workers 1`"
+            f" of this tree and of the {before} (a temporary git worktree, "
+            "served with `PYTHONPATH` pointing at it; each on its own copy of the data "
+            f"folder). *search*: `POST /v1/search` (upload, k={K}: decode, embed, search); "
+            f"*similar*: `GET /v1/images/{{id}}/similar?k={K}` (the stored vector searched: "
+            "no decoding or embedding). Each client sends "
+            f"{per_client} requests one after the other, the clients start together; "
+            f"{rounds} rounds, the two servers taking turns (order alternating), figures over "
+            "all rounds: requests/s = requests / summed wall time (in brackets: the lowest "
+            "and highest round), p50 in ms. "
+            f"{common.cpu_count()} cores, shared by the server and the clients.",
+            "",
+            "Before: one process-wide lock around `omp_set_num_threads` made searches of one "
+            "worker run one at a time. Now each search sets its own thread's OpenMP count "
+            "(per thread in libgomp) and searches share a readers-writer lock per index, "
+            "which only adding or removing rows takes alone.",
+            "",
+            common.table(
+                [
+                    "operation",
+                    "clients",
+                    f"{before} req/s",
+                    f"{before} p50",
+                    "this tree req/s",
+                    "this tree p50",
+                    "req/s ratio",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -493,61 +629,101 @@ def render(
 # --------------------------------------------------------------------------- main
 
 
+def bench_api(
+    collection: Collection, headers: dict[str, str], log: Path, args: argparse.Namespace
+) -> str:
+    """Parts a) to c): library against HTTP, then throughput with 1 and 2 workers."""
+    routes = ((SEARCH, collection.searches), (IDENTIFY, collection.faces))
+    seq: list[Sequential] = []
+    loads: list[Load] = []
+    with lookalike.open(collection.data_dir) as lk:
+        for workers in (1, 2):
+            with serve(collection.data_dir, workers, log) as base:
+                print(f"server with --workers {workers} at {base}", flush=True)
+                if workers == 1:
+                    with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
+                        for route, queries in routes:
+                            s = sequential(lk, c, route, queries, args.calls)
+                            seq.append(s)
+                            print(
+                                f"{route.name}: library p50 {ms(pct(s.library_all, 50))} ms, "
+                                f"HTTP p50 {ms(pct(s.http_all, 50))} ms, "
+                                f"ratio {s.ratio:.2f}",
+                                flush=True,
+                            )
+                for route, queries in routes:
+                    # Warm-up: twice as many connections as clients, so that every
+                    # worker process has loaded its models and indexes.
+                    load(base, headers, route, queries, workers, 2 * args.clients, 2)
+                    for clients in (1, args.clients):
+                        ld = load(base, headers, route, queries, workers, clients, args.requests)
+                        loads.append(ld)
+                        print(
+                            f"{route.name}, workers {workers}, clients {clients}: "
+                            f"{ld.rps:.1f} req/s, p50 {ms(pct(ld.latencies, 50))} ms",
+                            flush=True,
+                        )
+    return render(collection, seq, loads, args.requests, workers_keep_nagle())
+
+
+def bench_concurrency(
+    collection: Collection, headers: dict[str, str], log: Path, args: argparse.Namespace
+) -> str:
+    """Part d): this tree against ``args.baseline``, one worker each, on copies of the
+    data folder (made before either server changes it)."""
+    baseline = f"baseline `{common.short_rev(args.baseline)}`"
+    with common.git_worktree(args.baseline) as tree:
+        sides: dict[str, tuple[Path, Path | None]] = {}
+        for side, src in ((baseline, tree / "src"), ("this tree", None)):
+            copy = collection.data_dir.with_name(f"data-{'baseline' if src else 'tree'}")
+            shutil.copytree(collection.data_dir, copy)
+            sides[side] = (copy, src)
+        loads = concurrency(
+            sides, headers, collection.searches, args.clients, args.requests, args.rounds, log
+        )
+    return render_concurrency(loads, collection.size, args.requests, args.rounds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "parts", nargs="*", metavar="PART", help=f"{', '.join(PARTS)} (default: all)"
+    )
     common.add_data_argument(parser)
     parser.add_argument("--size", type=int, default=10_000, help="images in the collection")
     parser.add_argument("--calls", type=int, default=100, help="sequential calls per side")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
+    parser.add_argument(
+        "--baseline", default=BASELINE, help=f"revision to compare with (default {BASELINE})"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="concurrency rounds per side")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
+    parts = args.parts or list(PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
 
+    sections: list[tuple[str, str]] = []
     with common.temp_dir("http") as work:
         collection = build(work, args.size, faces_folder(args.data))
         log = work / "server.log"
         with lookalike.open(collection.data_dir) as lk:
             token, _ = create_key(lk.catalog.service, "read", "bench")
-            headers = {"X-API-Key": token}
-            routes = ((SEARCH, collection.searches), (IDENTIFY, collection.faces))
-            seq: list[Sequential] = []
-            loads: list[Load] = []
-            for workers in (1, 2):
-                with serve(collection.data_dir, workers, log) as base:
-                    print(f"server with --workers {workers} at {base}", flush=True)
-                    if workers == 1:
-                        with httpx.Client(base_url=base, headers=headers, timeout=600) as c:
-                            for route, queries in routes:
-                                s = sequential(lk, c, route, queries, args.calls)
-                                seq.append(s)
-                                print(
-                                    f"{route.name}: library p50 {ms(pct(s.library_all, 50))} ms, "
-                                    f"HTTP p50 {ms(pct(s.http_all, 50))} ms, "
-                                    f"ratio {s.ratio:.2f}",
-                                    flush=True,
-                                )
-                    for route, queries in routes:
-                        # Warm-up: twice as many connections as clients, so that every
-                        # worker process has loaded its models and indexes.
-                        load(base, headers, route, queries, workers, 2 * args.clients, 2)
-                        for clients in (1, args.clients):
-                            ld = load(
-                                base, headers, route, queries, workers, clients, args.requests
-                            )
-                            loads.append(ld)
-                            print(
-                                f"{route.name}, workers {workers}, clients {clients}: "
-                                f"{ld.rps:.1f} req/s, p50 {ms(pct(ld.latencies, 50))} ms",
-                                flush=True,
-                            )
+        headers = {"X-API-Key": token}
+        if "concurrency" in parts:
+            sections.append(("http-concurrency", bench_concurrency(collection, headers, log, args)))
+        if "api" in parts:
+            sections.append(("http", bench_api(collection, headers, log, args)))
         text = log.read_text(errors="replace")
         if "Traceback" in text:
             print(text[-4000:], file=sys.stderr)
             return 1
-    md = render(collection, seq, loads, args.requests, workers_keep_nagle())
-    print(md, flush=True)
-    if not args.no_write:
-        common.write_section("http", md)
+    for name, md in sections:
+        print(md, flush=True)
+        if not args.no_write:
+            common.write_section(name, md)
     return 0
 
 

@@ -38,7 +38,6 @@ import io
 import os
 import re
 import struct
-import subprocess
 import threading
 import time
 import zlib
@@ -244,19 +243,8 @@ def side_runs(side: str, src: Path, work: Path, uploads: list[Upload]) -> list[R
 @contextlib.contextmanager
 def checkout(rev: str) -> Iterator[Path]:
     """``rev`` checked out into a temporary git worktree; yields its ``src`` folder."""
-    with common.temp_dir("memory-baseline") as tmp:
-        tree = tmp / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(tree), rev],
-            cwd=common.REPO,
-            check=True,
-        )
-        try:
-            yield tree / "src"
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(tree)], cwd=common.REPO, check=False
-            )
+    with common.git_worktree(rev) as tree:
+        yield tree / "src"
 
 
 # --------------------------------------------------------------------------- report

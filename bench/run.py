@@ -6,9 +6,10 @@ throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (f
 verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
 ``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
 and rank-1 against face_recognition, skipped unless that package is installed) and
-``http`` (REST API overhead over the library and throughput with 1 and 2 workers,
-``bench/http.py``) and ``memory`` (a server worker's peak RSS for large images, against a
-baseline revision, ``bench/memory.py``); default: all, in that order.
+``http`` (REST API overhead over the library, throughput with 1 and 2 workers, and
+concurrent searches in one worker against a baseline revision, ``bench/http.py``) and
+``memory`` (a server worker's peak RSS for large images, against a baseline revision,
+``bench/memory.py``); default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.

@@ -20,6 +20,11 @@ b) ``search``: the engine's search step for a query given as vectors (what ``sea
 c) ``ann``: ``FloatIndex.build(ids, x, ann_threshold=0)`` (IVF) against an exact flat index
    on a synthetic collection (default 1,000,000 vectors): build time, query latency and
    recall@10 of IVF against exact search for several ``nprobe``.
+d) ``checksum``: the checksum of index files. Throughput of CRC-32 (zlib), SHA-256 and
+   BLAKE2b (hashlib) over an index file's bytes in memory, and the time to load a saved
+   flat index (default 200,000 x 1280 vectors, 1 GB) as ``IndexManager`` does (checksum
+   pass, then faiss reading the file), against the check alone and the format-1 loader
+   (no checksum: the whole file read into memory, then ``faiss.deserialize_index``).
 
 Synthetic vectors (b, c) imitate cnn descriptors: ``x = normalise(sqrt(0.48) m +
 B (sqrt(0.34) c_j + sqrt(0.10) u) + sqrt(0.08) e)`` with ``m`` a fixed unit vector (the
@@ -29,7 +34,8 @@ isotropic noise N(0, I/1280). The weights were fitted to the 805 Holidays cnn ve
 pairwise cosine mean 0.48 (synthetic 0.48), 5th/95th percentiles 0.34/0.64 (0.34/0.62),
 nearest-neighbour cosine 0.83 (same-cluster cosine 0.82).
 
-Usage: ``python bench/speed.py [index] [search] [ann] [--size N] [--repeats R] [--data DIR]``
+Usage: ``python bench/speed.py [index] [search] [ann] [checksum] [--size N] [--repeats R]
+[--checksum-size N] [--data DIR]``
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ import argparse
 import contextlib
 import functools
 import gc
+import hashlib
 import io
+import json
 import re
 import shutil
 import statistics
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +70,7 @@ from lookalike.decode import decode, read_file, sha256_hex
 from lookalike.describe.base import Descriptor
 from lookalike.describe.cnn import DEFAULT_GEM_P, input_size
 from lookalike.describe.cnn import DEFAULT_SIDE as CNN_SIDE
+from lookalike.index import manager as index_manager
 from lookalike.index.faiss_index import FloatIndex
 from lookalike.models import effnet
 from lookalike.search.engine import Hit, merge_variants
@@ -69,7 +79,7 @@ from lookalike.store.base import NewImage
 if TYPE_CHECKING:
     import onnxruntime
 
-PARTS = ("index", "search", "ann")
+PARTS = ("index", "search", "ann", "checksum")
 NAIVE_SIDE = 224
 K = 10
 QUERY_ROWS = 4  # what CnnDescriptor.embed_query returns: 0/90/180/270 degree rotations
@@ -769,6 +779,116 @@ def render_ann(r: AnnResult) -> str:
     )
 
 
+# --------------------------------------------------------------------------- d) checksum
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """An index spec for a synthetic collection (``IndexSpec``)."""
+
+    name: str
+    version: str
+    dim: int
+    kind: str = "float"
+
+
+@dataclass
+class ChecksumResult:
+    n: int
+    file_bytes: int
+    rates: list[tuple[str, float]]  # name, MB/s
+    load_s: float  # IndexManager: check, then faiss reads the file
+    check_s: float  # the check alone
+    old_load_s: float  # format 1: read_bytes, slice, faiss.deserialize_index
+
+
+def hash_rates(data: memoryview, repeats: int) -> list[tuple[str, float]]:
+    """MB/s of each candidate checksum over ``data``, fed in the loader's chunks."""
+    step = index_manager.CHECK_CHUNK
+    chunks = [data[s : s + step] for s in range(0, len(data), step)]
+
+    def crc32() -> None:
+        crc = 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+
+    def digest(name: str) -> Callable[[], None]:
+        def run() -> None:
+            h = hashlib.new(name)
+            for chunk in chunks:
+                h.update(chunk)
+
+        return run
+
+    cases = [("zlib.crc32", crc32), ("hashlib.sha256", digest("sha256"))]
+    cases.append(("hashlib.blake2b", digest("blake2b")))
+    return [(name, len(data) / 1e6 / common.median_of(fn, repeats, warmup=1)) for name, fn in cases]
+
+
+def format1_load(path: Path) -> FloatIndex:
+    """How format 1 (no checksum) was loaded: the whole file in memory, the faiss part
+    sliced out of it (a copy), then ``faiss.deserialize_index`` (another)."""
+    data = path.read_bytes()
+    head_end = data.index(b"\n", len(index_manager.MAGIC))
+    n = int(json.loads(data[len(index_manager.MAGIC) : head_end])["n"])
+    ids = np.frombuffer(data, dtype=np.int64, count=n, offset=head_end + 1)
+    return FloatIndex.from_bytes(data[head_end + 1 + 8 * n :], ids, kind="flat", nprobe=1)
+
+
+def file_check(path: Path) -> int:
+    """The checksum pass of ``IndexManager``'s loader alone."""
+    with path.open("rb") as f:
+        f.readline()
+        head = f.readline()
+        return index_manager._crc32(f, head)
+
+
+def bench_checksum(n: int, mixture: Mixture, repeats: int) -> ChecksumResult:
+    x = mixture.fill(n, seed=6)
+    index = FloatIndex.build(np.arange(n, dtype=np.int64), x, ann_threshold=n + 1, nprobe=1)
+    del x
+    spec = _Spec("cnn", "bench", mixture.dim)
+    with common.temp_dir("checksum") as work:
+        # The source is never asked: only saving and loading are measured.
+        manager = index_manager.IndexManager(None, work, ann_threshold=n + 1, nprobe=1)  # type: ignore[arg-type]
+        manager._save(spec.name, index_manager._Held(index, spec.version, 0))
+        del index
+        path = work / f"{spec.name}.idx"
+        rates = hash_rates(memoryview(path.read_bytes()), repeats)
+        loaded = manager._load(spec)  # type: ignore[arg-type]
+        assert loaded is not None and len(loaded.index) == n
+        del loaded
+        gc.collect()
+        load_s = common.median_of(lambda: manager._load(spec), repeats)  # type: ignore[arg-type]
+        check_s = common.median_of(functools.partial(file_check, path), repeats)
+        old_s = common.median_of(functools.partial(format1_load, path), repeats)
+        size = path.stat().st_size
+    return ChecksumResult(n, size, rates, load_s, check_s, old_s)
+
+
+def render_checksum(r: ChecksumResult, repeats: int) -> str:
+    mb = r.file_bytes / 1e6
+    rows = [[name, f"{rate:,.0f}", f"{mb / rate:.2f}"] for name, rate in r.rates]
+    return "\n".join(
+        [
+            "## Index file checksum (`bench/speed.py checksum`)",
+            "",
+            f"A flat index of {r.n:,} synthetic cnn vectors ({mb:,.0f} MB file) saved by "
+            "`IndexManager`. Each candidate checksum over the file's bytes in memory, fed in "
+            f"the loader's {index_manager.CHECK_CHUNK >> 20} MiB chunks (median of {repeats}):",
+            "",
+            common.table(["checksum", "MB/s", f"s per {mb:,.0f} MB"], rows),
+            "",
+            "Loading the file (medians, s; the file is in the page cache): "
+            f"*IndexManager* (CRC-32 pass, then faiss streams the file in) **{r.load_s:.2f}**, "
+            f"of which the CRC-32 pass alone {r.check_s:.2f} "
+            f"({r.check_s / r.load_s:.0%}); the format-1 loader (no checksum: whole file "
+            f"read, faiss part copied out, `faiss.deserialize_index`) {r.old_load_s:.2f} "
+            f"(new / old: **{r.load_s / r.old_load_s:.2f}**).",
+        ]
+    )
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -789,6 +909,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="queries per search size")
     parser.add_argument("--size", type=int, default=1_000_000, help="vectors for the ANN part")
     parser.add_argument("--nprobe", type=int, nargs="+", default=list(NPROBES))
+    parser.add_argument(
+        "--checksum-size", type=int, default=200_000, help="vectors for the checksum part"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     parts = args.parts or list(PARTS)
@@ -826,6 +949,11 @@ def main(argv: list[str] | None = None) -> int:
         print(md, flush=True)
         if not args.no_write:
             common.write_section("speed-ann", md)
+    if "checksum" in parts:
+        md = render_checksum(bench_checksum(args.checksum_size, mixture, 5), 5)
+        print(md, flush=True)
+        if not args.no_write:
+            common.write_section("speed-checksum", md)
     return 0
 
 

@@ -1,18 +1,30 @@
-"""Vector indexes against an exact oracle, and their persistence and catalog sync."""
+"""Vector indexes against an exact oracle; their persistence (checksummed files), catalog
+sync and use from several threads at once."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
-from lookalike.index.faiss_index import BinaryIndex, FloatIndex
+import lookalike
+from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
-from lookalike.search.engine import merge_variants
+from lookalike.index.rwlock import ReadWriteLock
+from lookalike.search.engine import Lookalike, merge_variants
 from lookalike.store.base import NewImage
 from lookalike.store.sqlite import SqliteCatalog
+
+from .conftest import SAMPLES, sample
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -125,13 +137,33 @@ def test_manager_persists_and_catches_up_with_catalog(tmp_path: Path) -> None:
     assert set(index.ids().tolist()) == set(catalog.vector_ids("cnn", "v1").tolist())
 
 
-def test_damaged_index_file_is_rebuilt(tmp_path: Path) -> None:
+def test_damaged_index_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     catalog = SqliteCatalog(tmp_path / "c.sqlite3")
     _record(catalog, 10)
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "cnn.idx").write_bytes(b"garbage")
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
     assert len(manager.get(_Desc())) == 10  # type: ignore[arg-type]
+    assert "not a lookalike index file" in caplog.text
+
+
+def test_header_field_changed_fails_the_checksum(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checksum covers the header's fields too: a generation that went from the
+    catalog's to another number is not taken for "the file is stale"."""
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    _record(catalog, 10)
+    IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4).get(_Desc())  # type: ignore[arg-type]
+    path = tmp_path / "index" / "cnn.idx"
+    saved = path.read_bytes()
+    generation = f'"generation": {catalog.generation("cnn")}'.encode()
+    assert generation in saved
+    path.write_bytes(saved.replace(generation, generation + b"0", 1))
+    manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
+    assert len(manager.get(_Desc())) == 10  # type: ignore[arg-type]
+    assert "(checksum mismatch)" in caplog.text
+    assert path.read_bytes() == saved  # rebuilt as it was
 
 
 def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> None:
@@ -140,6 +172,21 @@ def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> N
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
     manager.get(_Desc())  # type: ignore[arg-type]
     assert len(manager.get(_Desc(version="v2"))) == 0  # type: ignore[arg-type]
+
+
+def test_file_of_the_older_format_is_rebuilt_in_the_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    _record(catalog, 10)
+    (tmp_path / "index").mkdir()
+    old = b'LKIDX1\n{"version": "v1", "generation": 1, "kind": "flat", "n": 0}\n'
+    (tmp_path / "index" / "cnn.idx").write_bytes(old)
+    manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
+    with caplog.at_level(logging.INFO, logger="lookalike.index"):
+        assert len(manager.get(_Desc())) == 10  # type: ignore[arg-type]
+    assert (tmp_path / "index" / "cnn.idx").read_bytes().startswith(b"LKIDX2\n")
+    assert not caplog.records  # an upgrade, not damage
 
 
 @pytest.mark.slow
@@ -158,3 +205,209 @@ def test_changed_ann_threshold_switches_index_kind(tmp_path: Path) -> None:
     # Same catalog generation, new setting: the saved flat index must not be reused as is.
     approx = IndexManager(catalog, tmp_path / "index", ann_threshold=200, nprobe=8)
     assert approx.get(_Desc()).kind == "ivf"  # type: ignore[arg-type]
+
+
+def _synthetic(lk: Lookalike, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random unit cnn vectors recorded straight into the catalog; (ids, rows)."""
+    rows = _unit(np.random.default_rng(7), n, lk.descriptor("cnn").dim)
+    version = lk.descriptor("cnn").version
+    ids = lk.catalog.record(
+        NewImage(f"{i:064x}", f"/synthetic/{i}.jpg", 1, 0, 1, 1, "JPEG", {"cnn": (version, r)})
+        for i, r in enumerate(rows)
+    )
+    return np.asarray(ids, dtype=np.int64), rows
+
+
+@pytest.mark.slow
+def test_searches_stay_right_while_another_thread_adds_and_removes(tmp_path: Path) -> None:
+    """Threads search through the engine while it adds and removes images in another. Each
+    change is synced into the index object the searchers hold; removing the lowest ids
+    moves every searched vector within it."""
+    with lookalike.open(tmp_path / "data", commit_every=1, faces=False) as lk:
+        ids, rows = _synthetic(lk, 3000)
+        cnn = lk.descriptor("cnn")
+        lk.indexes.get(cnn)
+        folder = tmp_path / "new"
+        folder.mkdir()
+        for name in SAMPLES[:2]:
+            sample(name).resize((64, 64)).save(folder / f"{name}.png")
+        stop = threading.Event()
+        wrong: list[str] = []
+
+        def search(seed: int) -> int:
+            rng = np.random.default_rng(seed)
+            done = 0
+            while not stop.is_set():
+                j = int(rng.integers(len(ids) // 2, len(ids)))  # never removed
+                hits = lk.search_vectors(rows[j : j + 1], k=3, descriptor="cnn")
+                if hits[0].image_id != ids[j] or hits[0].score < 0.999:
+                    wrong.append(f"query {ids[j]}: {hits[0].image_id} {hits[0].score}")
+                done += 1
+            return done
+
+        with ThreadPoolExecutor(3) as pool:
+            searchers = [pool.submit(search, s) for s in range(3)]
+            try:
+                for step in range(30):
+                    if step % 10 == 0:
+                        lk.index([folder], faces=False, progress=False)
+                    lk.remove([f"/synthetic/{i}.jpg" for i in range(50 * step, 50 * step + 50)])
+                    if step % 10 == 9:
+                        lk.remove([folder])
+            finally:
+                stop.set()
+            counts = [f.result() for f in searchers]
+        held = lk.indexes.get(cnn).ids()
+        assert held.tolist() == lk.catalog.vector_ids("cnn", cnn.version).tolist()
+    assert not wrong, wrong[:5]
+    assert min(counts) > 0
+
+
+def test_small_search_thread_count_stays_in_its_thread() -> None:
+    """faiss' OpenMP (libgomp) keeps the thread count per calling thread: a small search
+    setting one thread does not change it for a search in another thread, so concurrent
+    searches need no process-wide lock around it."""
+    inside, checked = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def small_search() -> None:
+        with _threads_for(1):
+            seen["small"] = faiss.omp_get_max_threads()
+            inside.set()
+            checked.wait(30)
+        seen["small, after"] = faiss.omp_get_max_threads()
+
+    default = faiss.omp_get_max_threads()
+    worker = threading.Thread(target=small_search)
+    worker.start()
+    assert inside.wait(30)
+    seen["other thread"] = faiss.omp_get_max_threads()
+    checked.set()
+    worker.join()
+    assert seen == {"small": 1, "other thread": default, "small, after": default}
+
+
+def _hold(lock: ReadWriteLock, mode: str, log: list[str], release: threading.Event) -> None:
+    with lock.reading() if mode == "read" else lock.writing():
+        log.append(f"{mode} in")
+        release.wait(30)
+    log.append(f"{mode} out")
+
+
+def test_readers_share_the_lock_and_a_writer_waits_for_them() -> None:
+    lock, log = ReadWriteLock(), []
+    first, second, writer_go = threading.Event(), threading.Event(), threading.Event()
+    threads = [threading.Thread(target=_hold, args=(lock, "read", log, first))]
+    threads[0].start()
+    while not log:
+        time.sleep(0.001)
+    with lock.reading():  # a second reader is let in beside the first
+        log.append("second read")
+    writer = threading.Thread(target=_hold, args=(lock, "write", log, writer_go))
+    writer.start()
+    time.sleep(0.1)
+    late = threading.Thread(target=_hold, args=(lock, "read", log, second))
+    late.start()  # arrives while the writer waits: held back
+    time.sleep(0.1)
+    assert log == ["read in", "second read"]
+    first.set()
+    threads[0].join()
+    while "write in" not in log:
+        time.sleep(0.001)
+    assert log == ["read in", "second read", "read out", "write in"]
+    writer_go.set()
+    second.set()
+    writer.join()
+    late.join()
+    assert log[4:] == ["write out", "read in", "read out"]
+
+
+def _float_rows(n: int) -> tuple[FloatIndex | BinaryIndex, np.ndarray]:
+    return FloatIndex(64), _unit(np.random.default_rng(3), n, 64)
+
+
+def _binary_rows(n: int) -> tuple[FloatIndex | BinaryIndex, np.ndarray]:
+    return BinaryIndex(256), np.random.default_rng(3).integers(0, 256, (n, 32), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("make", [_float_rows, _binary_rows], ids=["float", "binary"])
+def test_index_changed_during_searches_answers_every_search_right(
+    make: Callable[[int], tuple[FloatIndex | BinaryIndex, np.ndarray]],
+) -> None:
+    """Removing the lowest ids moves every other row inside faiss: a search running at
+    that moment must still find each row under its own id."""
+    n, step = 8_000, 40
+    index, rows = make(2 * n)
+    index.add(np.arange(n), rows[:n])
+    stop = threading.Event()
+
+    def search(seed: int) -> list[tuple[int, int]]:
+        rng = np.random.default_rng(seed)
+        wrong = []
+        while not stop.is_set():
+            j = int(rng.integers(n // 2, n))  # never removed
+            _, found = index.search(rows[j : j + 1], 1)
+            if found[0, 0] != j:
+                wrong.append((j, int(found[0, 0])))
+        return wrong
+
+    with ThreadPoolExecutor(3) as pool:
+        searchers = [pool.submit(search, s) for s in range(3)]
+        try:
+            for start in range(0, n // 2, step):
+                index.remove(np.arange(start, start + step))
+                index.add(
+                    np.arange(n + start, n + start + step), rows[n + start : n + start + step]
+                )
+        finally:
+            stop.set()
+        wrong = [w for f in searchers for w in f.result()]
+    assert not wrong, wrong[:5]
+    assert len(index) == n
+
+
+@pytest.fixture(scope="module")
+def indexed(photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the sample photos indexed, their faces included."""
+    data = tmp_path_factory.mktemp("indexed") / "data"
+    with lookalike.open(data) as lk:
+        lk.index([photo_dir], progress=False)
+    return data
+
+
+def _answers(lk: Lookalike, name: str, photo_dir: Path) -> list[list[tuple[int, float]]]:
+    """Every sample photo's hits (id, score) from the ``name`` index ("face": the faces
+    like the astronaut's)."""
+    if name == "face":
+        found = lk.people.search(str(photo_dir / "astronaut.jpg"), k=5, max_distance=2.0)
+        return [[(h.face_id, round(h.distance, 5)) for h in found.results]]
+    queries = sorted(str(p) for p in photo_dir.iterdir())
+    results = [lk.search_one(q, k=6, descriptor=name) for q in queries]
+    return [[(h.image_id, round(h.score, 5)) for h in r.results] for r in results]
+
+
+@pytest.mark.parametrize("name", ["cnn", "phash", "face"])
+def test_damaged_index_body_is_rebuilt_from_the_catalog(
+    name: str, indexed: Path, photo_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """50 bytes flipped in the middle of the ids + faiss part, the header left intact: the
+    file is not trusted but rebuilt (and rewritten), with a warning; answers do not change."""
+    data = shutil.copytree(indexed, tmp_path / "data")
+    with lookalike.open(data) as lk:
+        before = _answers(lk, name, photo_dir)
+    path = data / "index" / f"{name}.idx"
+    damaged = bytearray(path.read_bytes())
+    body = damaged.index(b"\n", damaged.index(b"\n") + 1) + 1  # after magic and header
+    middle = (body + len(damaged)) // 2 - 25
+    damaged[middle : middle + 50] = bytes(b ^ 0xFF for b in damaged[middle : middle + 50])
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING, logger="lookalike.index"), lookalike.open(data) as lk:
+        assert _answers(lk, name, photo_dir) == before
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path} is damaged (checksum mismatch): rebuilding it from the catalog"
+    ]
+    assert path.read_bytes() != damaged
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lookalike.index"), lookalike.open(data) as lk:
+        assert _answers(lk, name, photo_dir) == before
+    assert not caplog.records  # the rewritten file is whole

@@ -1,52 +1,140 @@
-"""faiss-backed vector indexes: exact inner product, IVF above a size, Hamming for hashes."""
+"""faiss-backed vector indexes: exact inner product, IVF above a size, Hamming for hashes.
+
+Searches of one index run at the same time (faiss searches are thread-safe and release
+the GIL); adding or removing rows waits for the searches in progress and holds new ones
+back (a readers-writer lock), because faiss moves rows in memory while it changes an index.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
 
 from lookalike.errors import BadInput
+from lookalike.index.rwlock import ReadWriteLock
 
 # Query batches smaller than this are searched on one OpenMP thread: for a few rows faiss
 # gains nothing from more, and its spinning workers cost 2-5x when the cores are busy
 # (BENCHMARKS.md, speed-search and speed-ann: 1-thread and default columns).
 SMALL_BATCH = 32
-_omp_lock = threading.Lock()
+# Bytes faiss asks a reader for at a time when it loads an index from a stream.
+READ_CHUNK = 1 << 24
+
+Metric = Literal["ip", "l2"]
+# ``read(n)``: up to ``n`` more bytes of a stream (a file's ``read``).
+Reader = Callable[[int], bytes]
 
 
 @contextmanager
 def _threads_for(nq: int) -> Iterator[None]:
-    """Run faiss on one thread for small query batches, on all cores otherwise."""
+    """Run faiss on one thread for small query batches, on all cores otherwise.
+
+    OpenMP keeps the thread count per calling thread (libgomp's ``nthreads-var``), so
+    concurrent searches each set their own without a lock (tests/test_index.py checks it).
+    """
     if nq >= SMALL_BATCH:
         yield
         return
-    with _omp_lock:
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            yield
-        finally:
-            faiss.omp_set_num_threads(before)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _as_ids(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
-Metric = Literal["ip", "l2"]
+def _stream(read: Reader) -> faiss.IOReader:
+    """A faiss reader that pulls its bytes from ``read``, a chunk at a time."""
+    return faiss.PyCallbackIOReader(read, READ_CHUNK)  # type: ignore[attr-defined,no-any-return]
 
 
 def _flat(dim: int, metric: Metric) -> faiss.Index:
     return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
 
 
-class FloatIndex:
+class _IdMapped:
+    """Rows under int64 ids in a faiss ID-map index, with the sorted ids kept beside it.
+
+    Subclasses say how rows and queries are checked and how distances become scores.
+    """
+
+    kind: str
+    _index: Any  # faiss.Index or faiss.IndexBinary
+
+    def __init__(self) -> None:
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._guard = ReadWriteLock()
+
+    def _rows(self, rows: np.ndarray, n: int) -> np.ndarray:
+        """``rows`` as the (n, width) array faiss takes; BadInput if the width is wrong."""
+        raise NotImplementedError
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` as the (m, width) array faiss takes; BadInput if the shape is wrong."""
+        raise NotImplementedError
+
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        """faiss' distances (m, k) as this index's float32 scores."""
+        return distances
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return
+        rows = self._rows(rows, len(ids))
+        with self._guard.writing():
+            self._remove(ids[np.isin(ids, self._ids)])
+            self._index.add_with_ids(rows, ids)
+            self._ids = np.union1d(self._ids, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return
+        with self._guard.writing():
+            self._remove(ids)
+
+    def _remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            self._ids = np.setdiff1d(self._ids, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self._queries(queries)
+        with self._guard.reading():
+            n = len(self)
+            if n == 0:
+                m = q.shape[0]
+                return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
+            with _threads_for(q.shape[0]):
+                distances, ids = self._index.search(q, max(1, min(k, n)))
+        return self._scores(distances), ids
+
+    def to_bytes(self) -> bytes:
+        with self._guard.reading():
+            return self._serialize()
+
+    def _serialize(self) -> bytes:
+        raise NotImplementedError
+
+
+class FloatIndex(_IdMapped):
     """Float32 rows compared by inner product (``ip``: cosine, for L2-normalised rows;
     higher is closer) or by squared Euclidean distance (``l2``; lower is closer).
 
@@ -57,12 +145,12 @@ class FloatIndex:
     def __init__(
         self, dim: int, *, kind: str = "flat", nprobe: int = 32, metric: Metric = "ip"
     ) -> None:
+        super().__init__()
         self.dim = dim
         self.kind = kind
         self.nprobe = nprobe
         self.metric: Metric = metric
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._index: faiss.Index = faiss.IndexIDMap2(_flat(dim, metric))
+        self._index = faiss.IndexIDMap2(_flat(dim, metric))
 
     @classmethod
     def build(
@@ -107,48 +195,26 @@ class FloatIndex:
         ivf.nprobe = self.nprobe
         self._index = ivf
 
-    def __len__(self) -> int:
-        return int(self._index.ntotal)
-
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        ids = _as_ids(ids)
-        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(len(ids), -1)
+    def _rows(self, rows: np.ndarray, n: int) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(n, -1)
         if rows.shape[1] != self.dim:
             raise BadInput(f"vector width {rows.shape[1]} does not match the index ({self.dim})")
-        if len(ids) == 0:
-            return
-        self.remove(ids[np.isin(ids, self._ids)])
-        self._index.add_with_ids(rows, ids)
-        self._ids = np.union1d(self._ids, ids)
+        return rows
 
-    def remove(self, ids: np.ndarray) -> None:
-        ids = _as_ids(ids)
-        if len(ids) == 0:
-            return
-        self._index.remove_ids(faiss.IDSelectorBatch(ids))
-        self._ids = np.setdiff1d(self._ids, ids, assume_unique=False)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise BadInput(f"query shape {q.shape} does not match the index width {self.dim}")
-        k = max(1, min(k, len(self)))
-        if len(self) == 0:
-            m = q.shape[0]
-            return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-        with _threads_for(q.shape[0]):
-            scores, ids = self._index.search(q, k)
-        return scores, ids
+        return q
 
-    def to_bytes(self) -> bytes:
+    def _serialize(self) -> bytes:
         return bytes(faiss.serialize_index(self._index).tobytes())
 
     @classmethod
-    def from_bytes(cls, data: bytes, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
-        raw = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    def read(cls, read: Reader, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
+        """The index ``to_bytes`` wrote, streamed from ``read`` (memory: the index only),
+        holding ``ids``; RuntimeError if faiss cannot parse it."""
+        raw = faiss.read_index(_stream(read))
         metric: Metric = "l2" if raw.metric_type == faiss.METRIC_L2 else "ip"
         index = cls(int(raw.d), kind=kind, nprobe=nprobe, metric=metric)
         index._index = raw
@@ -157,60 +223,51 @@ class FloatIndex:
         index._ids = _as_ids(ids)
         return index
 
+    @classmethod
+    def from_bytes(cls, data: bytes, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
+        """The index ``to_bytes`` returned, holding ``ids``."""
+        return cls.read(io.BytesIO(data).read, ids, kind=kind, nprobe=nprobe)
 
-class BinaryIndex:
+
+class BinaryIndex(_IdMapped):
     """Packed bit codes compared by Hamming distance; score = 1 - distance / bits."""
 
     kind = "binary"
 
     def __init__(self, bits: int) -> None:
+        super().__init__()
         self.bits = bits
-        self._ids = np.zeros(0, dtype=np.int64)
-        self._index: faiss.IndexBinary = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
+        self._index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
 
-    def __len__(self) -> int:
-        return int(self._index.ntotal)
-
-    def ids(self) -> np.ndarray:
-        return self._ids
-
-    def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        ids = _as_ids(ids)
-        codes = np.ascontiguousarray(rows, dtype=np.uint8).reshape(len(ids), -1)
+    def _rows(self, rows: np.ndarray, n: int) -> np.ndarray:
+        codes = np.ascontiguousarray(rows, dtype=np.uint8).reshape(n, -1)
         if codes.shape[1] * 8 != self.bits:
             raise BadInput(f"code width {codes.shape[1] * 8} bits does not match {self.bits}")
-        if len(ids) == 0:
-            return
-        self.remove(ids[np.isin(ids, self._ids)])
-        self._index.add_with_ids(codes, ids)
-        self._ids = np.union1d(self._ids, ids)
+        return codes
 
-    def remove(self, ids: np.ndarray) -> None:
-        ids = _as_ids(ids)
-        if len(ids) == 0:
-            return
-        self._index.remove_ids(faiss.IDSelectorBatch(ids))
-        self._ids = np.setdiff1d(self._ids, ids)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
         q = np.ascontiguousarray(queries, dtype=np.uint8)
         if q.ndim != 2 or q.shape[1] * 8 != self.bits:
             raise BadInput(f"query shape {q.shape} does not match {self.bits}-bit codes")
-        k = max(1, min(k, len(self)))
-        if len(self) == 0:
-            m = q.shape[0]
-            return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-        with _threads_for(q.shape[0]):
-            dist, ids = self._index.search(q, k)
-        return (1.0 - dist.astype(np.float32) / self.bits), ids
+        return q
 
-    def to_bytes(self) -> bytes:
+    def _scores(self, distances: np.ndarray) -> np.ndarray:
+        return 1.0 - distances.astype(np.float32) / self.bits
+
+    def _serialize(self) -> bytes:
         return bytes(faiss.serialize_index_binary(self._index).tobytes())
 
     @classmethod
-    def from_bytes(cls, data: bytes, ids: np.ndarray) -> BinaryIndex:
-        raw = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
+    def read(cls, read: Reader, ids: np.ndarray) -> BinaryIndex:
+        """The index ``to_bytes`` wrote, streamed from ``read``, holding ``ids``;
+        RuntimeError if faiss cannot parse it."""
+        raw = faiss.read_index_binary(_stream(read))
         index = cls(int(raw.d))
         index._index = raw
         index._ids = _as_ids(ids)
         return index
+
+    @classmethod
+    def from_bytes(cls, data: bytes, ids: np.ndarray) -> BinaryIndex:
+        """The index ``to_bytes`` returned, holding ``ids``."""
+        return cls.read(io.BytesIO(data).read, ids)
