@@ -70,17 +70,17 @@ def test_a_job_indexes_a_folder_and_reports(api: Api, roots: dict[str, Path]) ->
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] in ("queued", "running") and job["target"] == str(roots["album"])
-    done = api.wait(job["id"])
+    done = api.wait(job["job_id"])
     assert done["status"] == "done", done
     assert (done["done"], done["total"]) == (6, 6)
     assert done["report"]["indexed"] == 6 and done["report"]["failed"] == []
     assert done["report"]["faces"] >= 1 and done["error"] is None
     listed = api.client.get("/v1/jobs", headers=api.keys["admin"]).json()["jobs"]
-    assert [j["id"] for j in listed] == [job["id"]]
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
     images = api.client.get("/v1/images", headers=api.keys["read"]).json()
     assert images["total"] == 6
     # Again: nothing new, every file counted as done.
-    again = api.wait(api.post_job({"path": str(roots["album"]) + "/"}).json()["id"])
+    again = api.wait(api.post_job({"path": str(roots["album"]) + "/"}).json()["job_id"])
     assert again["report"]["unchanged"] == 6 and (again["done"], again["total"]) == (6, 6)
 
 
@@ -162,7 +162,7 @@ def test_shutdown_fails_queued_jobs_and_stops_the_running_one(
         ids = [
             client.post(
                 "/v1/jobs", json={"path": str(roots["album"])}, headers={"X-API-Key": token}
-            ).json()["id"]
+            ).json()["job_id"]
             for _ in range(3)
         ]
     # The app has stopped: no job is left queued or running.
@@ -188,10 +188,10 @@ def test_keys_api(api: Api) -> None:
     assert [k["name"] for k in listed] == ["read", "write", "admin", "web"]
     assert token not in str(listed) and all("key" not in k for k in listed)
     assert api.client.get("/v1/images", headers={"X-API-Key": token}).status_code == 200
-    r = api.client.delete(f"/v1/keys/{created['id']}", headers=admin)
+    r = api.client.delete(f"/v1/keys/{created['key_id']}", headers=admin)
     assert r.status_code == 200 and r.json()["revoked"]
     assert api.client.get("/v1/images", headers={"X-API-Key": token}).status_code == 401
-    assert api.client.delete(f"/v1/keys/{created['id']}", headers=admin).status_code == 404
+    assert api.client.delete(f"/v1/keys/{created['key_id']}", headers=admin).status_code == 404
     assert api.client.delete("/v1/keys/12345", headers=admin).status_code == 404
     for body in ({"scope": "root"}, {}, {"scope": "read", "name": "x" * 500}, {"scope": 1}):
         assert api.client.post("/v1/keys", json=body, headers=admin).status_code == 422
