@@ -125,7 +125,7 @@ def test_detect(client: Client, photos: dict[str, bytes]) -> None:
     )
     assert r.status_code == 200, r.text
     (face,) = r.json()["faces"]
-    assert set(face) == {"box", "score", "quality", "usable", "flags", "landmarks"}
+    assert set(face) == {"face_index", "box", "score", "quality", "usable", "flags", "landmarks"}
     left, top, right, bottom = face["box"]
     assert 150 < left < 200 and 60 < top < 100 and 240 < right < 290 and 150 < bottom < 190
     assert face["usable"] and face["flags"] == [] and len(face["landmarks"]) == 5
@@ -138,6 +138,7 @@ def test_detect(client: Client, photos: dict[str, bytes]) -> None:
     )
     faces = r.json()["faces"]
     assert len(faces) == 2 and all(len(f["landmarks"]) == 68 for f in faces)
+    assert [f["face_index"] for f in faces] == [0, 1]
     r = c.post(
         "/v1/faces/detect", files={"file": upload("coffee.png", photos)}, headers=keys["read"]
     )
@@ -166,10 +167,10 @@ def test_identify_without_people_says_unknown(client: Client, photos: dict[str, 
     )
     assert r.status_code == 200, r.text
     faces = r.json()["faces"]
-    assert [f["face"] for f in faces] == [0, 1]
+    assert [f["face_index"] for f in faces] == [0, 1]
     assert all(f["person"] is None and f["candidates"] == [] for f in faces)
     assert set(faces[0]) == {
-        "face",
+        "face_index",
         "box",
         "quality",
         "usable",
@@ -214,16 +215,25 @@ def test_search(client: Client, photos: dict[str, bytes]) -> None:
     hits = found["results"]
     assert sorted(Path(h["path"]).name for h in hits) == ["astronaut.png", "pair.jpg", "pair.jpg"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
-    assert set(hits[0]) == {"rank", "face_id", "path", "box", "distance", "person", "cluster"}
+    assert set(hits[0]) == {
+        "rank",
+        "face_id",
+        "image_id",
+        "path",
+        "box",
+        "distance",
+        "person",
+        "cluster_id",
+    }
 
     r = c.post("/v1/faces/search", files=files, data={"k": "1"}, headers=keys["read"])
     assert len(r.json()["results"]) == 1
     r = c.post("/v1/faces/search", files=files, data={"max_distance": "0"}, headers=keys["read"])
     assert r.json()["results"] == []
     pair = {"file": upload("pair.jpg", photos)}
-    r = c.post("/v1/faces/search", files=pair, data={"face": "1"}, headers=keys["read"])
+    r = c.post("/v1/faces/search", files=pair, data={"face_index": "1"}, headers=keys["read"])
     assert r.status_code == 200 and len(r.json()["results"]) == 3
-    r = c.post("/v1/faces/search", files=pair, data={"face": "2"}, headers=keys["read"])
+    r = c.post("/v1/faces/search", files=pair, data={"face_index": "2"}, headers=keys["read"])
     assert_error(r, 422, "pair.jpg: 2 face(s) found")
     for k in ("0", "-3", "1001", "ten", "1.5"):
         r = c.post("/v1/faces/search", files=files, data={"k": k}, headers=keys["read"])
@@ -276,22 +286,15 @@ def test_uploads_that_are_not_images(client: Client) -> None:
 def test_face_by_id_and_thumbnail(client: Client) -> None:
     c, keys = client
     (big,) = c.get("/v1/clusters", params={"min_size": 2}, headers=keys["read"]).json()["clusters"]
-    face_id = big["sample"][0]
+    face_id = big["sample_face_ids"][0]
     r = c.get(f"/v1/faces/{face_id}", headers=keys["read"])
     assert r.status_code == 200, r.text
     face = r.json()
-    assert face["id"] == face_id and face["cluster"] == big["id"] and face["person"] is None
-    assert set(face) == {
-        "id",
-        "path",
-        "face",
-        "box",
-        "quality",
-        "usable",
-        "person",
-        "confirmed",
-        "cluster",
-    }
+    assert face["face_id"] == face_id and face["cluster_id"] == big["cluster_id"]
+    assert face["person"] is None and face["person_id"] is None
+    # The same face, in the same shape, as its image shows it.
+    image = c.get(f"/v1/images/{face['image_id']}", headers=keys["read"]).json()
+    assert face in image["faces"] and Path(face["path"]).name in ("astronaut.png", "pair.jpg")
     r = c.get(f"/v1/faces/{face_id}/thumbnail", headers=keys["read"])
     assert r.status_code == 200 and r.headers["content-type"] == JPEG and is_jpeg(r.content)
 
@@ -309,10 +312,10 @@ def test_scopes(client: Client, photos: dict[str, bytes]) -> None:
     assert_error(c.get("/v1/clusters"), 401)
     assert_error(c.get("/v1/faces/1/thumbnail"), 401)
     for path, body in (
-        ("/v1/faces/1/move", {"cluster": None}),
+        ("/v1/faces/1/move", {"cluster_id": None}),
         ("/v1/faces/1/assign", {"person": "X"}),
         ("/v1/clusters/1/name", {"name": "X"}),
-        ("/v1/clusters/merge", {"ids": [1, 2]}),
+        ("/v1/clusters/merge", {"cluster_ids": [1, 2]}),
         ("/v1/clusters/run", {}),
     ):
         assert_error(c.post(path, json=body, headers=keys["read"]), 403, "'write' is needed")
@@ -326,9 +329,12 @@ def cluster_faces(c: TestClient, keys: dict[str, dict[str, str]]) -> dict[int, l
     """Cluster id -> its face ids."""
     out: dict[int, list[int]] = {}
     for row in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]:
-        shown = c.get(f"/v1/clusters/{row['id']}", headers=keys["read"]).json()
-        assert shown["id"] == row["id"] and shown["size"] == row["size"] == len(shown["faces"])
-        out[row["id"]] = [f["id"] for f in shown["faces"]]
+        cid = row["cluster_id"]
+        shown = c.get(f"/v1/clusters/{cid}", headers=keys["read"]).json()
+        assert shown["cluster_id"] == cid
+        assert shown["face_count"] == row["face_count"] == len(shown["faces"])
+        assert all(f["cluster_id"] == cid for f in shown["faces"])
+        out[cid] = [f["face_id"] for f in shown["faces"]]
     return out
 
 
@@ -337,13 +343,14 @@ def test_list_and_show_clusters(client: Client) -> None:
     r = c.get("/v1/clusters", headers=keys["read"])
     assert r.status_code == 200, r.text
     rows = r.json()["clusters"]
-    assert [row["size"] for row in rows] == [2, 1]
-    assert set(rows[0]) == {"id", "size", "sample"} and len(rows[0]["sample"]) == 2
+    assert [row["face_count"] for row in rows] == [2, 1]
+    assert set(rows[0]) == {"cluster_id", "face_count", "sample_face_ids"}
+    assert len(rows[0]["sample_face_ids"]) == 2
     assert [
-        row["size"]
+        row["face_count"]
         for row in c.get("/v1/clusters?min_size=2", headers=keys["read"]).json()["clusters"]
     ] == [2]
-    shown = c.get(f"/v1/clusters/{rows[0]['id']}", headers=keys["read"]).json()
+    shown = c.get(f"/v1/clusters/{rows[0]['cluster_id']}", headers=keys["read"]).json()
     assert sorted(Path(f["path"]).name for f in shown["faces"]) == ["astronaut.png", "pair.jpg"]
     for bad in ("0", "-1", "x"):
         assert_error(c.get(f"/v1/clusters?min_size={bad}", headers=keys["read"]), 422, "min_size")
@@ -354,15 +361,16 @@ def test_list_and_show_clusters(client: Client) -> None:
 def test_name_clusters(fresh: Client, photos: dict[str, bytes]) -> None:
     c, keys = fresh
     big, small = (
-        row["id"] for row in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]
+        row["cluster_id"] for row in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]
     )
     r = c.post(f"/v1/clusters/{big}/name", json={"name": " Eileen "}, headers=keys["write"])
     assert r.status_code == 200, r.text
     eileen = r.json()
-    assert eileen["name"] == "Eileen" and eileen["faces"] == 2 and eileen["examples"] == 0
+    assert eileen["name"] == "Eileen" and eileen["face_count"] == 2
+    assert eileen["example_count"] == 0
     # Named faces leave the cluster list; their rows say who they are, confirmed.
     assert [
-        row["id"] for row in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]
+        row["cluster_id"] for row in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]
     ] == [small]
     r = c.post(f"/v1/clusters/{small}/name", json={"name": "eileen"}, headers=keys["write"])
     assert_error(r, 409, "exists already", "merge")
@@ -370,11 +378,13 @@ def test_name_clusters(fresh: Client, photos: dict[str, bytes]) -> None:
     r = c.post(
         f"/v1/clusters/{small}/name", json={"name": "eileen", "merge": True}, headers=keys["write"]
     )
-    assert r.status_code == 200 and r.json()["id"] == eileen["id"] and r.json()["faces"] == 3
+    assert r.status_code == 200 and r.json()["person_id"] == eileen["person_id"]
+    assert r.json()["face_count"] == 3
     assert c.get("/v1/clusters", headers=keys["read"]).json() == {"clusters": []}
-    person = c.get(f"/v1/people/{eileen['id']}", headers=keys["read"]).json()
-    assert len(person["faces"]) == 3
+    person = c.get(f"/v1/people/{eileen['person_id']}", headers=keys["read"]).json()
+    assert len(person["faces"]) == person["face_count"] == 3
     assert all(f["confirmed"] and f["person"] == "Eileen" for f in person["faces"])
+    assert all(f["person_id"] == eileen["person_id"] for f in person["faces"])
     r = c.post(
         "/v1/faces/search", files={"file": upload("mirror.jpg", photos)}, headers=keys["read"]
     )
@@ -401,47 +411,49 @@ def test_merge_and_move(fresh: Client) -> None:
     big, small = before
     # A face moved to a new cluster of its own, then into the other one.
     face = before[big][0]
-    r = c.post(f"/v1/faces/{face}/move", json={"cluster": None}, headers=keys["write"])
+    r = c.post(f"/v1/faces/{face}/move", json={"cluster_id": None}, headers=keys["write"])
     assert r.status_code == 200, r.text
-    new = r.json()["cluster"]
-    assert r.json() == {"cluster": new, "faces": [face]} and new not in before
+    new = r.json()["cluster_id"]
+    assert r.json() == {"cluster_id": new, "face_ids": [face]} and new not in before
     assert cluster_faces(c, keys)[new] == [face]
-    r = c.post(f"/v1/faces/{face}/move", json={"cluster": small}, headers=keys["write"])
-    assert r.json()["cluster"] == small
+    r = c.post(f"/v1/faces/{face}/move", json={"cluster_id": small}, headers=keys["write"])
+    assert r.json()["cluster_id"] == small
     after = cluster_faces(c, keys)
     assert new not in after and sorted(after[small]) == sorted([*before[small], face])
 
-    r = c.post("/v1/clusters/merge", json={"ids": [big, small]}, headers=keys["write"])
+    r = c.post("/v1/clusters/merge", json={"cluster_ids": [big, small]}, headers=keys["write"])
     assert r.status_code == 200, r.text
-    assert r.json() == {"into": big, "merged": [small], "moved": 2}
+    assert r.json() == {"cluster_id": big, "merged_cluster_ids": [small], "faces_moved": 2}
     assert list(cluster_faces(c, keys)) == [big]
 
     bodies: list[dict[str, Any]] = [
-        {"ids": [big]},
-        {"ids": []},
-        {"ids": "1,2"},
+        {"cluster_ids": [big]},
+        {"cluster_ids": []},
+        {"cluster_ids": "1,2"},
         {},
-        {"ids": [big, 0]},
+        {"cluster_ids": [big, 0]},
     ]
     for body in bodies:
         assert_error(c.post("/v1/clusters/merge", json=body, headers=keys["write"]), 422)
     assert_error(
-        c.post("/v1/clusters/merge", json={"ids": [big, 999]}, headers=keys["write"]),
+        c.post("/v1/clusters/merge", json={"cluster_ids": [big, 999]}, headers=keys["write"]),
         404,
         "cluster 999",
     )
     assert_error(
-        c.post(f"/v1/faces/{face}/move", json={"cluster": 999}, headers=keys["write"]),
+        c.post(f"/v1/faces/{face}/move", json={"cluster_id": 999}, headers=keys["write"]),
         404,
         "cluster 999",
     )
     assert_error(
-        c.post("/v1/faces/999/move", json={"cluster": None}, headers=keys["write"]), 404, "999"
+        c.post("/v1/faces/999/move", json={"cluster_id": None}, headers=keys["write"]),
+        404,
+        "999",
     )
-    bodies = [{}, {"cluster": "new"}, {"cluster": -1}, {"cluster": 2**70}]
+    bodies = [{}, {"cluster_id": "new"}, {"cluster_id": -1}, {"cluster_id": 2**70}]
     for body in bodies:
         r = c.post(f"/v1/faces/{face}/move", json=body, headers=keys["write"])
-        assert_error(r, 422, "cluster")
+        assert_error(r, 422, "cluster_id")
 
 
 def test_assign_face_and_run_clustering(fresh: Client, photos: dict[str, bytes]) -> None:
@@ -451,9 +463,10 @@ def test_assign_face_and_run_clustering(fresh: Client, photos: dict[str, bytes])
     (face,) = clusters[small]
     r = c.post(f"/v1/faces/{face}/assign", json={"person": "Eileen"}, headers=keys["write"])
     assert r.status_code == 200, r.text
-    assert r.json()["name"] == "Eileen" and r.json()["faces"] == 1
+    assert r.json()["name"] == "Eileen" and r.json()["face_count"] == 1
     shown = c.get(f"/v1/faces/{face}", headers=keys["read"]).json()
     assert shown["person"] == "Eileen" and shown["confirmed"]
+    assert shown["person_id"] == r.json()["person_id"]
     r = c.post(
         "/v1/faces/identify", files={"file": upload("mirror.jpg", photos)}, headers=keys["read"]
     )

@@ -109,13 +109,13 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes]) 
     for api in make_api(tmp_path_factory.mktemp("indexed")):
         r = api.upload(*((f"{n}.jpg", d) for n, d in photos.items()))
         assert r.status_code == 200, r.text
-        api.ids = {Path(i["filename"]).stem: i["id"] for i in r.json()["images"]}
+        api.ids = {Path(i["filename"]).stem: i["image_id"] for i in r.json()["images"]}
         yield api
 
 
 def ids_by_name(api: Api) -> dict[str, int]:
     images = api.get("/v1/images").json()["images"]
-    return {Path(i["paths"][0]).name: i["id"] for i in images}
+    return {Path(i["paths"][0]).name: i["image_id"] for i in images}
 
 
 # -- uploads ----------------------------------------------------------------------------
@@ -130,10 +130,23 @@ def test_upload_one_photo_reports_its_faces(api: Api) -> None:
     assert (one["width"], one["height"]) == (512, 512)
     assert len(one["sha256"]) == 64
     (face,) = one["faces"]
-    assert set(face) == {"face_id", "box", "quality", "usable", "person", "cluster"}
+    assert set(face) == {
+        "face_id",
+        "image_id",
+        "path",
+        "face_index",
+        "box",
+        "quality",
+        "usable",
+        "person",
+        "person_id",
+        "confirmed",
+        "cluster_id",
+    }
+    assert face["image_id"] == one["image_id"] and face["face_index"] == 0
     left, top, right, bottom = face["box"]
     assert 0 <= left < right <= 512 and 0 <= top < bottom <= 512 and face["usable"]
-    got = api.get(f"/v1/images/{one['id']}").json()
+    got = api.get(f"/v1/images/{one['image_id']}").json()
     assert got["faces"] == one["faces"] and got["sha256"] == one["sha256"]
     (path,) = got["paths"]
     assert Path(path).is_relative_to(api.engine.settings.data_dir / "uploads")
@@ -149,14 +162,14 @@ def test_upload_several_and_duplicates(api: Api, photos: dict[str, bytes]) -> No
     )
     assert r.status_code == 200, r.text
     again, coffee, coffee2 = r.json()["images"]
-    assert (again["status"], again["id"]) == ("duplicate", first["id"])
+    assert (again["status"], again["image_id"]) == ("duplicate", first["image_id"])
     assert (coffee["status"], coffee2["status"]) == ("added", "duplicate")
-    assert coffee["id"] == coffee2["id"] and coffee2["filename"] == "k2.jpg"
+    assert coffee["image_id"] == coffee2["image_id"] and coffee2["filename"] == "k2.jpg"
     listing = api.get("/v1/images").json()
     assert listing["total"] == 3 and len(api.stored()) == 3
     assert (
-        api.get("/v1/images", params={"offset": 1, "limit": 1}).json()["images"][0]["id"]
-        == (listing["images"][1]["id"])
+        api.get("/v1/images", params={"offset": 1, "limit": 1}).json()["images"][0]["image_id"]
+        == (listing["images"][1]["image_id"])
     )
 
 
@@ -377,24 +390,23 @@ def test_duplicates_endpoint(api: Api, photos: dict[str, bytes]) -> None:
 def test_delete_forgets_the_image_and_its_stored_file(api: Api, photos: dict[str, bytes]) -> None:
     r = api.upload(("a.jpg", photos["astronaut"]), ("c.jpg", photos["chelsea"]))
     astronaut, chelsea = r.json()["images"]
-    (path,) = api.get(f"/v1/images/{astronaut['id']}").json()["paths"]
-    r = api.client.delete(f"/v1/images/{astronaut['id']}", headers=api.keys["write"])
+    url = f"/v1/images/{astronaut['image_id']}"
+    (path,) = api.get(url).json()["paths"]
+    r = api.client.delete(url, headers=api.keys["write"])
     assert r.status_code == 200 and r.json()["files_deleted"] == [path]
+    assert r.json()["image_id"] == astronaut["image_id"] and r.json()["paths"] == [path]
     assert not Path(path).exists()
-    assert api.get(f"/v1/images/{astronaut['id']}").status_code == 404
-    assert (
-        api.client.delete(f"/v1/images/{astronaut['id']}", headers=api.keys["write"]).status_code
-        == 404
-    )
+    assert api.get(url).status_code == 404
+    assert api.client.delete(url, headers=api.keys["write"]).status_code == 404
     listing = api.get("/v1/images").json()
-    assert [i["id"] for i in listing["images"]] == [chelsea["id"]]
+    assert [i["image_id"] for i in listing["images"]] == [chelsea["image_id"]]
     r = api.client.post(
         "/v1/search",
         files={"file": ("q.jpg", photos["astronaut"])},
         data={"k": 10},
         headers=api.keys["read"],
     )
-    assert [h["image_id"] for h in r.json()["results"]] == [chelsea["id"]]
+    assert [h["image_id"] for h in r.json()["results"]] == [chelsea["image_id"]]
     # Uploading the same bytes again brings it back, as a new image.
     again = api.upload(("a.jpg", photos["astronaut"])).json()["images"][0]
     assert again["status"] == "added" and Path(path).exists()

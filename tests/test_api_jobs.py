@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -70,17 +71,17 @@ def test_a_job_indexes_a_folder_and_reports(api: Api, roots: dict[str, Path]) ->
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] in ("queued", "running") and job["target"] == str(roots["album"])
-    done = api.wait(job["id"])
+    done = api.wait(job["job_id"])
     assert done["status"] == "done", done
     assert (done["done"], done["total"]) == (6, 6)
     assert done["report"]["indexed"] == 6 and done["report"]["failed"] == []
     assert done["report"]["faces"] >= 1 and done["error"] is None
     listed = api.client.get("/v1/jobs", headers=api.keys["admin"]).json()["jobs"]
-    assert [j["id"] for j in listed] == [job["id"]]
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
     images = api.client.get("/v1/images", headers=api.keys["read"]).json()
     assert images["total"] == 6
     # Again: nothing new, every file counted as done.
-    again = api.wait(api.post_job({"path": str(roots["album"]) + "/"}).json()["id"])
+    again = api.wait(api.post_job({"path": str(roots["album"]) + "/"}).json()["job_id"])
     assert again["report"]["unchanged"] == 6 and (again["done"], again["total"]) == (6, 6)
 
 
@@ -162,7 +163,7 @@ def test_shutdown_fails_queued_jobs_and_stops_the_running_one(
         ids = [
             client.post(
                 "/v1/jobs", json={"path": str(roots["album"])}, headers={"X-API-Key": token}
-            ).json()["id"]
+            ).json()["job_id"]
             for _ in range(3)
         ]
     # The app has stopped: no job is left queued or running.
@@ -188,10 +189,10 @@ def test_keys_api(api: Api) -> None:
     assert [k["name"] for k in listed] == ["read", "write", "admin", "web"]
     assert token not in str(listed) and all("key" not in k for k in listed)
     assert api.client.get("/v1/images", headers={"X-API-Key": token}).status_code == 200
-    r = api.client.delete(f"/v1/keys/{created['id']}", headers=admin)
+    r = api.client.delete(f"/v1/keys/{created['key_id']}", headers=admin)
     assert r.status_code == 200 and r.json()["revoked"]
     assert api.client.get("/v1/images", headers={"X-API-Key": token}).status_code == 401
-    assert api.client.delete(f"/v1/keys/{created['id']}", headers=admin).status_code == 404
+    assert api.client.delete(f"/v1/keys/{created['key_id']}", headers=admin).status_code == 404
     assert api.client.delete("/v1/keys/12345", headers=admin).status_code == 404
     for body in ({"scope": "root"}, {}, {"scope": "read", "name": "x" * 500}, {"scope": 1}):
         assert api.client.post("/v1/keys", json=body, headers=admin).status_code == 422
@@ -214,3 +215,27 @@ def test_a_job_whose_process_died_is_reported_failed(tmp_path: Path) -> None:
         db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [old, job.id])
         got = client.get(f"/v1/jobs/{job.id}", headers={"X-API-Key": token}).json()
         assert got["status"] == "failed" and "stopped" in got["error"]
+
+
+def test_a_job_on_a_folder_with_names_that_are_not_utf8_indexes_them(
+    api: Api, roots: dict[str, Path]
+) -> None:
+    album = roots["album"]
+    odd = os.fsdecode(os.fsencode(album) + b"/caf\xe9.jpg")  # a Latin-1 name
+    shutil.copy(album / "chelsea.png", odd)
+    done = api.wait(api.post_job({"path": str(album)}).json()["job_id"])
+    assert done["status"] == "done", done
+    assert done["report"]["indexed"] == 6 and done["report"]["duplicates"] == 1
+    answer = api.client.get("/v1/images", headers=api.keys["read"])
+    assert answer.status_code == 200
+    paths = [p for image in answer.json()["images"] for p in image["paths"]]
+    assert str(album / "caf\\xe9.jpg") in paths
+    similar = api.client.get(
+        f"/v1/images/{api.engine.catalog.path_row(odd).image_id}/similar",  # type: ignore[union-attr]
+        headers=api.keys["read"],
+    )
+    assert similar.status_code == 200 and similar.json()["results"][0]["path"]
+    body = json.dumps({"path": str(album) + "/\udce9"})  # JSON can escape a lone surrogate
+    headers = {**api.keys["admin"], "content-type": "application/json"}
+    lone = api.client.post("/v1/jobs", content=body, headers=headers)
+    assert lone.status_code == 422, lone.text  # refused as it is read: never a 500

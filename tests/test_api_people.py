@@ -46,9 +46,14 @@ def test_enrol_then_identify(client: Client, photos: dict[str, bytes]) -> None:
     c, keys = client
     status, added = enrol(client, " Eileen  Collins ", photos, "astronaut.png")
     assert status == 201, added
-    person = added["person"]
-    assert person == {"id": person["id"], "name": "Eileen Collins", "examples": 1, "faces": 0}
-    assert isinstance(added["examples"], list) and len(added["examples"]) == 1
+    person = {k: v for k, v in added.items() if k != "example_ids"}
+    assert person == {
+        "person_id": added["person_id"],
+        "name": "Eileen Collins",
+        "example_count": 1,
+        "face_count": 0,
+    }
+    assert isinstance(added["example_ids"], list) and len(added["example_ids"]) == 1
 
     r = c.post(
         "/v1/faces/identify", files={"file": upload("mirror.jpg", photos)}, headers=keys["read"]
@@ -58,10 +63,10 @@ def test_enrol_then_identify(client: Client, photos: dict[str, bytes]) -> None:
 
     # The same name again (in any case) adds examples to the same person.
     status, again = enrol(client, "eileen collins", photos, "mirror.jpg")
-    assert status == 201 and again["person"]["id"] == person["id"]
-    assert again["person"]["examples"] == 2
+    assert status == 201 and again["person_id"] == person["person_id"]
+    assert again["example_count"] == 2
     r = c.get("/v1/people", headers=keys["read"])
-    assert r.json() == {"people": [{**person, "examples": 2}]}
+    assert r.json() == {"people": [{**person, "example_count": 2}]}
 
 
 def test_enrol_refuses_no_face_and_two_faces(client: Client, photos: dict[str, bytes]) -> None:
@@ -74,9 +79,9 @@ def test_enrol_refuses_no_face_and_two_faces(client: Client, photos: dict[str, b
     # Nothing stored when one image fails.
     assert c.get("/v1/people", headers=keys["read"]).json() == {"people": []}
 
-    status, added = enrol(client, "Eileen", photos, "pair.jpg", face="1")
-    assert status == 201 and added["person"]["examples"] == 1
-    status, error = enrol(client, "Eileen", photos, "pair.jpg", face="2")
+    status, added = enrol(client, "Eileen", photos, "pair.jpg", face_index="1")
+    assert status == 201 and added["example_count"] == 1
+    status, error = enrol(client, "Eileen", photos, "pair.jpg", face_index="2")
     assert status == 422 and "2 face(s) found" in str(error)
 
 
@@ -89,8 +94,8 @@ def test_enrol_bad_requests(client: Client, photos: dict[str, bytes]) -> None:
         ({"name": "   "}, ok, ("name cannot be empty",)),
         ({"name": "x" * 300}, ok, ("at most 200",)),
         ({"name": "E"}, [], ("files",)),
-        ({"name": "E", "face": "-1"}, ok, ("face",)),
-        ({"name": "E", "face": "one"}, ok, ("face",)),
+        ({"name": "E", "face_index": "-1"}, ok, ("face_index",)),
+        ({"name": "E", "face_index": "one"}, ok, ("face_index",)),
         ({"name": "E"}, [("files", ("a.txt", b"text", "text/plain"))], ("a.txt",)),
         ({"name": "E"}, [("files", upload("astronaut.png", photos))] * 4, ("at most 3",)),
     ):
@@ -106,12 +111,13 @@ def test_show_rename_merge_remove(client: Client, photos: dict[str, bytes]) -> N
     c, keys = client
     _, eileen = enrol(client, "Eileen", photos, "astronaut.png")
     _, bob = enrol(client, "Bob", photos, "mirror.jpg")
-    eid, bid = eileen["person"]["id"], bob["person"]["id"]
+    eid, bid = eileen["person_id"], bob["person_id"]
 
     shown = c.get(f"/v1/people/{eid}", headers=keys["read"]).json()
-    assert shown["name"] == "Eileen" and shown["faces"] == []
+    assert shown["name"] == "Eileen" and shown["faces"] == [] and shown["face_count"] == 0
     (example,) = shown["examples"]
-    assert set(example) == {"id", "source", "sha256", "face", "box", "quality"}
+    assert example["example_id"] == eileen["example_ids"][0] and example["face_index"] == 0
+    assert set(example) == {"example_id", "source", "sha256", "face_index", "box", "quality"}
     assert example["source"] == "astronaut.png" and len(example["sha256"]) == 64
 
     r = c.patch(f"/v1/people/{eid}", json={"name": "BOB"}, headers=keys["write"])
@@ -125,13 +131,14 @@ def test_show_rename_merge_remove(client: Client, photos: dict[str, bytes]) -> N
         assert_error(c.patch(f"/v1/people/{eid}", json=body, headers=keys["write"]), 422)
     assert_error(c.patch("/v1/people/999", json={"name": "x"}, headers=keys["write"]), 404)
 
-    r = c.post(f"/v1/people/{eid}/merge", json={"from": [bid]}, headers=keys["write"])
+    r = c.post(f"/v1/people/{eid}/merge", json={"person_ids": [bid]}, headers=keys["write"])
     assert r.status_code == 200, r.text
-    assert r.json() == {"id": eid, "name": "eileen/collins?", "examples": 2, "faces": 0}
+    merged = {"person_id": eid, "name": "eileen/collins?", "example_count": 2, "face_count": 0}
+    assert r.json() == merged
     assert_error(c.get(f"/v1/people/{bid}", headers=keys["read"]), 404, f"person {bid}")
-    r = c.post(f"/v1/people/{eid}/merge", json={"from": [bid]}, headers=keys["write"])
+    r = c.post(f"/v1/people/{eid}/merge", json={"person_ids": [bid]}, headers=keys["write"])
     assert_error(r, 404, f"person {bid} not found")
-    bodies = [{}, {"from": []}, {"from": "2"}, {"from": [0]}, {"from_": [bid]}]
+    bodies = [{}, {"person_ids": []}, {"person_ids": "2"}, {"person_ids": [0]}, {"from": [bid]}]
     for body in bodies:
         r = c.post(f"/v1/people/{eid}/merge", json=body, headers=keys["write"])
         assert_error(r, 422)
@@ -148,9 +155,9 @@ def test_show_rename_merge_remove(client: Client, photos: dict[str, bytes]) -> N
 def test_examples(client: Client, photos: dict[str, bytes]) -> None:
     c, keys = client
     _, eileen = enrol(client, "Eileen", photos, "astronaut.png")
-    _, bob = enrol(client, "Bob", photos, "pair.jpg", face="0")
-    eid = eileen["person"]["id"]
-    (bob_example,) = bob["examples"]
+    _, bob = enrol(client, "Bob", photos, "pair.jpg", face_index="0")
+    eid = eileen["person_id"]
+    (bob_example,) = bob["example_ids"]
 
     r = c.post(
         f"/v1/people/{eid}/examples",
@@ -158,8 +165,8 @@ def test_examples(client: Client, photos: dict[str, bytes]) -> None:
         headers=keys["write"],
     )
     assert r.status_code == 201, r.text
-    (added,) = r.json()["examples"]
-    assert r.json()["person"]["examples"] == 2
+    (added,) = r.json()["example_ids"]
+    assert r.json()["example_count"] == 2
 
     r = c.get(f"/v1/people/{eid}/examples/{added}/thumbnail", headers=keys["read"])
     assert r.status_code == 200 and r.headers["content-type"] == JPEG and is_jpeg(r.content)
@@ -203,6 +210,6 @@ def test_scopes(client: Client, photos: dict[str, bytes]) -> None:
         ("POST", "/v1/people/1/merge"),
         ("DELETE", "/v1/people/1/examples/1"),
     ):
-        r = c.request(method, path, json={"name": "x", "from": [2]}, headers=keys["read"])
+        r = c.request(method, path, json={"name": "x", "person_ids": [2]}, headers=keys["read"])
         assert_error(r, 403)
     assert c.get("/v1/people", headers=keys["read"]).json() == {"people": []}

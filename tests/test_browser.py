@@ -17,8 +17,11 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,29 @@ expect = sync_api.expect
 
 # The CLI as a subprocess, with this interpreter (no console script needed on PATH).
 LOOKALIKE = [sys.executable, "-c", "from lookalike.cli.main import main; main()"]
+# Another site, and what its page does to a lookalike server on this machine without
+# keys: a no-cors fetch upload and a multipart form enrolling someone.
+EVIL_HOST = "evil.example"
+EVIL_PAGE = """<!doctype html><title>working</title>
+<form id="enrol" method="post" enctype="multipart/form-data" target="sink"
+      action="TARGET/v1/people">
+  <input name="name" value="Mallory"><input type="file" name="files" id="file">
+</form>
+<iframe name="sink"></iframe>
+<script>
+const bytes = Uint8Array.from(atob("PHOTO"), (c) => c.charCodeAt(0));
+const photo = new File([bytes], "evil.jpg", { type: "image/jpeg" });
+(async () => {
+  const body = new FormData();
+  body.append("files", photo);
+  await fetch("TARGET/v1/images", { method: "POST", mode: "no-cors", body });
+  const chosen = new DataTransfer();
+  chosen.items.add(photo);
+  document.getElementById("file").files = chosen.files;
+  document.getElementById("enrol").submit();
+  document.title = "done";
+})();
+</script>"""
 
 
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -88,26 +114,17 @@ class Server:
         self.images = images  # upload answers, by file name
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """``lookalike serve`` on a free port, a fresh data folder with the photos uploaded."""
-    data = tmp_path_factory.mktemp("serve-data")
-    created = subprocess.run(
-        [*LOOKALIKE, "keys", "create", "--scope", "admin", "--json", "--data-dir", str(data)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "LOOKALIKE_DATA_DIR": str(data)},
-    )
-    key = json.loads(created.stdout)["key"]
+@contextmanager
+def serving(data: Path, *args: str) -> Iterator[tuple[str, Path]]:
+    """``lookalike serve ARGS`` on a free loopback port over ``data``: its URL and log."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = data.parent / "server.log"
+    log_path = data.parent / f"server-{port}.log"
     # The folder in the environment as well: never the developer's own data folder.
     env = {**os.environ, "LOOKALIKE_DATA_DIR": str(data)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [*LOOKALIKE, "serve", "--port", str(port), "--data-dir", str(data)],
+            [*LOOKALIKE, "serve", "--port", str(port), "--data-dir", str(data), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -125,11 +142,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             if time.monotonic() > deadline:
                 pytest.fail(f"no /healthz in 60 s: {log_path.read_text(errors='replace')}")
             time.sleep(0.2)
-        files = [("files", (name, body)) for name, body in photos().items()]
-        r = httpx.post(f"{url}/v1/images", files=files, headers={"X-API-Key": key}, timeout=300)
-        assert r.status_code == 200, r.text
-        images = {item["filename"]: item for item in r.json()["images"]}
-        yield Server(url, key, images)
+        yield url, log_path
     finally:
         proc.terminate()
         try:
@@ -139,11 +152,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             proc.wait()
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``lookalike serve`` on a free port, a fresh data folder with the photos uploaded."""
+    data = tmp_path_factory.mktemp("serve-data")
+    created = subprocess.run(
+        [*LOOKALIKE, "keys", "create", "--scope", "admin", "--json", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LOOKALIKE_DATA_DIR": str(data)},
+    )
+    key = json.loads(created.stdout)["key"]
+    with serving(data) as (url, _):
+        files = [("files", (name, body)) for name, body in photos().items()]
+        r = httpx.post(f"{url}/v1/images", files=files, headers={"X-API-Key": key}, timeout=300)
+        assert r.status_code == 200, r.text
+        images = {item["filename"]: item for item in r.json()["images"]}
+        yield Server(url, key, images)
+
+
 @pytest.fixture()
 def page(server: Server) -> Iterator[Any]:
     with sync_api.sync_playwright() as p:
         # Chromium's sandbox cannot start as root (containers, CI).
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        # evil.example is this machine, as DNS rebinding makes it.
+        args.append(f"--host-resolver-rules=MAP {EVIL_HOST} 127.0.0.1")
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=args)
         try:
             page = browser.new_page()
@@ -198,7 +233,7 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     query = jpeg(cat.crop((20, 10, cat.width - 20, cat.height - 10)), 80)
     drop_file(page, "#drop", "cat.jpg", query, "image/jpeg")
     first = page.locator("#results li").first
-    expect(first).to_have_attribute("data-image-id", str(images["chelsea.jpg"]["id"]))
+    expect(first).to_have_attribute("data-image-id", str(images["chelsea.jpg"]["image_id"]))
     expect(first.locator(".score")).to_have_text(re.compile(r"^#1 · [01]\.\d{3}$"))
     expect(page.locator("#search-status")).to_contain_text("results for cat.jpg")
     loaded(page, "#results li img")
@@ -206,7 +241,8 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     # Clicking a result opens the image view.
     first.get_by_role("button").click()
     expect(page.locator("#viewer")).to_be_visible()
-    expect(page.locator("#viewer-title")).to_contain_text(f"Image {images['chelsea.jpg']['id']}")
+    chelsea = images["chelsea.jpg"]["image_id"]
+    expect(page.locator("#viewer-title")).to_contain_text(f"Image {chelsea}")
     loaded(page, "#viewer-photo img")
     page.get_by_role("button", name="Close").click()
 
@@ -218,7 +254,7 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     expect(page.locator("#added")).to_contain_text("again.png duplicate, 1 face(s)")
     page.locator("#added").get_by_role("button", name="again.png").click()
     # (the view keeps the last photo until the next one's metadata has come)
-    loaded(page, f'#viewer-photo img[alt="Image {images["astronaut.png"]["id"]}"]')
+    loaded(page, f'#viewer-photo img[alt="Image {images["astronaut.png"]["image_id"]}"]')
     box = page.locator("#viewer-photo .box")
     expect(box).to_have_count(1)
     expect(box).to_contain_text("unnamed (group")
@@ -235,8 +271,8 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     # mirrored copy in another).
     page.get_by_role("button", name="Duplicates").click()
     tile = '.tile[data-image-id="{}"]'.format
-    rockets = page.locator("#near li", has=page.locator(tile(images["rocket.jpg"]["id"])))
-    expect(rockets.locator(tile(images["rocket-small.jpg"]["id"]))).to_have_count(1)
+    rockets = page.locator("#near li", has=page.locator(tile(images["rocket.jpg"]["image_id"])))
+    expect(rockets.locator(tile(images["rocket-small.jpg"]["image_id"]))).to_have_count(1)
     expect(rockets.locator("img")).to_have_count(2)
     loaded(page, "#near li img")
 
@@ -275,3 +311,65 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     person.get_by_label("Rename").fill("Eileen Collins")
     person.get_by_role("button", name="Rename").click()
     expect(person.locator("strong")).to_have_text("Eileen Collins")
+
+
+@contextmanager
+def site(page_html: str) -> Iterator[str]:
+    """Another web site on this machine serving ``page_html``; its URL under EVIL_HOST."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = page_html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{EVIL_HOST}:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_other_sites_cannot_use_a_server_without_keys(
+    page: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    data = tmp_path_factory.mktemp("open-data")
+    with serving(data, "--no-auth") as (url, log):
+        photo = base64.b64encode(jpeg(sample("astronaut"))).decode()
+        evil = EVIL_PAGE.replace("TARGET", url).replace("PHOTO", photo)
+        with site(evil) as other:
+            page.goto(other)
+            expect(page).to_have_title("done")
+            # Both requests reached the server, and were refused before reading a byte.
+            deadline = time.monotonic() + 30
+            refused = ('"POST /v1/images HTTP/1.1" 403', '"POST /v1/people HTTP/1.1" 403')
+            while not all(line in log.read_text() for line in refused):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        # DNS rebinding: evil.example is 127.0.0.1 now; the server does not answer to it.
+        port = url.rsplit(":", 1)[1]
+        rebound = page.goto(f"http://{EVIL_HOST}:{port}/")
+        assert rebound is not None and rebound.status == 400
+        assert rebound.json()["error"]["code"] == "bad_host"
+        with httpx.Client(base_url=url) as api:
+            assert api.get("/v1/images").json()["total"] == 0
+            assert api.get("/v1/people").json() == {"people": []}
+
+        # The server's own page works without a key: it is same-origin.
+        page.goto(url)
+        expect(page.locator("#key-form")).to_be_hidden()
+        mine = tmp_path / "mine.jpg"
+        mine.write_bytes(jpeg(sample("astronaut")))
+        page.get_by_label("Photos").set_input_files(str(mine))
+        page.get_by_role("button", name="Add", exact=True).click()
+        # (the server's first upload: the models load first)
+    expect(page.locator("#added")).to_contain_text("mine.jpg added, 1 face(s)", timeout=120_000)

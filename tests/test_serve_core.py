@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from lookalike.cli.serve import is_loopback
 from lookalike.serve.app import create_app
+from lookalike.serve.guard import is_loopback
 from lookalike.serve.keys import allows, check_key, create_key
 from lookalike.settings import get_settings
 
@@ -30,6 +31,7 @@ def key(client: TestClient, scope: str) -> str:
 def test_healthz_needs_no_key(client: TestClient) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert isinstance(r.json()["schema_version"], int)
 
 
 def test_missing_wrong_and_revoked_keys_are_401_in_the_error_shape(client: TestClient) -> None:
@@ -97,6 +99,78 @@ def test_a_streamed_body_is_cut_off_at_the_limit(tmp_path: Path) -> None:
 def test_web_page_and_openapi(client: TestClient) -> None:
     assert "lookalike" in client.get("/").text
     assert client.get("/openapi.json").json()["info"]["title"] == "lookalike"
+
+
+# What a JSON schema says when it says nothing about a value (an "any").
+SHAPING = {"type", "$ref", "anyOf", "allOf", "oneOf", "const", "enum"}
+
+
+def _shapeless(schema: dict[str, Any], components: dict[str, Any], seen: set[str]) -> list[str]:
+    """The places in ``schema`` (followed through $refs) where any value would do."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        if name in seen:
+            return []
+        seen.add(name)
+        return [f"{name}.{p}" for p in _shapeless(components[name], components, seen)]
+    if not SHAPING & schema.keys():
+        return ["(any)"]
+    if schema.get("type") == "object" and not schema.get("properties"):
+        extra = schema.get("additionalProperties")
+        if not isinstance(extra, dict):
+            return ["(an object of anything)"]
+        return _shapeless(extra, components, seen)
+    found: list[str] = []
+    for name, prop in schema.get("properties", {}).items():
+        found += [f"{name}: {p}" for p in _shapeless(prop, components, seen)]
+    for key in ("anyOf", "allOf", "oneOf"):
+        for option in schema.get(key, []):
+            found += _shapeless(option, components, seen)
+    if "items" in schema:
+        found += [f"[]{p}" for p in _shapeless(schema["items"], components, seen)]
+    return found
+
+
+def test_openapi_states_the_shape_of_every_answer(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    components = spec["components"]["schemas"]
+    operations = [(m.upper(), p, op) for p, ops in spec["paths"].items() for m, op in ops.items()]
+    assert len(operations) == 38
+    for method, path, op in operations:
+        answers = {c: r for c, r in op["responses"].items() if c in ("200", "201", "202")}
+        if "204" in op["responses"]:
+            assert not answers and not op["responses"]["204"].get("content"), (method, path)
+            continue
+        assert len(answers) == 1, (method, path, list(op["responses"]))
+        (answer,) = answers.values()
+        assert answer.get("content"), (method, path)
+        for media, body in answer["content"].items():
+            schema = body.get("schema", {})
+            if media.startswith("image/"):
+                assert schema == {"type": "string", "format": "binary"}, (method, path)
+            elif media.startswith("text/"):
+                assert schema == {"type": "string"}, (method, path)
+            else:
+                assert media == "application/json" and "$ref" in schema, (method, path)
+                assert _shapeless(schema, components, set()) == [], (method, path)
+
+
+def test_one_name_for_one_thing_in_every_answer(client: TestClient) -> None:
+    """Ids are named after what they identify, everywhere: never a bare ``id``."""
+    components = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = {
+        (model, name): prop
+        for model, schema in components.items()
+        for name, prop in schema.get("properties", {}).items()
+    }
+    assert not [f for f in fields if f[1] in ("id", "ids", "cluster", "face", "into", "from")]
+    for (model, name), prop in fields.items():
+        if name.endswith("_id"):
+            types = {o.get("type") for o in prop.get("anyOf", [prop])}
+            assert types <= {"integer", "null"}, (model, name)
+        if name == "person":
+            types = {o.get("type") for o in prop.get("anyOf", [prop])}
+            assert types <= {"string", "null"}, (model, name)  # a name, never an object
 
 
 def test_no_auth_is_for_loopback_only() -> None:

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     # Folders a job may index (``POST /v1/jobs``); none by default. A JSON list in the
     # environment: LOOKALIKE_ALLOWED_ROOTS='["/srv/photos"]'.
     allowed_roots: list[Path] = Field(default_factory=list)
+    # Host names the server answers to besides the loopback ones (localhost, 127.0.0.1,
+    # [::1]), e.g. '["photos.lan"]'. A server on a loopback address, or without API keys,
+    # always checks the Host header (a DNS-rebinding page sends its own name); one on
+    # another address checks it only when this list is not empty.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 @lru_cache(maxsize=1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import shutil
 import socket
@@ -12,20 +11,14 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import USAGE, data_dir_option, echo_json, fail, with_engine
+from lookalike.cli.common import USAGE, data_dir_option, echo_json, fail, fail_with, with_engine
+from lookalike.errors import LookalikeError
 from lookalike.search.engine import Lookalike
-from lookalike.serve.app import AUTH_ENV
+from lookalike.serve.app import AUTH_ENV, HOST_ENV
+from lookalike.serve.guard import host_policy, is_loopback
 from lookalike.serve.keys import SCOPES, create_key, revoke_key
+from lookalike.serve.schemas import Key, Keys, NewKey
 from lookalike.settings import get_settings
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
@@ -66,9 +59,14 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
     settings = get_settings(data_dir=chosen)
     if no_auth and not is_loopback(host):
         fail(f"--no-auth is only allowed on a loopback address, not {host!r}", USAGE)
+    try:  # a malformed LOOKALIKE_ALLOWED_HOSTS stops here, not in every worker
+        host_policy(settings.allowed_hosts, bound=host, auth=not no_auth)
+    except LookalikeError as exc:
+        fail_with(exc)
     # Worker processes build the app from the environment.
     os.environ["LOOKALIKE_DATA_DIR"] = str(settings.data_dir)
     os.environ[AUTH_ENV] = "0" if no_auth else "1"
+    os.environ[HOST_ENV] = host
     metrics_dir: str | None = None
     if workers > 1:
         metrics_dir = tempfile.mkdtemp(prefix="lookalike-metrics-")
@@ -121,7 +119,7 @@ def create(engine: Lookalike, scope: str, name: str, as_json: bool) -> None:
     """Create a key; it is shown once (only its hash is stored)."""
     token, row = create_key(engine.catalog.service, scope, name)
     if as_json:
-        echo_json({"id": row.id, "key": token, "scope": row.scope, "name": row.name})
+        echo_json(NewKey.of(row, key=token).model_dump())
     else:
         click.echo(token)
         click.echo(f"key {row.id} ({row.scope}): store it now, it cannot be shown again", err=True)
@@ -141,22 +139,7 @@ def list_keys(engine: Lookalike, as_json: bool) -> None:
     """The keys: id, scope, name, created, last used, revoked."""
     rows = engine.catalog.service.api_keys()
     if as_json:
-        echo_json(
-            {
-                "keys": [
-                    {
-                        "id": k.id,
-                        "prefix": k.prefix,
-                        "scope": k.scope,
-                        "name": k.name,
-                        "created_at": k.created_at,
-                        "last_used_at": k.last_used_at,
-                        "revoked": k.revoked_at is not None,
-                    }
-                    for k in rows
-                ]
-            }
-        )
+        echo_json(Keys(keys=[Key.of(k) for k in rows]).model_dump())
         return
     for k in rows:
         state = "revoked" if k.revoked_at is not None else "live"

@@ -21,12 +21,13 @@ from fastapi.staticfiles import StaticFiles
 
 from lookalike.search.engine import Lookalike
 from lookalike.serve import errors, metrics
-from lookalike.serve.guard import Guard
+from lookalike.serve.guard import Guard, host_policy
 from lookalike.serve.routers import clusters, faces, images, jobs, keys, people, search, system
 from lookalike.settings import Settings, get_settings
 
 # Set by ``lookalike serve`` for its worker processes (uvicorn imports the app by name).
 AUTH_ENV = "LOOKALIKE_SERVE_AUTH"
+HOST_ENV = "LOOKALIKE_SERVE_HOST"
 
 
 def _version() -> str:
@@ -36,10 +37,15 @@ def _version() -> str:
         return "0"
 
 
-def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, auth: bool = True, host: str | None = None
+) -> FastAPI:
     """The app for one data folder. ``auth=False`` admits every request as admin: only
-    for a server listening on loopback (``lookalike serve --no-auth`` checks that)."""
+    for a server listening on loopback (``lookalike serve --no-auth`` checks that).
+    ``host``: the address the server listens on; on loopback (or without auth) only
+    loopback names and ``settings.allowed_hosts`` are accepted in the Host header."""
     settings = settings or get_settings()
+    hosts = host_policy(settings.allowed_hosts, bound=host, auth=auth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +68,7 @@ def create_app(settings: Settings | None = None, *, auth: bool = True) -> FastAP
     errors.install(app)
     # Multipart framing aside, a request carries at most upload_max_files full files.
     limit = settings.upload_max_bytes * settings.upload_max_files + 1024 * 1024
-    app.add_middleware(Guard, auth=auth, max_body=limit)
+    app.add_middleware(Guard, auth=auth, max_body=limit, hosts=hosts)
     app.middleware("http")(metrics.middleware)
     for module in (system, images, search, faces, people, clusters, jobs, keys):
         app.include_router(module.router, responses=errors.RESPONSES)
@@ -81,4 +87,5 @@ def create_app_from_env() -> FastAPI:
     """For uvicorn's workers (``factory=True``): settings from the environment."""
     # Settings() afresh, not get_settings(): that one may have been cached by the CLI in
     # this very process before it set LOOKALIKE_DATA_DIR for the workers.
-    return create_app(Settings(), auth=os.environ.get(AUTH_ENV, "1") != "0")
+    auth = os.environ.get(AUTH_ENV, "1") != "0"
+    return create_app(Settings(), auth=auth, host=os.environ.get(HOST_ENV))

@@ -47,9 +47,9 @@ class ErrorBody(BaseModel):
 RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
-        (400, "Bad request: not an image, a bad path"),
+        (400, "Bad request: not an image, a bad path, a Host this server does not answer to"),
         (401, "No API key, or an unknown or revoked one"),
-        (403, "The key's scope does not allow this, or a path outside the allowed roots"),
+        (403, "The key's scope does not allow this, a path outside the roots, a cross-site call"),
         (404, "Unknown id"),
         (409, "Conflict: a name already taken"),
         (413, "Upload over the size or pixel limit"),

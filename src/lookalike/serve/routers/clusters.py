@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from lookalike.people.json import cluster_json, face_row_json, person_json
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_ID, Id, Name
+from lookalike.serve.schemas import (
+    Cluster,
+    ClusterDetail,
+    ClusterRunReport,
+    Clusters,
+    MergedClusters,
+    Person,
+)
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
 
@@ -24,22 +31,23 @@ ClusterId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="A cluster's i
 )
 def list_clusters(
     lk: Engine,
-    min_size: Annotated[int, Query(ge=1, le=MAX_ID, description="Smallest size listed")] = 1,
-) -> dict[str, Any]:
-    return {"clusters": [cluster_json(c) for c in lk.people.clusters(min_size=min_size)]}
+    min_size: Annotated[int, Query(ge=1, le=MAX_ID, description="Smallest face_count listed")] = 1,
+) -> Clusters:
+    return Clusters(clusters=[Cluster.of(c) for c in lk.people.clusters(min_size=min_size)])
 
 
 class MergeClusters(BaseModel):
-    ids: list[Id] = Field(
+    cluster_ids: list[Id] = Field(
         min_length=2, max_length=1000, description="Clusters to merge, into the first"
     )
 
 
 @router.post("/clusters/merge", summary="Merge clusters into the first", dependencies=[Write])
-def merge_clusters(lk: Engine, body: MergeClusters) -> dict[str, Any]:
-    moved = lk.people.merge_clusters(body.ids)
-    into = body.ids[0]
-    return {"into": into, "merged": [c for c in body.ids[1:] if c != into], "moved": moved}
+def merge_clusters(lk: Engine, body: MergeClusters) -> MergedClusters:
+    moved = lk.people.merge_clusters(body.cluster_ids)
+    into, *others = body.cluster_ids
+    merged = [c for c in others if c != into]
+    return MergedClusters(cluster_id=into, merged_cluster_ids=merged, faces_moved=moved)
 
 
 class ClusterRun(BaseModel):
@@ -55,14 +63,13 @@ class ClusterRun(BaseModel):
     summary="Recognise and group the faces not yet grouped (or all of them: `full`)",
     dependencies=[Write],
 )
-def run_clustering(lk: Engine, body: ClusterRun | None = None) -> dict[str, Any]:
-    return lk.people.cluster(full=body is not None and body.full).to_json()
+def run_clustering(lk: Engine, body: ClusterRun | None = None) -> ClusterRunReport:
+    return ClusterRunReport.of(lk.people.cluster(full=body is not None and body.full))
 
 
 @router.get("/clusters/{cluster_id}", summary="The faces of a cluster", dependencies=[Read])
-def get_cluster(lk: Engine, cluster_id: ClusterId) -> dict[str, Any]:
-    rows = lk.people.cluster_faces(cluster_id)
-    return {"id": cluster_id, "size": len(rows), "faces": [face_row_json(f) for f in rows]}
+def get_cluster(lk: Engine, cluster_id: ClusterId) -> ClusterDetail:
+    return ClusterDetail.of(cluster_id, lk.people.cluster_faces(cluster_id))
 
 
 class NameCluster(BaseModel):
@@ -77,5 +84,5 @@ class NameCluster(BaseModel):
     summary="Make a cluster a person: its faces are confirmed as them",
     dependencies=[Write],
 )
-def name_cluster(lk: Engine, cluster_id: ClusterId, body: NameCluster) -> dict[str, Any]:
-    return person_json(lk.people.name_cluster(cluster_id, body.name, merge=body.merge))
+def name_cluster(lk: Engine, cluster_id: ClusterId, body: NameCluster) -> Person:
+    return Person.of(lk.people.name_cluster(cluster_id, body.name, merge=body.merge))

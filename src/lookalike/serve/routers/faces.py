@@ -2,12 +2,12 @@
 
 Routes taking uploads are ``async``: they read the multipart files on the event loop, then
 run decoding and inference in the thread pool. The others are plain ``def`` (FastAPI's
-thread pool). The JSON shapes are the CLI's (``lookalike.people.json``).
+thread pool). The answers are ``lookalike.serve.schemas`` models.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi import Path as PathParam
@@ -18,9 +18,20 @@ from lookalike.errors import BadInput, NotFound
 from lookalike.faces import Face
 from lookalike.faces.config import LandmarkCount
 from lookalike.faces.read import NamedBytes, find_faces
-from lookalike.people.json import face_json, face_row_json, person_json
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.schemas import (
+    JPEG_ANSWER,
+    Detected,
+    DetectedFace,
+    FaceSearchAnswer,
+    IdentifiedFace,
+    IdentifiedFaces,
+    MovedFaces,
+    Person,
+    StoredFace,
+    VerifyAnswer,
+)
 from lookalike.serve.uploads import read_upload
 from lookalike.settings import Settings
 
@@ -71,13 +82,13 @@ async def detect(
     file: Annotated[UploadFile, File(description="The image")],
     landmarks: Annotated[int, Form(description="Landmark points per face: 5 or 68")] = 5,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> Detected:
     if landmarks not in (5, 68):
         raise BadInput(f"landmarks must be 5 or 68, not {landmarks}")
     image = await named_upload(file, lk.settings)
     points: LandmarkCount = 5 if landmarks == 5 else 68
     found = await run_in_threadpool(_detect, lk, image, points, crop)
-    return {"faces": [face_json(f) for f in found]}
+    return Detected(faces=[DetectedFace.of(i, f) for i, f in enumerate(found)])
 
 
 @router.post(
@@ -90,10 +101,10 @@ async def identify(
     file: Annotated[UploadFile, File(description="The image")],
     threshold: Threshold = None,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> IdentifiedFaces:
     image = await named_upload(file, lk.settings)
     found = await run_in_threadpool(lk.people.identify, image, threshold=threshold, crop=crop)
-    return {"faces": [f.to_json() for f in found]}
+    return IdentifiedFaces(faces=[IdentifiedFace.of(f) for f in found])
 
 
 @router.post(
@@ -107,46 +118,46 @@ async def verify(
     file_b: Annotated[UploadFile, File(description="The second image")],
     threshold: Threshold = None,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> VerifyAnswer:
     # Named by field too: two uploads of one page may share a filename ("blob").
     a = await named_upload(file_a, lk.settings, f"file_a ({file_a.filename or 'upload'})"[:200])
     b = await named_upload(file_b, lk.settings, f"file_b ({file_b.filename or 'upload'})"[:200])
     result = await run_in_threadpool(lk.people.verify, a, b, threshold=threshold, crop=crop)
-    return result.to_json()
+    return VerifyAnswer.of(result)
 
 
 @router.post(
     "/faces/search",
-    summary="Indexed faces like the main face of an image (or its face number `face`)",
+    summary="Indexed faces like the main face of an image (or its face `face_index`)",
     dependencies=[Read],
 )
 async def search(
     lk: Engine,
     file: Annotated[UploadFile, File(description="The image")],
     k: Annotated[int, Form(ge=1, le=1000, description="Most faces returned")] = 10,
-    face: Annotated[
+    face_index: Annotated[
         int | None,
-        Form(ge=0, le=MAX_FACE_INDEX, description="Which face, from 0 as detect lists them"),
+        Form(ge=0, le=MAX_FACE_INDEX, description="Which face: its face_index in detect"),
     ] = None,
     max_distance: Annotated[
         float | None,
         Form(ge=0, allow_inf_nan=False, description="Farthest face returned"),
     ] = None,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> FaceSearchAnswer:
     image = await named_upload(file, lk.settings)
     result = await run_in_threadpool(
-        lk.people.search, image, k=k, face=face, max_distance=max_distance, crop=crop
+        lk.people.search, image, k=k, face=face_index, max_distance=max_distance, crop=crop
     )
-    return result.to_json()
+    return FaceSearchAnswer.of(result)
 
 
 @router.get("/faces/{face_id}", summary="An indexed face", dependencies=[Read])
-def get_face(lk: Engine, face_id: FaceId) -> dict[str, Any]:
+def get_face(lk: Engine, face_id: FaceId) -> StoredFace:
     row = lk.people.store.faces([face_id]).get(face_id)
     if row is None:
         raise NotFound(f"face {face_id} not found")
-    return face_row_json(row)
+    return StoredFace.of(row)
 
 
 @router.get(
@@ -154,7 +165,7 @@ def get_face(lk: Engine, face_id: FaceId) -> dict[str, Any]:
     summary="The aligned chip of an indexed face (JPEG)",
     dependencies=[Read],
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses=JPEG_ANSWER,
 )
 def face_thumbnail(lk: Engine, face_id: FaceId) -> Response:
     # The stored JPEG as is: no decode and re-encode.
@@ -162,7 +173,7 @@ def face_thumbnail(lk: Engine, face_id: FaceId) -> Response:
 
 
 class MoveFace(BaseModel):
-    cluster: Id | None = Field(description="An existing cluster, or null for a new one")
+    cluster_id: Id | None = Field(description="An existing cluster, or null for a new one")
 
 
 @router.post(
@@ -170,9 +181,9 @@ class MoveFace(BaseModel):
     summary="Move a face to another cluster or a new one (it loses any name)",
     dependencies=[Write],
 )
-def move_face(lk: Engine, face_id: FaceId, body: MoveFace) -> dict[str, Any]:
-    cluster = lk.people.move_faces([face_id], body.cluster)
-    return {"cluster": cluster, "faces": [face_id]}
+def move_face(lk: Engine, face_id: FaceId, body: MoveFace) -> MovedFaces:
+    cluster = lk.people.move_faces([face_id], body.cluster_id)
+    return MovedFaces(cluster_id=cluster, face_ids=[face_id])
 
 
 class AssignFace(BaseModel):
@@ -184,7 +195,7 @@ class AssignFace(BaseModel):
     summary="Confirm a face as someone: it joins their known faces",
     dependencies=[Write],
 )
-def assign_face(lk: Engine, face_id: FaceId, body: AssignFace) -> dict[str, Any]:
+def assign_face(lk: Engine, face_id: FaceId, body: AssignFace) -> Person:
     if not lk.people.store.faces([face_id]):
         raise NotFound(f"face {face_id} not found")
-    return person_json(lk.people.assign([face_id], body.person))
+    return Person.of(lk.people.assign([face_id], body.person))

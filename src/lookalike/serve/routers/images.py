@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import Response
@@ -18,6 +18,16 @@ from lookalike.decode import sha256_hex
 from lookalike.errors import Conflict, NotFound, TooLarge
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.schemas import (
+    JPEG_ANSWER,
+    DeletedImage,
+    Image,
+    ImageDetail,
+    ImagePage,
+    StoredFace,
+    Uploaded,
+    Uploads,
+)
 from lookalike.serve.uploads import (
     check_image,
     read_upload_sync,
@@ -26,37 +36,12 @@ from lookalike.serve.uploads import (
     upload_name,
 )
 from lookalike.sheet import load_thumbnail
-from lookalike.store.base import FaceRow, ImageRow
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
 # SQLite integers are signed 64-bit: larger ids could never exist (and would not bind).
 MAX_ID = 2**63 - 1
 ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="An image id")]
-
-
-def face_json(face: FaceRow) -> dict[str, Any]:
-    """One stored face: box in the original image's pixels ``[left, top, right, bottom]``."""
-    return {
-        "face_id": face.id,
-        "box": list(face.box),
-        "quality": round(face.quality, 4),
-        "usable": face.usable,
-        "person": face.person,
-        "cluster": face.cluster_id,
-    }
-
-
-def image_json(row: ImageRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "sha256": row.sha256,
-        "width": row.width,
-        "height": row.height,
-        "format": row.format,
-        "size": row.size,
-        "paths": list(row.paths),
-    }
 
 
 @dataclass
@@ -69,12 +54,12 @@ class _Checked:
     "/images",
     dependencies=[Write],
     summary="Upload images (multipart field `files`, one or more)",
-    response_description="Per file, in order: id, status (added or duplicate), faces found",
+    response_description="Per file, in order: the image, status (added or duplicate), faces",
 )
 def upload_images(
     lk: Engine,
     files: Annotated[list[UploadFile], File(description="One or more image files")],
-) -> dict[str, Any]:
+) -> Uploads:
     """Every file is checked first (size, empty, decodable, pixel limit); only when all
     pass are they stored and indexed, so a bad file in a batch stores nothing."""
     settings = lk.settings
@@ -90,22 +75,19 @@ def upload_images(
     # same new bytes at once, one says added and the other duplicate); once per request.
     ids, added = _store_and_index(lk, files, checked)
     seen: set[str] = set()
-    out: list[dict[str, Any]] = []
+    out: list[Uploaded] = []
     for c in checked:
         row = lk.image(ids[c.sha256])
         out.append(
-            {
-                "id": row.id,
-                "sha256": row.sha256,
-                "filename": c.name,
-                "status": "added" if c.sha256 in added and c.sha256 not in seen else "duplicate",
-                "width": row.width,
-                "height": row.height,
-                "faces": [face_json(f) for f in lk.catalog.faces.faces_of_image(row.id)],
-            }
+            Uploaded.of(
+                row,
+                filename=c.name,
+                status="added" if c.sha256 in added and c.sha256 not in seen else "duplicate",
+                faces=_faces(lk, row.id),
+            )
         )
         seen.add(c.sha256)
-    return {"images": out}
+    return Uploads(images=out)
 
 
 def _store_and_index(
@@ -144,21 +126,25 @@ def list_images(
     lk: Engine,
     offset: Annotated[int, Query(ge=0, le=2**62, description="Images to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Images per page")] = 100,
-) -> dict[str, Any]:
+) -> ImagePage:
     rows = lk.catalog.image_page(offset, limit)
-    return {
-        "total": lk.catalog.count_images(),
-        "offset": offset,
-        "limit": limit,
-        "images": [image_json(r) for r in rows],
-    }
+    return ImagePage(
+        total=lk.catalog.count_images(),
+        offset=offset,
+        limit=limit,
+        images=[Image.of(r) for r in rows],
+    )
 
 
 @router.get("/images/{image_id}", dependencies=[Read], summary="An image: metadata and faces")
-def get_image(lk: Engine, image_id: ImageId) -> dict[str, Any]:
+def get_image(lk: Engine, image_id: ImageId) -> ImageDetail:
     row = lk.image(image_id)
-    faces = lk.catalog.faces.faces_of_image(row.id)
-    return {**image_json(row), "faces": [face_json(f) for f in faces]}
+    return ImageDetail.of(row, faces=_faces(lk, row.id))
+
+
+def _faces(lk: Lookalike, image_id: int) -> list[StoredFace]:
+    """The stored faces of an image, in detector order."""
+    return [StoredFace.of(f) for f in lk.catalog.faces.faces_of_image(image_id)]
 
 
 @router.get(
@@ -166,7 +152,7 @@ def get_image(lk: Engine, image_id: ImageId) -> dict[str, Any]:
     dependencies=[Read],
     summary="A JPEG thumbnail, its longer side `size` pixels",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses=JPEG_ANSWER,
 )
 def thumbnail(
     lk: Engine,
@@ -188,10 +174,10 @@ def thumbnail(
     dependencies=[Write],
     summary="Forget an image (every path) and delete its stored upload",
 )
-def delete_image(lk: Engine, image_id: ImageId) -> dict[str, Any]:
+def delete_image(lk: Engine, image_id: ImageId) -> DeletedImage:
     """Removes the image's paths from the catalog (faces and vectors go with it) and the
     uploaded file, if any; files in indexed folders are left on disk."""
     row = lk.image(image_id)
     lk.catalog.remove_paths(row.paths)
     deleted = [p for p in row.paths if remove_upload(p, lk.settings)]
-    return {"id": row.id, "deleted": True, "paths": list(row.paths), "files_deleted": deleted}
+    return DeletedImage(image_id=row.id, deleted=True, paths=list(row.paths), files_deleted=deleted)

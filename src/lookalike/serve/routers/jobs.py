@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,7 @@ from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
 from lookalike.files import is_under_any
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Admin, Engine
+from lookalike.serve.schemas import Job, Jobs
 from lookalike.settings import Settings
 from lookalike.store.base import JobRow, ServiceStore
 
@@ -43,21 +44,6 @@ class JobRequest(BaseModel):
         description="An absolute folder path inside one of the server's allowed roots",
         examples=["/srv/photos/2024"],
     )
-
-
-def job_json(job: JobRow) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "kind": job.kind,
-        "target": job.target,
-        "status": job.status,
-        "done": job.done,
-        "total": job.total,
-        "report": job.report,
-        "error": job.error,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-    }
 
 
 def allowed_folder(path: str, settings: Settings) -> str:
@@ -218,7 +204,7 @@ JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id")]
     status_code=202,
     summary="Index a server-side folder (inside the allowed roots) in the background",
 )
-def create_job(request: Request, lk: Engine, body: JobRequest) -> dict[str, Any]:
+def create_job(request: Request, lk: Engine, body: JobRequest) -> Job:
     target = allowed_folder(body.path, lk.settings)
     store = lk.catalog.service
     job = store.add_job("index", target)
@@ -230,21 +216,21 @@ def create_job(request: Request, lk: Engine, body: JobRequest) -> dict[str, Any]
         runner.queued[job.id] = future
         future.add_done_callback(lambda _: runner.queued.pop(job.id, None))
     found = store.job(job.id)
-    return job_json(found or job)
+    return Job.of(found or job)
 
 
 @router.get("/jobs", dependencies=[Admin], summary="Recent jobs, newest first")
 def list_jobs(
     lk: Engine, limit: Annotated[int, Query(ge=1, le=1000, description="Jobs wanted")] = 100
-) -> dict[str, Any]:
+) -> Jobs:
     store = lk.catalog.service
-    return {"jobs": [job_json(_fresh(store, j)) for j in store.jobs(limit)]}
+    return Jobs(jobs=[Job.of(_fresh(store, j)) for j in store.jobs(limit)])
 
 
 @router.get("/jobs/{job_id}", dependencies=[Admin], summary="One job: status, progress, report")
-def get_job(lk: Engine, job_id: JobId) -> dict[str, Any]:
+def get_job(lk: Engine, job_id: JobId) -> Job:
     store = lk.catalog.service
     job = store.job(job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    return job_json(_fresh(store, job))
+    return Job.of(_fresh(store, job))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from lookalike.serve.deps import Admin, Engine
 from lookalike.serve.keys import Scope, create_key, revoke_key
-from lookalike.store.base import KeyRow
+from lookalike.serve.schemas import Key, Keys, NewKey, RevokedKey
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 
@@ -21,22 +21,9 @@ class KeyRequest(BaseModel):
     name: str = Field(default="", max_length=200, description="Who or what uses the key")
 
 
-def key_json(row: KeyRow) -> dict[str, Any]:
-    """A key as listed: never its secret (only the prefix, which finds it)."""
-    return {
-        "id": row.id,
-        "prefix": row.prefix,
-        "scope": row.scope,
-        "name": row.name,
-        "created_at": row.created_at,
-        "last_used_at": row.last_used_at,
-        "revoked": row.revoked_at is not None,
-    }
-
-
 @router.get("/keys", dependencies=[Admin], summary="Every API key (without secrets)")
-def list_keys(lk: Engine) -> dict[str, Any]:
-    return {"keys": [key_json(k) for k in lk.catalog.service.api_keys()]}
+def list_keys(lk: Engine) -> Keys:
+    return Keys(keys=[Key.of(k) for k in lk.catalog.service.api_keys()])
 
 
 @router.post(
@@ -45,14 +32,14 @@ def list_keys(lk: Engine) -> dict[str, Any]:
     status_code=201,
     summary="Create a key; the response holds the token, shown this once only",
 )
-def add_key(lk: Engine, body: KeyRequest) -> dict[str, Any]:
+def add_key(lk: Engine, body: KeyRequest) -> NewKey:
     token, row = create_key(lk.catalog.service, body.scope, body.name)
-    return {**key_json(row), "key": token}
+    return NewKey.of(row, key=token)
 
 
 @router.delete("/keys/{key_id}", dependencies=[Admin], summary="Revoke a key, at once")
 def delete_key(
     lk: Engine, key_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="A key id")]
-) -> dict[str, Any]:
+) -> RevokedKey:
     revoke_key(lk.catalog.service, key_id)
-    return {"id": key_id, "revoked": True}
+    return RevokedKey(key_id=key_id, revoked=True)

@@ -6,7 +6,7 @@ so each route looks the person up by id first (404 if unknown).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi import Path as PathParam
@@ -15,10 +15,18 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.errors import NotFound, TooLarge
 from lookalike.faces.read import NamedBytes
-from lookalike.people.json import example_json, face_row_json, person_json
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_FACE_INDEX, MAX_ID, Crop, Id, Name, jpeg, named_upload
+from lookalike.serve.schemas import (
+    JPEG_ANSWER,
+    Enrolled,
+    Example,
+    People,
+    Person,
+    PersonDetail,
+    StoredFace,
+)
 from lookalike.settings import Settings
 from lookalike.store.base import PersonRow
 
@@ -34,7 +42,7 @@ FaceIndex = Annotated[
     Form(
         ge=0,
         le=MAX_FACE_INDEX,
-        description="The face to take from each image, from 0 as detect lists them "
+        description="The face to take from each image: its face_index in detect "
         "(default: each image must show exactly one usable face)",
     ),
 ]
@@ -54,23 +62,23 @@ async def _examples(files: list[UploadFile], settings: Settings) -> list[NamedBy
 
 
 def _enrol(
-    lk: Lookalike, name: str, images: list[NamedBytes], face: int | None, crop: bool
-) -> dict[str, Any]:
-    person, ids = lk.people.enrol(name, images, face=face, crop=crop)
-    return {"person": person_json(person), "examples": ids}
+    lk: Lookalike, name: str, images: list[NamedBytes], face_index: int | None, crop: bool
+) -> Enrolled:
+    person, ids = lk.people.enrol(name, images, face=face_index, crop=crop)
+    return Enrolled.of(person, example_ids=ids)
 
 
 @router.get(
     "/people", summary="Every person, with numbers of examples and faces", dependencies=[Read]
 )
-def list_people(lk: Engine) -> dict[str, Any]:
-    return {"people": [person_json(p) for p in lk.people.people()]}
+def list_people(lk: Engine) -> People:
+    return People(people=[Person.of(p) for p in lk.people.people()])
 
 
 @router.post(
     "/people",
     summary="Enrol images as examples of a person (created if new)",
-    description="Each image must show exactly one usable face (or `face` picks one); "
+    description="Each image must show exactly one usable face (or `face_index` picks one); "
     "if one does not, none is stored (422).",
     status_code=201,
     dependencies=[Write],
@@ -79,11 +87,11 @@ async def enrol(
     lk: Engine,
     name: Annotated[str, Form(min_length=1, max_length=1000, description="The person's name")],
     files: Examples,
-    face: FaceIndex = None,
+    face_index: FaceIndex = None,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> Enrolled:
     images = await _examples(files, lk.settings)
-    return await run_in_threadpool(_enrol, lk, name, images, face, crop)
+    return await run_in_threadpool(_enrol, lk, name, images, face_index, crop)
 
 
 @router.get(
@@ -91,13 +99,13 @@ async def enrol(
     summary="A person with their examples and faces",
     dependencies=[Read],
 )
-def get_person(lk: Engine, person_id: PersonId) -> dict[str, Any]:
+def get_person(lk: Engine, person_id: PersonId) -> PersonDetail:
     person = person_by_id(lk, person_id)
-    return {
-        **person_json(person),
-        "examples": [example_json(e) for e in lk.people.store.examples(person.id)],
-        "faces": [face_row_json(f) for f in lk.people.store.faces_of_person(person.id)],
-    }
+    return PersonDetail.of(
+        person,
+        examples=[Example.of(e) for e in lk.people.store.examples(person.id)],
+        faces=[StoredFace.of(f) for f in lk.people.store.faces_of_person(person.id)],
+    )
 
 
 class Rename(BaseModel):
@@ -105,14 +113,13 @@ class Rename(BaseModel):
 
 
 @router.patch("/people/{person_id}", summary="Rename a person", dependencies=[Write])
-def rename_person(lk: Engine, person_id: PersonId, body: Rename) -> dict[str, Any]:
+def rename_person(lk: Engine, person_id: PersonId, body: Rename) -> Person:
     person = person_by_id(lk, person_id)
-    return person_json(lk.people.rename(person.name, body.name))
+    return Person.of(lk.people.rename(person.name, body.name))
 
 
 class MergePeople(BaseModel):
-    from_: list[Id] = Field(
-        alias="from",
+    person_ids: list[Id] = Field(
         min_length=1,
         max_length=1000,
         description="Ids of the people to merge into this one",
@@ -124,10 +131,10 @@ class MergePeople(BaseModel):
     summary="Make other people one with this one (their examples and faces move)",
     dependencies=[Write],
 )
-def merge_people(lk: Engine, person_id: PersonId, body: MergePeople) -> dict[str, Any]:
+def merge_people(lk: Engine, person_id: PersonId, body: MergePeople) -> Person:
     person = person_by_id(lk, person_id)
-    names = [person_by_id(lk, other).name for other in body.from_]
-    return person_json(lk.people.merge(names, person.name))
+    names = [person_by_id(lk, other).name for other in body.person_ids]
+    return Person.of(lk.people.merge(names, person.name))
 
 
 @router.delete(
@@ -152,12 +159,12 @@ async def add_examples(
     lk: Engine,
     person_id: PersonId,
     files: Examples,
-    face: FaceIndex = None,
+    face_index: FaceIndex = None,
     crop: Crop = False,
-) -> dict[str, Any]:
+) -> Enrolled:
     person = await run_in_threadpool(person_by_id, lk, person_id)
     images = await _examples(files, lk.settings)
-    return await run_in_threadpool(_enrol, lk, person.name, images, face, crop)
+    return await run_in_threadpool(_enrol, lk, person.name, images, face_index, crop)
 
 
 @router.delete(
@@ -176,7 +183,7 @@ def remove_example(lk: Engine, person_id: PersonId, example_id: ExampleId) -> Re
     "/people/{person_id}/examples/{example_id}/thumbnail",
     summary="The aligned chip of an example's face (JPEG)",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses=JPEG_ANSWER,
     dependencies=[Read],
 )
 def example_thumbnail(lk: Engine, person_id: PersonId, example_id: ExampleId) -> Response:

@@ -8,7 +8,7 @@ so images added by another worker process are found.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
@@ -18,6 +18,7 @@ from lookalike.index.manager import rows_as
 from lookalike.search.engine import Hit, Lookalike, SearchResult
 from lookalike.serve.deps import Engine, Read
 from lookalike.serve.routers.images import ImageId
+from lookalike.serve.schemas import Duplicates, Image, NearDuplicates, SearchAnswer
 from lookalike.serve.uploads import read_upload_sync, upload_name
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -36,25 +37,13 @@ def _descriptor(lk: Lookalike, name: str | None) -> str:
     return chosen
 
 
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {**hit.to_json(), "image_id": hit.image_id}
-
-
-def result_json(result: SearchResult, descriptor: str) -> dict[str, Any]:
-    """``SearchResult.to_json()`` with the descriptor and each hit's ``image_id``."""
-    out = result.to_json()
-    out["descriptor"] = descriptor
-    out["results"] = [_hit_json(h) for h in result.results]
-    return out
-
-
 @router.post("/search", dependencies=[Read], summary="The images most like an uploaded one")
 def search_upload(
     lk: Engine,
     file: Annotated[UploadFile, File(description="The query image")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description=_K_DOC)] = 10,
     descriptor: Annotated[str | None, Form(description=_DESC_DOC)] = None,
-) -> dict[str, Any]:
+) -> SearchAnswer:
     name = _descriptor(lk, descriptor)
     data = read_upload_sync(file, lk.settings)
     label = upload_name(file)
@@ -63,7 +52,7 @@ def search_upload(
     except ImageError as exc:  # name the upload, not "<bytes>"
         raise type(exc)(label, exc.reason) from None
     result.query = label
-    return result_json(result, name)
+    return SearchAnswer.of(result, name)
 
 
 @router.get(
@@ -76,7 +65,7 @@ def similar(
     image_id: ImageId,
     k: Annotated[int, Query(ge=1, le=MAX_K, description=_K_DOC)] = 10,
     descriptor: Annotated[str | None, Query(description=_DESC_DOC)] = None,
-) -> dict[str, Any]:
+) -> SearchAnswer:
     """Searches with the image's stored vector: nothing is decoded or embedded again."""
     name = _descriptor(lk, descriptor)
     row = lk.image(image_id)
@@ -95,7 +84,7 @@ def similar(
     for rank, hit in enumerate(ranked, start=1):
         hit.rank = rank
     timing = {"search": (time.perf_counter() - start) * 1e3}
-    return result_json(SearchResult(f"image:{row.id}", ranked, timing), desc.name)
+    return SearchAnswer.of(SearchResult(f"image:{row.id}", ranked, timing), desc.name)
 
 
 @router.get("/duplicates", dependencies=[Read], summary="Exact and near-duplicate groups")
@@ -105,5 +94,9 @@ def duplicates(
         float | None,
         Query(ge=0.0, le=1.0, description="cnn cosine for near-duplicates (default 0.84)"),
     ] = None,
-) -> dict[str, Any]:
-    return lk.duplicates(threshold).to_json()
+) -> Duplicates:
+    report = lk.duplicates(threshold)
+    return Duplicates(
+        exact=[Image.of(r) for r in report.exact],
+        near=[NearDuplicates.of(g) for g in report.near],
+    )

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
 from lookalike.serve import metrics
 from lookalike.serve.deps import Engine, Read
+from lookalike.serve.schemas import Health
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/healthz", summary="Liveness: the server answers and its catalog opens")
-def healthz(lk: Engine) -> dict[str, Any]:
-    return {"status": "ok", "schema": lk.catalog.schema_version()}
+def healthz(lk: Engine) -> Health:
+    return Health(status="ok", schema_version=lk.catalog.schema_version())
 
 
 @router.get(

@@ -208,7 +208,7 @@ $("#add-form").addEventListener(
     $("#added").replaceChildren(
       ...added.images.map((item) => {
         const open = el("button", { type: "button", className: "link" }, item.filename);
-        open.addEventListener("click", guard(() => openImage(item.id)));
+        open.addEventListener("click", guard(() => openImage(item.image_id)));
         return el("li", {}, open, ` ${item.status}, ${item.faces.length} face(s)`);
       }),
     );
@@ -222,7 +222,7 @@ let viewing = null;
 
 async function openImage(id) {
   const info = await getJson(`/v1/images/${id}`);
-  viewing = info.id;
+  viewing = info.image_id;
   $("#viewer-title").textContent = `Image ${viewing} (${info.width} × ${info.height})`;
   $("#viewer-paths").textContent = info.paths.join("\n");
   const photo = $("#viewer-photo");
@@ -249,7 +249,7 @@ async function openImage(id) {
 
 function faceName(face) {
   if (face.person) return face.person;
-  return face.cluster != null ? `unnamed (group ${face.cluster})` : "unknown";
+  return face.cluster_id != null ? `unnamed (group ${face.cluster_id})` : "unknown";
 }
 
 $("#viewer-close").addEventListener("click", () => $("#viewer").close());
@@ -317,13 +317,13 @@ async function loadClusters() {
 }
 
 function clusterRow(cluster) {
-  const id = cluster.id;
+  const id = cluster.cluster_id;
   const pick = el("input", { type: "checkbox", id: `pick-${id}`, value: id });
   pick.addEventListener("change", updateMerge);
-  const faces = cluster.sample.map((f) => image(faceThumb(f), `Face ${f}`));
+  const faces = cluster.sample_face_ids.map((f) => image(faceThumb(f), `Face ${f}`));
   const name = el("input", { id: `name-${id}`, required: true, autocomplete: "off" });
   const title = el("label", { htmlFor: pick.id, id: `group-${id}` });
-  title.textContent = ` Group ${id}: ${cluster.size} face(s)`;
+  title.textContent = ` Group ${id}: ${cluster.face_count} face(s)`;
   const submit = el("button", { type: "submit" }, "Name");
   // Every row has a "Name" button: say which group each one names.
   for (const field of [name, submit]) field.setAttribute("aria-describedby", title.id);
@@ -369,7 +369,7 @@ $("#clusters-merge").addEventListener(
   guard(async () => {
     const picked = document.querySelectorAll("#clusters input:checked");
     const ids = [...picked].map((box) => Number(box.value));
-    await api("/v1/clusters/merge", { method: "POST", json: { ids } });
+    await api("/v1/clusters/merge", { method: "POST", json: { cluster_ids: ids } });
     await loadClusters();
   }),
 );
@@ -388,24 +388,27 @@ async function loadNamed() {
 // Rename; if the new name is someone else's (409), offer to make the two one person.
 async function rename(person, name) {
   try {
-    await api(`/v1/people/${person.id}`, { method: "PATCH", json: { name } });
+    await api(`/v1/people/${person.person_id}`, { method: "PATCH", json: { name } });
   } catch (error) {
-    const same = (p) => p.id !== person.id && p.name.toLowerCase() === name.toLowerCase();
+    const same = (p) =>
+      p.person_id !== person.person_id && p.name.toLowerCase() === name.toLowerCase();
     const other = people.find(same);
     if (!(error instanceof ApiError && error.status === 409 && other)) throw error;
     if (!confirm(`${other.name} exists: merge ${person.name} into ${other.name}?`)) return;
-    await api(`/v1/people/${other.id}/merge`, { method: "POST", json: { from: [person.id] } });
+    const merge = { person_ids: [person.person_id] };
+    await api(`/v1/people/${other.person_id}/merge`, { method: "POST", json: merge });
   }
   await loadNamed();
 }
 
 function personRow(person) {
-  const examples = person.examples ? `, ${person.examples} example(s)` : "";
-  const input = el("input", { id: `rename-${person.id}`, value: person.name, required: true });
+  const id = person.person_id;
+  const examples = person.example_count ? `, ${person.example_count} example(s)` : "";
+  const input = el("input", { id: `rename-${id}`, value: person.name, required: true });
   const form = el(
     "form",
     { className: "options" },
-    el("label", { htmlFor: `rename-${person.id}` }, "Rename"),
+    el("label", { htmlFor: `rename-${id}` }, "Rename"),
     input,
     el("button", { type: "submit" }, "Rename"),
   );
@@ -419,10 +422,10 @@ function personRow(person) {
   const li = el(
     "li",
     { className: "person" },
-    el("p", {}, el("strong", {}, person.name), ` ${person.faces} face(s)${examples}`),
+    el("p", {}, el("strong", {}, person.name), ` ${person.face_count} face(s)${examples}`),
     form,
   );
-  li.dataset.personId = person.id;
+  li.dataset.personId = id;
   return li;
 }
 
