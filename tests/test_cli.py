@@ -20,7 +20,7 @@ from PIL import Image
 import lookalike
 from lookalike.cli.main import cli
 from lookalike.errors import DataFolderError
-from lookalike.store.sqlite import SCHEMA_VERSION
+from lookalike.store.sqlite import SCHEMA_VERSION, SqliteCatalog
 
 from .conftest import sample
 
@@ -372,3 +372,38 @@ def test_a_data_folder_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("oops")
     with pytest.raises(DataFolderError, match="is a file, not a folder"):
         lookalike.open(tmp_path / "data")
+
+
+def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    assert run(data, "index", "--no-faces", str(photo_dir))[0] == 0
+    code, out, _ = run(data, "status", "--json")
+    found = json.loads(out)
+    assert code == 0 and found["schema_version"] == SCHEMA_VERSION
+    assert (found["images"], found["paths"], found["faces"]["faces"]) == (6, 6, 0)
+    states = {s["name"]: s for s in found["indexes"]}
+    assert {n: states[n]["state"] for n in states} == {
+        "cnn": "current",
+        "color": "current",
+        "phash": "current",
+        "face": "empty",
+    }
+    assert states["cnn"]["vectors"] == 6 and found["current"] and found["size"] > 0
+    # Another process forgets an image (the catalog changes, the index files do not), and
+    # one index file is damaged: status says so without loading or repairing anything.
+    other = SqliteCatalog(data / "catalog.sqlite3")
+    other.remove_paths([str(photo_dir / "chelsea.png")])
+    other.close()
+    (data / "index" / "color.idx").write_bytes(b"garbage")
+    code, out, _ = run(data, "status")
+    assert code == 0
+    assert "5 images under 5 paths" in out
+    assert "behind the catalog" in out and "damaged" in out and "phash" in out
+    assert not json.loads(run(data, "status", "--json")[1])["current"]
+    run(data, "search", str(photo_dir / "coffee.png"), "--descriptor", "color")
+    states = {
+        s["name"]: s["state"] for s in json.loads(run(data, "status", "--json")[1])["indexes"]
+    }
+    assert states["color"] == "current" and states["phash"] == "behind"

@@ -262,11 +262,13 @@ def _register_subcommands() -> None:
     from lookalike.cli.faces import faces
     from lookalike.cli.people import people
     from lookalike.cli.serve import keys, serve
+    from lookalike.cli.status import status
 
     cli.add_command(faces)
     cli.add_command(people)
     cli.add_command(serve)
     cli.add_command(keys)
+    cli.add_command(status)
     eval_group.add_command(eval_faces)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import threading
 import zlib
 from dataclasses import dataclass
@@ -40,6 +41,25 @@ CHECK_CHUNK = 1 << 24  # bytes read at a time while checking a file
 
 class _Damaged(Exception):
     """An index file that cannot be trusted (the message says why)."""
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """What an index file says of itself, read from its header alone (``lookalike status``;
+    its checksum is checked when the index is loaded)."""
+
+    name: str
+    # "current", "empty" (no file, nothing to index), "behind" (the catalog changed since),
+    # "missing", "other version", "older format" or "damaged": all but the first two are
+    # rebuilt or caught up at the next use.
+    state: str
+    vectors: int | None = None
+    kind: str | None = None
+    bytes: int | None = None
+
+    @property
+    def current(self) -> bool:
+        return self.state in ("current", "empty")
 
 
 @dataclass
@@ -105,6 +125,28 @@ class IndexManager:
             self._save(descriptor.name, held)
             self._held[descriptor.name] = held
             return held.index
+
+    def state(self, descriptor: IndexSpec) -> IndexState:
+        """The index file's state against the catalog, from its header (nothing loaded)."""
+        name = descriptor.name
+        try:
+            with self._file(name).open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                magic = f.read(len(MAGIC))
+                if magic != MAGIC:
+                    old = magic.startswith(FORMAT_PREFIX)
+                    return IndexState(name, "older format" if old else "damaged", bytes=size)
+                head, _ = _header(f.readline(MAX_HEADER))
+        except FileNotFoundError:
+            empty = self.source.generation(name) == 0
+            return IndexState(name, "empty" if empty else "missing")
+        except (OSError, _Damaged):
+            return IndexState(name, "damaged")
+        if head["version"] != descriptor.version:
+            return IndexState(name, "other version", bytes=size)
+        behind = head["generation"] != self.source.generation(name)
+        state = "behind" if behind else "current"
+        return IndexState(name, state, vectors=head["n"], kind=head["kind"], bytes=size)
 
     # -- internals --------------------------------------------------------------------
 

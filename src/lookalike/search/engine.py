@@ -29,6 +29,7 @@ from lookalike.ingest.report import IndexReport
 from lookalike.ingest.run import IndexRun, Parts
 from lookalike.people.service import FaceService
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
+from lookalike.search.status import FolderStatus, folder_size
 from lookalike.settings import Settings
 from lookalike.store.base import ImageRow
 
@@ -271,6 +272,21 @@ class Lookalike:
             cnn=cnn,
             phash=phash,
             threshold=thr,
+        )
+
+    def status(self) -> FolderStatus:
+        """What this data folder holds: images, faces, people, clusters, schema version,
+        size, and whether each index file reflects the catalog (read from its header)."""
+        indexes = [self.indexes.state(self.descriptor(n)) for n in descriptor_names()]
+        indexes.append(self.people.index.state(self.people.spec))
+        return FolderStatus(
+            data_dir=str(self.settings.data_dir),
+            schema_version=self.catalog.schema_version(),
+            images=self.catalog.count_images(),
+            paths=self.catalog.count_paths(),
+            faces=self.people.stats(),
+            indexes=indexes,
+            size=folder_size(self.settings.data_dir),
         )
 
     def image(self, image_id: int) -> ImageRow:

@@ -300,6 +300,9 @@ class SqliteCatalog:
     def count_images(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM images")[0][0])
 
+    def count_paths(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM paths")[0][0])
+
     def all_paths(self) -> list[str]:
         return [path_value(r[0]) for r in self._query("SELECT path FROM paths ORDER BY path")]
 
