@@ -40,6 +40,10 @@ def _tcp_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# Seconds a worker may take to answer the supervisor's health ping before it is replaced.
+WORKER_HEALTHCHECK_S = 60
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -89,6 +93,10 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
         port=port,
         workers=workers,
         log_level="info",
+        # uvicorn kills a worker that misses a health ping for this long. Its default, 5 s,
+        # killed busy workers mid-request on a loaded 2-core machine (a worker answers the
+        # ping from a thread, which waits for the GIL and the CPU like everything else).
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
     )
     try:
         if workers > 1:
