@@ -124,11 +124,22 @@ def test_detect(client: Client, photos: dict[str, bytes]) -> None:
         "/v1/faces/detect", files={"file": upload("astronaut.png", photos)}, headers=keys["read"]
     )
     assert r.status_code == 200, r.text
+    assert r.json()["query"] == "astronaut.png"
     (face,) = r.json()["faces"]
-    assert set(face) == {"face_index", "box", "score", "quality", "usable", "flags", "landmarks"}
+    assert set(face) == {
+        "face_index",
+        "box",
+        "score",
+        "quality",
+        "usable",
+        "flags",
+        "landmarks",
+        "embedding",
+    }
     left, top, right, bottom = face["box"]
     assert 150 < left < 200 and 60 < top < 100 and 240 < right < 290 and 150 < bottom < 190
     assert face["usable"] and face["flags"] == [] and len(face["landmarks"]) == 5
+    assert face["embedding"] is None  # only when asked for
 
     r = c.post(
         "/v1/faces/detect",
@@ -140,9 +151,16 @@ def test_detect(client: Client, photos: dict[str, bytes]) -> None:
     assert len(faces) == 2 and all(len(f["landmarks"]) == 68 for f in faces)
     assert [f["face_index"] for f in faces] == [0, 1]
     r = c.post(
+        "/v1/faces/detect",
+        files={"file": upload("pair.jpg", photos)},
+        data={"embeddings": "true"},
+        headers=keys["read"],
+    )
+    assert [len(f["embedding"]) for f in r.json()["faces"]] == [128, 128]
+    r = c.post(
         "/v1/faces/detect", files={"file": upload("coffee.png", photos)}, headers=keys["read"]
     )
-    assert r.json() == {"faces": []}
+    assert r.json() == {"query": "coffee.png", "faces": []}
     r = c.post(
         "/v1/faces/detect",
         files={"file": upload("astronaut.png", photos)},
@@ -181,7 +199,7 @@ def test_identify_without_people_says_unknown(client: Client, photos: dict[str, 
     r = c.post(
         "/v1/faces/identify", files={"file": upload("coffee.png", photos)}, headers=keys["read"]
     )
-    assert r.json() == {"faces": []}
+    assert r.json() == {"query": "coffee.png", "faces": []}
 
 
 def test_verify(client: Client, photos: dict[str, bytes]) -> None:
@@ -277,7 +295,7 @@ def test_uploads_that_are_not_images(client: Client) -> None:
             files={"file": ("tiny.png", buf.getvalue(), PNG)},
             headers=keys["read"],
         )
-        assert r.status_code == 200 and r.json() == {"faces": []}
+        assert r.status_code == 200 and r.json() == {"query": "tiny.png", "faces": []}
 
 
 # -- indexed faces -----------------------------------------------------------------------

@@ -77,6 +77,17 @@ def test_exit_status_0_ok_1_some_inputs_failed_2_usage(photo_dir: Path, tmp_path
     assert run(data, "search", good)[0] == 0
 
 
+def test_the_command_line_starts_without_the_server() -> None:
+    """Only ``lookalike serve`` imports the server (FastAPI, uvicorn): the answers the other
+    commands print are ``lookalike.answers``, not the server's."""
+    probe = (
+        "import sys, lookalike.cli.main; print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('fastapi', 'starlette', 'uvicorn') or m == 'lookalike.serve.app'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 def test_search_json_lines_and_sheet(photo_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     run(data, "index", str(photo_dir))
@@ -106,12 +117,18 @@ def test_search_rejects_bad_k_and_bad_query(photo_dir: Path, tmp_path: Path) -> 
     assert code == 2 and "k must be" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n")
-    code, out, err = run(data, "search", str(bad), str(photo_dir / "coffee.png"), "--json")
+    sheet = tmp_path / "sheet.png"
+    queries = [str(bad), str(photo_dir / "coffee.png")]
+    code, out, err = run(data, "search", *queries, "--json", "--sheet", str(sheet))
     assert code == 1  # one of two queries failed
     first, second = (json.loads(line) for line in out.splitlines())
-    assert "error" in first and first["results"] == []
+    # The failed query's line: the API's error body, with the query it is about.
+    assert set(first) == {"query", "error"} and first["query"] == str(bad)
+    assert first["error"]["code"] == "bad_image" and "bad.png" in first["error"]["message"]
     assert Path(second["results"][0]["path"]).name == "coffee.png"
     assert "bad.png" in err
+    # Sheets are numbered by query: the second query's is sheet-2 whatever the first did.
+    assert (tmp_path / "sheet-2.png").is_file() and not (tmp_path / "sheet-1.png").exists()
     code, _, _ = run(data, "search", str(bad))
     assert code == 1
 
@@ -382,7 +399,7 @@ def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
     code, out, _ = run(data, "status", "--json")
     found = json.loads(out)
     assert code == 0 and found["schema_version"] == SCHEMA_VERSION
-    assert (found["images"], found["paths"], found["faces"]["faces"]) == (6, 6, 0)
+    assert (found["image_count"], found["path_count"], found["faces"]["face_count"]) == (6, 6, 0)
     states = {s["name"]: s for s in found["indexes"]}
     assert {n: states[n]["state"] for n in states} == {
         "cnn": "current",
@@ -390,7 +407,7 @@ def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
         "phash": "current",
         "face": "empty",
     }
-    assert states["cnn"]["vectors"] == 6 and found["current"] and found["size"] > 0
+    assert states["cnn"]["vector_count"] == 6 and found["current"] and found["size_bytes"] > 0
     # Another process forgets an image (the catalog changes, the index files do not), and
     # one index file is damaged: status says so without loading or repairing anything.
     other = SqliteCatalog(data / "catalog.sqlite3")

@@ -28,13 +28,15 @@ def test_detect_json_lines(tmp_path: Path) -> None:
     code, out, err = run("faces", "detect", *paths, "--json", "--embeddings")
     assert code == 1  # one of three images could not be read (the others are reported)
     astronaut, coffee, broken = (json.loads(line) for line in out.splitlines())
+    assert [line["query"] for line in (astronaut, coffee, broken)] == paths
     (face,) = astronaut["faces"]
+    assert face["face_index"] == 0
     left, top, right, bottom = face["box"]
     assert 150 < left < 200 and 60 < top < 100 and 240 < right < 290 and 150 < bottom < 190
     assert len(face["landmarks"]) == 5 and len(face["embedding"]) == 128
     assert 0 < face["quality"] <= 1 and face["usable"] is True
     assert coffee["faces"] == []  # no face is an empty list, not an error
-    assert "error" in broken and "broken.jpg" in err
+    assert broken["error"]["code"] == "bad_image" and "broken.jpg" in err
 
 
 def test_detect_68_landmarks_without_embeddings(tmp_path: Path) -> None:
@@ -42,7 +44,7 @@ def test_detect_68_landmarks_without_embeddings(tmp_path: Path) -> None:
     code, out, _ = run("faces", "detect", str(tmp_path / "a.png"), "--json", "--landmarks", "68")
     assert code == 0
     (face,) = json.loads(out)["faces"]
-    assert len(face["landmarks"]) == 68 and "embedding" not in face
+    assert len(face["landmarks"]) == 68 and face["embedding"] is None
 
 
 def test_verify_same_face_and_no_face(tmp_path: Path) -> None:

@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fastapi.routing import APIRoute
 from PIL import Image
+from pydantic import BaseModel
 
 from lookalike.cli.main import cli
+from lookalike.serve import routers
 
 from .conftest import sample
 
@@ -81,14 +84,15 @@ def clusters_of(data: Path) -> dict[int, set[str]]:
     """Cluster id -> names of the photos of its faces."""
     out: dict[int, set[str]] = {}
     for row in run_json(data, "faces", "clusters")["clusters"]:
-        shown = run_json(data, "faces", "cluster-show", str(row["id"]))
-        assert shown["size"] == row["size"] == len(shown["faces"])
-        out[row["id"]] = {Path(f["path"]).name for f in shown["faces"]}
+        shown = run_json(data, "faces", "cluster-show", str(row["cluster_id"]))
+        assert shown["face_count"] == row["face_count"] == len(shown["faces"])
+        out[row["cluster_id"]] = {Path(f["path"]).name for f in shown["faces"]}
     return out
 
 
 def face_ids(data: Path, cluster: int) -> list[int]:
-    return [f["id"] for f in run_json(data, "faces", "cluster-show", str(cluster))["faces"]]
+    faces = run_json(data, "faces", "cluster-show", str(cluster))["faces"]
+    return [f["face_id"] for f in faces]
 
 
 def is_png_of_size(path: Path, size: tuple[int, int]) -> bool:
@@ -102,14 +106,20 @@ def is_png_of_size(path: Path, size: tuple[int, int]) -> bool:
 def test_add_list_show(photos: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     added = run_json(data, "people", "add", "Eileen", str(photos / "astronaut.png"))
-    assert added["person"] == {"id": 1, "name": "Eileen", "examples": 1, "faces": 0}
-    assert len(added["examples"]) == 1
+    assert added == {
+        "person_id": 1,
+        "name": "Eileen",
+        "example_count": 1,
+        "face_count": 0,
+        "example_ids": added["example_ids"],
+    }
+    assert len(added["example_ids"]) == 1
     code, out, err = run(data, "people", "add", "eileen", str(photos / "mirror.jpg"))
     assert code == 0, err
     assert out.strip() == "Eileen: 1 example added (2 examples, 0 faces)"  # names ignore case
 
     assert run_json(data, "people", "list") == {
-        "people": [{"id": 1, "name": "Eileen", "examples": 2, "faces": 0}]
+        "people": [{"person_id": 1, "name": "Eileen", "example_count": 2, "face_count": 0}]
     }
     code, out, _ = run(data, "people", "list")
     assert out.strip() == "Eileen: 2 examples, 0 faces"
@@ -125,8 +135,8 @@ def test_add_list_show(photos: Path, tmp_path: Path) -> None:
     sources = [Path(e["source"]) for e in shown["examples"]]
     assert sources == [photos / "astronaut.png", photos / "mirror.jpg"]
     first = shown["examples"][0]
-    assert set(first) == {"id", "source", "sha256", "face", "box", "quality"}
-    assert first["face"] == 0 and len(first["sha256"]) == 64
+    assert set(first) == {"example_id", "source", "sha256", "face_index", "box", "quality"}
+    assert first["face_index"] == 0 and len(first["sha256"]) == 64
     left, top, right, bottom = first["box"]
     assert 150 < left < 200 and 60 < top < 100 and 240 < right < 290 and 150 < bottom < 190
 
@@ -152,7 +162,7 @@ def test_add_refuses_no_face_and_several_faces(photos: Path, tmp_path: Path) -> 
     assert code == 1 and "2 face(s) found" in err
     added = run_json(data, "people", "add", "Eileen", str(photos / "pair.jpg"), "--face", "1")
     (example,) = run_json(data, "people", "show", "Eileen")["examples"]
-    assert example["id"] == added["examples"][0] and example["face"] == 1
+    assert example["example_id"] == added["example_ids"][0] and example["face_index"] == 1
     detected = json.loads(invoke("faces", "detect", str(photos / "pair.jpg"), "--json")[1])
     assert example["box"] == detected["faces"][1]["box"]
 
@@ -164,22 +174,24 @@ def test_rename_merge_remove(photos: Path, tmp_path: Path) -> None:
 
     code, _, err = run(data, "people", "rename", "Eileen", "collins")
     assert code == 1 and "exists already" in err and "people merge" in err
-    code, out, _ = run(data, "people", "rename", "Eileen", "Eileen Collins")
-    assert code == 0 and "renamed Eileen to Eileen Collins" in out
-    code, out, err = run(data, "people", "merge", "Collins", "--into", "Eileen Collins")
-    assert code == 0, err
+    code, out, _ = run(data, "people", "rename", "Eileen", "Eileen Collin")
+    assert code == 0 and "renamed Eileen to Eileen Collin" in out
+    renamed = run_json(data, "people", "rename", "eileen collin", "Eileen Collins")
+    assert renamed["name"] == "Eileen Collins" and renamed["example_count"] == 1
+    merged = run_json(data, "people", "merge", "Collins", "--into", "Eileen Collins")
+    assert merged["person_id"] == renamed["person_id"] and merged["example_count"] == 2
     (person,) = run_json(data, "people", "list")["people"]
-    assert person["name"] == "Eileen Collins" and person["examples"] == 2
+    assert person == merged
     code, _, err = run(data, "people", "merge", "Nobody", "--into", "Eileen Collins")
     assert code == 1 and "no person named 'Nobody'" in err
 
     first, second = (
-        e["id"] for e in run_json(data, "people", "show", "Eileen Collins")["examples"]
+        e["example_id"] for e in run_json(data, "people", "show", "Eileen Collins")["examples"]
     )
     code, out, _ = run(data, "people", "remove", "Eileen Collins", "--example", str(first))
     assert code == 0 and f"removed example {first}" in out
     (left,) = run_json(data, "people", "show", "Eileen Collins")["examples"]
-    assert left["id"] == second
+    assert left["example_id"] == second
     code, _, err = run(data, "people", "remove", "Eileen Collins", "--example", str(first))
     assert code == 1 and "no example" in err
     assert run(data, "people", "remove", "Eileen Collins")[0] == 0
@@ -203,10 +215,10 @@ def test_identify_unknown_then_known(photos: Path, tmp_path: Path) -> None:
     code, out, err = run(data, "faces", "identify", *map(str, queries), "--json")
     assert code == 1  # one of four could not be read (the others are reported)
     mirror, pair, coffee, broken = (json.loads(x) for x in out.splitlines())
-    assert [line["path"] for line in (mirror, pair, coffee, broken)] == list(map(str, queries))
+    assert [line["query"] for line in (mirror, pair, coffee, broken)] == list(map(str, queries))
     (face,) = mirror["faces"]
     assert set(face) == {
-        "face",
+        "face_index",
         "box",
         "quality",
         "usable",
@@ -220,7 +232,8 @@ def test_identify_unknown_then_known(photos: Path, tmp_path: Path) -> None:
     (other,) = (f for f in pair["faces"] if f["person"] is None)
     assert [c["person"] for c in other["candidates"]] == ["Eileen"]
     assert coffee["faces"] == []  # no face is an empty list
-    assert broken["faces"] == [] and "error" in broken and "broken.jpg" in err
+    assert broken["error"]["code"] == "bad_image" and "broken.jpg" in broken["error"]["message"]
+    assert "faces" not in broken and "broken.jpg" in err
 
     # Strict enough, she is unknown; the nearest person is still named.
     code, out, _ = run(data, "faces", "identify", str(photos / "mirror.jpg"), "--threshold", "0.01")
@@ -265,8 +278,11 @@ def test_index_finds_and_clusters_faces(indexed: tuple[Path, Any]) -> None:
     # Two clusters started; the third face joined one of them.
     assert report["started"] == 2 and report["joined"] == 1 and report["clusters"] == 2
     stats = run_json(data, "faces", "stats")
-    assert stats["faces"] == 3 and stats["clustered"] == 3 and stats["unprocessed"] == 0
-    assert stats["people"] == 0 and stats["clusters"] == 2
+    assert stats["face_count"] == 3 and stats["clustered_count"] == 3
+    assert stats["unprocessed_count"] == 0 and stats["usable_count"] == 3
+    assert stats["named_count"] == stats["person_count"] == 0 and stats["cluster_count"] == 2
+    code, out, _ = run(data, "faces", "stats")
+    assert code == 0 and "faces: 3" in out.splitlines()
 
 
 def test_two_faces_of_one_photo_never_share_a_cluster(indexed: tuple[Path, Any]) -> None:
@@ -275,17 +291,17 @@ def test_two_faces_of_one_photo_never_share_a_cluster(indexed: tuple[Path, Any])
     # Four photos of one person, but pair.jpg holds her twice: it is split over two clusters.
     assert groups == [{"pair.jpg"}, {"astronaut.png", "pair.jpg"}]
     listed = run_json(data, "faces", "clusters", "--min-size", "2")["clusters"]
-    assert [c["size"] for c in listed] == [2]
+    assert [c["face_count"] for c in listed] == [2]
 
 
 def test_cluster_again_is_incremental(indexed: tuple[Path, Any]) -> None:
     data, _ = indexed
     before = run_json(data, "faces", "clusters")["clusters"]
+    assert set(before[0]) == {"cluster_id", "face_count", "sample_face_ids"}
     again = run_json(data, "faces", "cluster")
-    assert again["report"]["faces"] == 0  # every face was grouped during index
-    assert again["report"]["started"] == again["report"]["joined"] == 0
-    assert again["clusters"] == before
-    assert set(again["clusters"][0]) == {"id", "size", "faces"}
+    assert again["faces"] == 0  # every face was grouped during index
+    assert again["started"] == again["joined"] == 0 and again["clusters"] == 2
+    assert run_json(data, "faces", "clusters")["clusters"] == before
     code, out, _ = run(data, "faces", "cluster")
     assert code == 0 and out.splitlines()[0] == "no new unknown faces; 2 clusters in all"
 
@@ -301,7 +317,7 @@ def test_face_search(indexed: tuple[Path, Any], photos: Path, tmp_path: Path) ->
     assert [h["rank"] for h in hits] == [1, 2, 3]
     distances = [h["distance"] for h in hits]
     assert distances == sorted(distances) and distances[-1] < 0.6
-    assert set(hits[0]) == {"rank", "face_id", "path", "box", "distance", "person", "cluster"}
+    assert hits[0]["face_id"] >= 1 and hits[0]["cluster_id"] >= 1  # the shape: test below
     with Image.open(sheet) as image:
         assert image.format == "PNG"
 
@@ -319,9 +335,10 @@ def test_cluster_show_sheet_and_unknown_cluster(indexed: tuple[Path, Any], tmp_p
     data, _ = indexed
     (big,) = run_json(data, "faces", "clusters", "--min-size", "2")["clusters"]
     sheet = tmp_path / "cluster.png"
-    code, out, err = run(data, "faces", "cluster-show", str(big["id"]), "--sheet", str(sheet))
+    big_id = str(big["cluster_id"])
+    code, out, err = run(data, "faces", "cluster-show", big_id, "--sheet", str(sheet))
     assert code == 0, err
-    assert out.startswith(f"cluster {big['id']}: 2 faces")
+    assert out.startswith(f"cluster {big_id}: 2 faces")
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.width > 300  # two tiles side by side
     code, _, err = run(data, "faces", "cluster-show", "999")
@@ -340,10 +357,10 @@ def test_name_cluster_then_later_photos_are_recognised(photos: Path, tmp_path: P
     (small,) = [c for c in groups if c != big]
 
     named = run_json(data, "people", "name-cluster", str(big), "Eileen")
-    assert named["name"] == "Eileen" and named["faces"] == 2
+    assert named["name"] == "Eileen" and named["face_count"] == 2
     code, _, err = run(data, "people", "name-cluster", str(small), "eileen")
     assert code == 1 and "exists already" in err and "--merge" in err
-    assert run_json(data, "faces", "stats")["clusters"] == 1  # nothing changed
+    assert run_json(data, "faces", "stats")["cluster_count"] == 1  # nothing changed
     code, out, err = run(data, "people", "name-cluster", str(small), "eileen", "--merge")
     assert code == 0 and "is now Eileen (0 examples, 3 faces)" in out
     assert run_json(data, "faces", "clusters") == {"clusters": []}
@@ -356,7 +373,7 @@ def test_name_cluster_then_later_photos_are_recognised(photos: Path, tmp_path: P
     shown = run_json(data, "people", "show", "Eileen")
     later = [f for f in shown["faces"] if Path(f["path"]).name == "later.jpg"]
     assert len(later) == 1 and later[0]["person"] == "Eileen"
-    assert later[0]["confirmed"] is False and later[0]["cluster"] is None
+    assert later[0]["confirmed"] is False and later[0]["cluster_id"] is None
     confirmed = [f["confirmed"] for f in shown["faces"]]
     assert sorted(confirmed) == [False, True, True, True]
     sheet = tmp_path / "eileen.png"
@@ -374,8 +391,8 @@ def test_merge_move_assign(photos: Path, tmp_path: Path) -> None:
     (small,) = [c for c in groups if c != big]
 
     moved = run_json(data, "faces", "merge-clusters", str(big), str(small))
-    assert moved == {"into": big, "merged": [small], "moved": 1}
-    assert [c["id"] for c in run_json(data, "faces", "clusters")["clusters"]] == [big]
+    assert moved == {"cluster_id": big, "merged_cluster_ids": [small], "faces_moved": 1}
+    assert [c["cluster_id"] for c in run_json(data, "faces", "clusters")["clusters"]] == [big]
     code, _, err = run(data, "faces", "merge-clusters", str(big), "999")
     assert code == 1 and "cluster 999 not found" in err
     code, _, err = run(data, "faces", "merge-clusters", str(big))
@@ -383,10 +400,10 @@ def test_merge_move_assign(photos: Path, tmp_path: Path) -> None:
 
     first, *rest = face_ids(data, big)
     fresh = run_json(data, "faces", "move", str(first), "--new")
-    assert fresh["faces"] == [first] and fresh["cluster"] not in (big, small)
-    assert face_ids(data, fresh["cluster"]) == [first]
+    assert fresh["face_ids"] == [first] and fresh["cluster_id"] not in (big, small)
+    assert face_ids(data, fresh["cluster_id"]) == [first]
     back = run_json(data, "faces", "move", str(first), "--to", str(big))
-    assert back["cluster"] == big and len(face_ids(data, big)) == 3
+    assert back["cluster_id"] == big and len(face_ids(data, big)) == 3
     code, _, err = run(data, "faces", "move", str(first))
     assert code == 2 and "exactly one of --to CLUSTER and --new" in err
     code, _, err = run(data, "faces", "move", "999", "--new")
@@ -395,9 +412,10 @@ def test_merge_move_assign(photos: Path, tmp_path: Path) -> None:
     assert code == 1 and "cluster 999 not found" in err
 
     person = run_json(data, "people", "assign", "Eileen", str(first))
-    assert person["name"] == "Eileen" and person["faces"] == 1
+    assert person["name"] == "Eileen" and person["face_count"] == 1
     (face,) = run_json(data, "people", "show", "Eileen")["faces"]
-    assert face["id"] == first and face["confirmed"] is True and face["cluster"] is None
+    assert face["face_id"] == first and face["confirmed"] is True and face["cluster_id"] is None
+    assert face["person"] == "Eileen" and face["person_id"] == person["person_id"]
     assert sorted(face_ids(data, big)) == sorted(rest)
     code, _, err = run(data, "people", "assign", "Eileen", "999")
     assert code == 1 and "face 999 not found" in err
@@ -408,7 +426,7 @@ def test_full_recluster_keeps_the_photo_rule(photos: Path, tmp_path: Path) -> No
     run_json(data, "index", str(make_album(photos, tmp_path / "album")))
     before = sorted(map(sorted, clusters_of(data).values()))
     again = run_json(data, "faces", "cluster", "--full")
-    assert again["report"]["faces"] == 3 and again["report"]["clusters"] == 2
+    assert again["faces"] == 3 and again["clusters"] == 2
     # Merging close clusters must not join the two faces of pair.jpg either.
     assert sorted(map(sorted, clusters_of(data).values())) == before
 
@@ -417,15 +435,69 @@ def test_index_without_faces(photos: Path, tmp_path: Path) -> None:
     album = make_album(photos, tmp_path / "album")
     data = tmp_path / "data"
     summary = run_json(data, "index", str(album), "--no-faces")
-    assert summary["indexed"] == 3 and "faces" not in summary and "people" not in summary
+    assert summary["indexed"] == 3 and summary["faces"] is None and summary["people"] is None
     stats = run_json(data, "faces", "stats")
-    assert stats["faces"] == 0 and stats["clusters"] == 0
+    assert stats["face_count"] == 0 and stats["cluster_count"] == 0
     code, out, _ = run(data, "index", str(album), "--no-faces")
     assert code == 0 and "faces:" not in out
     # Turned on later, faces are looked for in the images already indexed.
     code, out, err = run(data, "index", str(album))
     assert code == 0, err
     assert "faces: 3 found" in out and "2 new clusters" in out
+
+
+# -- one shape for the command line and the API ----------------------------------------------
+
+
+def api_answers() -> dict[tuple[str, str], type[BaseModel]]:
+    """(method, path) -> the model a route of the server declares as its answer (what
+    /openapi.json states)."""
+    out: dict[tuple[str, str], type[BaseModel]] = {}
+    for module in (routers.search, routers.faces, routers.people, routers.clusters):
+        for route in module.router.routes:
+            if isinstance(route, APIRoute) and isinstance(route.response_model, type):
+                out.update({(method, route.path): route.response_model for method in route.methods})
+    return out
+
+
+def assert_api_shape(line: str, model: type[BaseModel]) -> None:
+    """``line`` (a CLI JSON line) is exactly an answer ``model`` describes: no field the API
+    lacks (the models forbid extras), none missing, no value coerced."""
+    answer = model.model_validate_json(line)
+    assert answer.model_dump(mode="json") == json.loads(line), model.__name__
+
+
+def test_cli_json_is_what_the_api_answers(photos: Path, tmp_path: Path) -> None:
+    answers = api_answers()
+    data = tmp_path / "data"
+    album = make_album(photos, tmp_path / "album")
+    mirror, pair = str(photos / "mirror.jpg"), str(photos / "pair.jpg")
+
+    def check(method: str, path: str, *args: str) -> Any:
+        code, out, err = invoke("--data-dir", str(data), *args, "--json")
+        assert code == 0, err
+        assert_api_shape(out, answers[method, path])
+        return json.loads(out)
+
+    check("POST", "/v1/people", "people", "add", "Eileen", str(photos / "astronaut.png"))
+    assert run(data, "index", str(album))[0] == 0
+    found = check("POST", "/v1/search", "search", mirror, "-k", "3")
+    assert found["query"] == mirror and found["descriptor"] == "cnn"
+    assert found["results"][0]["image_id"] >= 1
+    identified = check("POST", "/v1/faces/identify", "faces", "identify", pair)
+    assert identified["query"] == pair
+    assert sorted(f["face_index"] for f in identified["faces"]) == [0, 1]
+    (person,) = check("GET", "/v1/people", "people", "list")["people"]
+    assert person["person_id"] == 1 and person["face_count"] == 2  # her faces were recognised
+    shown = check("GET", "/v1/people/{person_id}", "people", "show", "Eileen")
+    assert {f["face_index"] for f in shown["faces"]} <= {0, 1}
+    check("POST", "/v1/faces/detect", "faces", "detect", pair)
+    check("POST", "/v1/faces/verify", "faces", "verify", mirror, pair)
+    check("POST", "/v1/faces/search", "faces", "search", mirror)
+    check("GET", "/v1/duplicates", "duplicates")
+    (cluster,) = check("GET", "/v1/clusters", "faces", "clusters")["clusters"]
+    check("GET", "/v1/clusters/{cluster_id}", "faces", "cluster-show", str(cluster["cluster_id"]))
+    check("POST", "/v1/clusters/run", "faces", "cluster")
 
 
 # -- awkward photos ---------------------------------------------------------------------
@@ -438,7 +510,7 @@ def test_grey_cmyk_and_tiny_photos(photos: Path, tmp_path: Path) -> None:
     astronaut.resize((20, 20)).save(tmp_path / "tiny.png")
     data = tmp_path / "data"
     added = run_json(data, "people", "add", "Eileen", str(tmp_path / "grey.png"))
-    assert added["person"]["examples"] == 1
+    assert added["example_count"] == 1
     names = ("cmyk.jpg", "tiny.png")
     code, out, err = run(
         data,
@@ -482,7 +554,7 @@ def test_fifty_faces_in_one_photo(tmp_path: Path) -> None:
     assert summary["faces"] == 50
     # Fifty faces of one person, but in one photo: fifty people as far as clusters go.
     clusters = run_json(data, "faces", "clusters")["clusters"]
-    assert len(clusters) == 50 and {c["size"] for c in clusters} == {1}
+    assert len(clusters) == 50 and {c["face_count"] for c in clusters} == {1}
     drawn = tmp_path / "crowd.png"
     line = run_json(data, "faces", "identify", str(album / "crowd.jpg"), "--annotate", str(drawn))
     assert len(line["faces"]) == 50 and {f["person"] for f in line["faces"]} == {None}

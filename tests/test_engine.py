@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import lookalike
+from lookalike.answers import SearchAnswer
 from lookalike.errors import BadInput, NotFound
 from lookalike.search.engine import Lookalike
 
@@ -238,8 +239,9 @@ def test_file_names_that_are_not_utf8_are_indexed_and_shown_escaped(tmp_path: Pa
         (res,) = lk.search([name], k=1)
         assert res.results[0].path == name
         assert os.fsencode(res.results[0].path) == raw  # stored losslessly
-        assert res.to_json()["results"][0]["path"].endswith("caf\\xe9-\\xff.jpg")
-        json.dumps(res.to_json(), ensure_ascii=False).encode("utf-8")  # printable as UTF-8
+        answer = SearchAnswer.of(res, "cnn").model_dump(mode="json")
+        assert answer["results"][0]["path"].endswith("caf\\xe9-\\xff.jpg")
+        json.dumps(answer, ensure_ascii=False).encode("utf-8")  # printable as UTF-8
         assert lk.catalog.path_row(name) is not None
         assert set(lk.catalog.paths_under(str(folder))) == {name, str(folder / "ok.jpg")}
         Path(name).unlink()

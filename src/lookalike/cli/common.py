@@ -15,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from lookalike.answers import Answer
 from lookalike.errors import BadArgument, LookalikeError
 from lookalike.files import shown
 from lookalike.people.service import ClusterReport
@@ -79,9 +80,9 @@ def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def echo_json(value: Any) -> None:
-    """One JSON document on one line of stdout."""
-    click.echo(json.dumps(value))
+def echo_json(answer: Answer) -> None:
+    """``answer`` as one JSON document on one line of stdout: the shape the API gives."""
+    click.echo(json.dumps(answer.model_dump(mode="json")))
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

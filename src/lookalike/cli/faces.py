@@ -9,12 +9,26 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import click
 from PIL import Image
 
 from lookalike.annotate import KNOWN, MUTED, UNKNOWN, Mark, save_annotated
+from lookalike.answers import (
+    Cluster,
+    ClusterDetail,
+    ClusterRunReport,
+    Clusters,
+    Detected,
+    FaceSearchAnswer,
+    FaceStats,
+    Failed,
+    IdentifiedFaces,
+    MergedClusters,
+    MovedFaces,
+    VerifyAnswer,
+)
 from lookalike.cli.common import (
     FAILED,
     cluster_summary,
@@ -33,8 +47,6 @@ from lookalike.faces.config import (
     Detector,
     LandmarkCount,
 )
-from lookalike.files import shown
-from lookalike.people.json import face_json, face_row_json
 from lookalike.people.recognise import Identified
 from lookalike.search.engine import Lookalike
 from lookalike.settings import get_settings
@@ -71,6 +83,13 @@ def _write_annotation(image: Image.Image, marks: Sequence[Mark], target: Path) -
         return False
     click.echo(f"annotated: {target}", err=True)
     return True
+
+
+def _failed(path: Path, exc: LookalikeError, as_json: bool) -> None:
+    """Say on stderr that ``path`` could not be used (and, with --json, in its line)."""
+    click.echo(f"lookalike: error: {exc.message}", err=True)
+    if as_json:
+        echo_json(Failed.of(str(path), exc))
 
 
 def _sheet_written(path: Path) -> None:
@@ -143,14 +162,10 @@ def detect(
             image = _decode_full(path, settings.max_image_pixels) if targets is not None else None
         except LookalikeError as exc:
             failures += 1
-            click.echo(f"lookalike: error: {exc.message}", err=True)
-            if as_json:
-                echo_json({"path": shown(path), "error": exc.message, "faces": []})
+            _failed(path, exc, as_json)
             continue
         if as_json:
-            echo_json(
-                {"path": shown(path), "faces": [face_json(f, embedding=embeddings) for f in found]}
-            )
+            echo_json(Detected.of(str(path), found))
         else:
             click.echo(f"{path}: {len(found)} face(s)")
             for f in found:
@@ -201,7 +216,7 @@ def verify(
     except LookalikeError as exc:
         fail_with(exc)
     if as_json:
-        echo_json(result.to_json())
+        echo_json(VerifyAnswer.of(result))
     else:
         verdict = "same person" if result.same else "different people"
         click.echo(f"{verdict}: distance {result.distance:.4f} (threshold {result.threshold})")
@@ -267,12 +282,10 @@ def identify(
             )
         except LookalikeError as exc:
             failures += 1
-            click.echo(f"lookalike: error: {exc.message}", err=True)
-            if as_json:
-                echo_json({"path": shown(path), "error": exc.message, "faces": []})
+            _failed(path, exc, as_json)
             continue
         if as_json:
-            echo_json({"path": shown(path), "faces": [f.to_json() for f in found]})
+            echo_json(IdentifiedFaces.of(str(path), found))
         else:
             click.echo(f"{path}: {plural(len(found), 'face')}")
             for f in found:
@@ -324,7 +337,7 @@ def search(
     """
     result = engine.people.search(str(image), k=k, face=face, max_distance=max_distance, crop=crop)
     if as_json:
-        echo_json(result.to_json())
+        echo_json(FaceSearchAnswer.of(result))
     else:
         click.echo(f"{result.query} (face {list(result.face.box)}): {len(result.results)} found")
         for hit in result.results:
@@ -348,10 +361,6 @@ def search(
         ]
         contact_sheet(query, image.name, tiles, sheet)
         _sheet_written(sheet)
-
-
-def _cluster_json(row: ClusterRow) -> dict[str, Any]:
-    return {"id": row.id, "size": row.size, "faces": list(row.sample)}
 
 
 def _print_clusters(rows: Sequence[ClusterRow]) -> None:
@@ -386,12 +395,11 @@ def cluster(engine: Lookalike, full: bool, threshold: float | None, as_json: boo
     one photo are never put in one cluster.
     """
     report = engine.people.cluster(full=full, threshold=threshold)
-    rows = engine.people.clusters()
     if as_json:
-        echo_json({"report": report.to_json(), "clusters": [_cluster_json(c) for c in rows]})
+        echo_json(ClusterRunReport.of(report))
         return
     click.echo(cluster_summary(report))
-    _print_clusters(rows)
+    _print_clusters(engine.people.clusters())
 
 
 @faces.command()
@@ -405,7 +413,7 @@ def clusters(engine: Lookalike, min_size: int, as_json: bool) -> None:
     """List the clusters of unnamed faces, largest first."""
     rows = engine.people.clusters(min_size=min_size)
     if as_json:
-        echo_json({"clusters": [_cluster_json(c) for c in rows]})
+        echo_json(Clusters(clusters=[Cluster.of(c) for c in rows]))
         return
     click.echo(plural(len(rows), "cluster"))
     _print_clusters(rows)
@@ -446,7 +454,7 @@ def cluster_show(engine: Lookalike, cluster_id: int, as_json: bool, sheet: Path 
     """The faces of one cluster, best quality first."""
     rows = engine.people.cluster_faces(cluster_id)
     if as_json:
-        echo_json({"id": cluster_id, "size": len(rows), "faces": [face_row_json(f) for f in rows]})
+        echo_json(ClusterDetail.of(cluster_id, rows))
     else:
         click.echo(f"cluster {cluster_id}: {plural(len(rows), 'face')}")
         for face in rows:
@@ -465,13 +473,13 @@ def cluster_show(engine: Lookalike, cluster_id: int, as_json: bool, sheet: Path 
 @with_engine
 def merge_clusters(engine: Lookalike, cluster_ids: Sequence[int], as_json: bool) -> None:
     """Merge clusters into the first one given."""
-    moved = engine.people.merge_clusters(list(cluster_ids))
-    into, others = cluster_ids[0], [c for c in cluster_ids[1:] if c != cluster_ids[0]]
+    merged = MergedClusters.of(cluster_ids, engine.people.merge_clusters(list(cluster_ids)))
     if as_json:
-        echo_json({"into": into, "merged": others, "moved": moved})
+        echo_json(merged)
     else:
-        names = ", ".join(str(c) for c in others)
-        click.echo(f"merged {names} into cluster {into}: {plural(moved, 'face')} moved")
+        names = ", ".join(str(c) for c in merged.merged_cluster_ids)
+        moved = plural(merged.faces_moved, "face")
+        click.echo(f"merged {names} into cluster {merged.cluster_id}: {moved} moved")
 
 
 @faces.command()
@@ -492,7 +500,7 @@ def move(
         raise click.UsageError("give exactly one of --to CLUSTER and --new")
     cluster_id = engine.people.move_faces(list(face_ids), to)
     if as_json:
-        echo_json({"cluster": cluster_id, "faces": list(face_ids)})
+        echo_json(MovedFaces(cluster_id=cluster_id, face_ids=list(face_ids)))
     else:
         click.echo(f"{plural(len(face_ids), 'face')} moved to cluster {cluster_id}")
 
@@ -505,7 +513,7 @@ def stats(engine: Lookalike, as_json: bool) -> None:
     """Counts of faces, people and clusters."""
     counts = engine.people.stats()
     if as_json:
-        echo_json(counts)
+        echo_json(FaceStats.of(counts))
         return
     for key, value in counts.items():
         click.echo(f"{key}: {value}")

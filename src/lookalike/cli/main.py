@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-from lookalike.cli.common import FAILED, cluster_summary, data_dir_option, with_engine
+from lookalike.answers import Duplicates, Failed, IndexSummary, SearchAnswer
+from lookalike.cli.common import FAILED, cluster_summary, data_dir_option, echo_json, with_engine
 from lookalike.cli.common import fail as _fail
+from lookalike.errors import ImageError
 from lookalike.files import shown
 from lookalike.ingest.report import IndexInterrupted, IndexReport
 from lookalike.search.engine import Lookalike, SearchResult
@@ -28,7 +30,7 @@ def cli(ctx: click.Context, data_dir: Path | None) -> None:
 
 def _print_index_report(report: IndexReport, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        echo_json(IndexSummary.of(report))
         return
     for f in report.failed:
         click.echo(f"skipped {shown(f.path)}: {f.error}", err=True)
@@ -76,12 +78,16 @@ def index(
         sys.exit(FAILED)
 
 
-def _write_sheets(engine: Lookalike, results: Sequence[SearchResult], out: Path) -> list[Path]:
+def _write_sheets(
+    engine: Lookalike, results: Sequence[SearchResult | None], out: Path
+) -> list[Path]:
+    """Write a contact sheet per answered query (None: the query failed); returns where:
+    ``out`` for one query, ``out-N`` for the Nth of several."""
     from lookalike.sheet import contact_sheet, load_thumbnail
 
     written: list[Path] = []
     for n, res in enumerate(results, start=1):
-        if res.error is not None:
+        if res is None:
             continue
         target = out if len(results) == 1 else out.with_name(f"{out.stem}-{n}{out.suffix}")
         tiles = []
@@ -114,20 +120,28 @@ def search(
     sheet: Path | None,
 ) -> None:
     """Find the indexed images most similar to each of IMAGES."""
-    results = engine.search([str(p) for p in images], k=k, descriptor=descriptor)
-    for res in results:
-        if res.error is not None:
-            click.echo(f"lookalike: error: {res.error}", err=True)
+    name = engine.descriptor(descriptor).name
+    results: list[SearchResult | None] = []
+    for path in images:
+        try:
+            res = engine.search_one(str(path), k=k, descriptor=name)
+        except ImageError as exc:  # this query fails; the others are still answered
+            results.append(None)
+            click.echo(f"lookalike: error: {exc.message}", err=True)
+            if as_json:
+                echo_json(Failed.of(str(path), exc))
+            continue
+        results.append(res)
         if as_json:
-            click.echo(json.dumps(res.to_json()))
-        elif res.error is None:
+            echo_json(SearchAnswer.of(res, name))
+        else:
             click.echo(f"{shown(res.query)}:")
             for hit in res.results:
                 click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
     if sheet is not None:
-        for path in _write_sheets(engine, results, sheet):
-            click.echo(f"contact sheet: {path}", err=True)
-    if any(r.error is not None for r in results):
+        for written in _write_sheets(engine, results, sheet):
+            click.echo(f"contact sheet: {written}", err=True)
+    if None in results:
         sys.exit(FAILED)
 
 
@@ -140,7 +154,7 @@ def duplicates(engine: Lookalike, threshold: float | None, as_json: bool) -> Non
     """List groups of exact and near-duplicate images."""
     report = engine.duplicates(threshold)
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        echo_json(Duplicates.of(report))
         return
     for row in report.exact:
         click.echo(f"exact {row.sha256[:12]}: " + "  ".join(shown(p) for p in row.paths))

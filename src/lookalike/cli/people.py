@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from lookalike.answers import Enrolled, Example, People, Person, PersonDetail, StoredFace
 from lookalike.cli.common import data_dir_option, echo_json, fail, plural, with_engine
 from lookalike.cli.faces import face_tiles
-from lookalike.people.json import example_json, face_row_json, person_json
 from lookalike.search.engine import Lookalike
 from lookalike.store.base import PersonRow
 
@@ -55,7 +55,7 @@ def add(
     """
     person, ids = engine.people.enrol(name, [str(p) for p in images], face=face, crop=crop)
     if as_json:
-        echo_json({"person": person_json(person), "examples": ids})
+        echo_json(Enrolled.of(person, example_ids=ids))
     else:
         click.echo(f"{person.name}: {plural(len(ids), 'example')} added ({_counts(person)})")
 
@@ -68,7 +68,7 @@ def list_people(engine: Lookalike, as_json: bool) -> None:
     """List people with their numbers of examples and faces."""
     rows = engine.people.people()
     if as_json:
-        echo_json({"people": [person_json(p) for p in rows]})
+        echo_json(People(people=[Person.of(p) for p in rows]))
         return
     for person in rows:
         click.echo(f"{person.name}: {_counts(person)}")
@@ -101,11 +101,11 @@ def show(engine: Lookalike, name: str, as_json: bool, sheet: Path | None) -> Non
     found = engine.people.faces_of_person(person.name)
     if as_json:
         echo_json(
-            {
-                **person_json(person),
-                "examples": [example_json(e) for e in examples],
-                "faces": [face_row_json(f) for f in found],
-            }
+            PersonDetail.of(
+                person,
+                examples=[Example.of(e) for e in examples],
+                faces=[StoredFace.of(f) for f in found],
+            )
         )
     else:
         click.echo(f"{person.name}: {_counts(person)}")
@@ -130,29 +130,37 @@ def show(engine: Lookalike, name: str, as_json: bool, sheet: Path | None) -> Non
 @people.command()
 @click.argument("old")
 @click.argument("new")
+@json_option
 @data_dir_option
 @with_engine
-def rename(engine: Lookalike, old: str, new: str) -> None:
+def rename(engine: Lookalike, old: str, new: str, as_json: bool) -> None:
     """Rename person OLD to NEW.
 
     A NEW that exists already is refused: `people merge` makes two people one.
     """
     person = engine.people.rename(old, new)
-    click.echo(f"renamed {old} to {person.name}")
+    if as_json:
+        echo_json(Person.of(person))
+    else:
+        click.echo(f"renamed {old} to {person.name}")
 
 
 @people.command()
 @click.argument("names", metavar="NAME...", nargs=-1, required=True)
 @click.option("--into", required=True, metavar="NAME", help="The person who remains.")
+@json_option
 @data_dir_option
 @with_engine
-def merge(engine: Lookalike, names: Sequence[str], into: str) -> None:
+def merge(engine: Lookalike, names: Sequence[str], into: str, as_json: bool) -> None:
     """Make people NAME... one with --into NAME.
 
     Their examples and faces move to --into NAME.
     """
     person = engine.people.merge(list(names), into)
-    click.echo(f"merged into {person.name}: {_counts(person)}")
+    if as_json:
+        echo_json(Person.of(person))
+    else:
+        click.echo(f"merged into {person.name}: {_counts(person)}")
 
 
 @people.command()
@@ -195,7 +203,7 @@ def name_cluster(engine: Lookalike, cluster_id: int, name: str, merge: bool, as_
     """
     person = engine.people.name_cluster(cluster_id, name, merge=merge)
     if as_json:
-        echo_json(person_json(person))
+        echo_json(Person.of(person))
     else:
         click.echo(f"cluster {cluster_id} is now {person.name} ({_counts(person)})")
 
@@ -213,7 +221,7 @@ def assign(engine: Lookalike, name: str, face_ids: Sequence[int], as_json: bool)
     """
     person = engine.people.assign(list(face_ids), name)
     if as_json:
-        echo_json(person_json(person))
+        echo_json(Person.of(person))
     else:
         click.echo(
             f"{plural(len(face_ids), 'face')} confirmed as {person.name} ({_counts(person)})"

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import click
 
+from lookalike.answers import Key, Keys, NewKey, RevokedKey
 from lookalike.cli.common import USAGE, data_dir_option, echo_json, fail, fail_with, with_engine
 from lookalike.errors import LookalikeError
 from lookalike.search.engine import Lookalike
-from lookalike.serve.app import AUTH_ENV, HOST_ENV
-from lookalike.serve.guard import host_policy, is_loopback
-from lookalike.serve.keys import SCOPES, create_key, revoke_key
-from lookalike.serve.schemas import Key, Keys, NewKey
+from lookalike.serve.keys import create_key, revoke_key
 from lookalike.settings import get_settings
+from lookalike.store.base import SCOPES
 
 
 def _tcp_socket(host: str, port: int) -> socket.socket:
@@ -56,7 +55,11 @@ WORKER_HEALTHCHECK_S = 60
 @data_dir_option
 def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | None) -> None:
     """Serve the REST API (/v1, docs at /docs) and the web page (/)."""
+    # The server is imported by this command only: the others start without FastAPI.
     import uvicorn
+
+    from lookalike.serve.app import AUTH_ENV, HOST_ENV
+    from lookalike.serve.guard import host_policy, is_loopback
 
     ctx = click.get_current_context()
     chosen = data_dir or (ctx.obj or {}).get("data_dir")
@@ -127,7 +130,7 @@ def create(engine: Lookalike, scope: str, name: str, as_json: bool) -> None:
     """Create a key; it is shown once (only its hash is stored)."""
     token, row = create_key(engine.catalog.service, scope, name)
     if as_json:
-        echo_json(NewKey.of(row, key=token).model_dump())
+        echo_json(NewKey.of(row, key=token))
     else:
         click.echo(token)
         click.echo(f"key {row.id} ({row.scope}): store it now, it cannot be shown again", err=True)
@@ -147,7 +150,7 @@ def list_keys(engine: Lookalike, as_json: bool) -> None:
     """The keys: id, scope, name, created, last used, revoked."""
     rows = engine.catalog.service.api_keys()
     if as_json:
-        echo_json(Keys(keys=[Key.of(k) for k in rows]).model_dump())
+        echo_json(Keys(keys=[Key.of(k) for k in rows]))
         return
     for k in rows:
         state = "revoked" if k.revoked_at is not None else "live"
@@ -159,9 +162,13 @@ def list_keys(engine: Lookalike, as_json: bool) -> None:
 
 @keys.command()
 @click.argument("key_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @data_dir_option
 @with_engine
-def revoke(engine: Lookalike, key_id: int) -> None:
+def revoke(engine: Lookalike, key_id: int, as_json: bool) -> None:
     """Revoke key KEY_ID: it stops working at once, in every server process."""
     revoke_key(engine.catalog.service, key_id)
-    click.echo(f"key {key_id} revoked")
+    if as_json:
+        echo_json(RevokedKey(key_id=key_id, revoked=True))
+    else:
+        click.echo(f"key {key_id} revoked")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from lookalike.answers import StatusAnswer
 from lookalike.cli.common import data_dir_option, echo_json, plural, with_engine
 from lookalike.files import shown
 from lookalike.index.manager import IndexState
@@ -30,7 +31,7 @@ def status(engine: Lookalike, as_json: bool) -> None:
     """What the data folder holds: images, faces, people, clusters, indexes, size."""
     found = engine.status()
     if as_json:
-        echo_json(found.to_json())
+        echo_json(StatusAnswer.of(found))
         return
     for line in describe(found):
         click.echo(line)

@@ -10,7 +10,6 @@ commands are built on these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from lookalike.errors import BadInput
 from lookalike.faces.config import Detector, LandmarkCount
@@ -32,9 +31,6 @@ class Verification:
     threshold: float
     face_a: Face
     face_b: Face
-
-    def to_json(self) -> dict[str, Any]:
-        return {"distance": round(self.distance, 6), "same": self.same, "threshold": self.threshold}
 
 
 def detect(

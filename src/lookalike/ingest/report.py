@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from lookalike.files import shown
 from lookalike.people.service import ClusterReport
 
 
@@ -13,9 +11,6 @@ from lookalike.people.service import ClusterReport
 class Failure:
     path: str
     error: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"path": shown(self.path), "error": self.error}
 
 
 @dataclass
@@ -34,20 +29,6 @@ class IndexReport:
     people: ClusterReport | None = None
     # SHA-256 of the images this run added to the catalog (content new to it).
     added: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "indexed": self.indexed,
-            "unchanged": self.unchanged,
-            "duplicates": self.duplicates,
-            "removed": self.removed,
-            "failed": [f.to_json() for f in self.failed],
-        }
-        if self.faces is not None:
-            out["faces"] = self.faces
-        if self.people is not None:
-            out["people"] = self.people.to_json()
-        return out
 
 
 class IndexInterrupted(KeyboardInterrupt):

@@ -7,10 +7,8 @@ Users merge clusters, move faces, and name a cluster to make it a person.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -36,9 +34,6 @@ class ClusterReport:
     merged: int = 0  # clusters merged away (full re-cluster)
     clusters: int = 0  # clusters now
     people: dict[str, int] = field(default_factory=dict)  # recognised per person
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Clustering:

@@ -8,7 +8,6 @@ photo that match one person, the closest keeps the name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -34,9 +33,6 @@ class Candidate:
     person_id: int
     distance: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"person": self.person, "distance": round(self.distance, 6)}
-
 
 @dataclass
 class Identified:
@@ -47,17 +43,6 @@ class Identified:
     person: str | None
     distance: float | None
     candidates: list[Candidate]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "face": self.index,
-            "box": list(self.face.box),
-            "quality": round(self.face.quality, 4),
-            "usable": self.face.usable,
-            "person": self.person,
-            "distance": None if self.distance is None else round(self.distance, 6),
-            "candidates": [c.to_json() for c in self.candidates],
-        }
 
 
 class Recogniser:

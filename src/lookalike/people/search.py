@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -17,7 +16,6 @@ from lookalike.errors import BadInput
 from lookalike.faces import Face
 from lookalike.faces.api import main_embedded_face
 from lookalike.faces.read import Source, source_label
-from lookalike.files import shown
 from lookalike.index.manager import IndexManager
 from lookalike.people.scan import FaceSpec
 from lookalike.settings import Settings
@@ -37,30 +35,12 @@ class FaceHit:
     person: str | None
     cluster_id: int | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "face_id": self.face_id,
-            "path": shown(self.path),
-            "box": list(self.box),
-            "distance": round(self.distance, 6),
-            "person": self.person,
-            "cluster": self.cluster_id,
-        }
-
 
 @dataclass
 class FaceSearch:
     query: str
     face: Face
     results: list[FaceHit]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "query": shown(self.query),
-            "box": list(self.face.box),
-            "results": [h.to_json() for h in self.results],
-        }
 
 
 class FaceSearcher:

@@ -11,13 +11,11 @@ by either of two cheap tests on stored vectors, then grouped by union-find:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from lookalike.describe.base import Descriptor
 from lookalike.describe.phash import dihedral_variants
-from lookalike.files import shown
 from lookalike.index.base import VectorIndex
 from lookalike.index.faiss_index import BinaryIndex
 from lookalike.index.manager import rows_as
@@ -36,27 +34,11 @@ class DuplicateGroup:
     # The weakest link that joined the group (cosine or 1 - hamming / 64).
     score: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "score": round(self.score, 6),
-            "images": [_image_json(r) for r in self.images],
-        }
-
-
-def _image_json(row: ImageRow) -> dict[str, Any]:
-    return {"image_id": row.id, "sha256": row.sha256, "paths": [shown(p) for p in row.paths]}
-
 
 @dataclass
 class DuplicateReport:
     exact: list[ImageRow]
     near: list[DuplicateGroup]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "exact": [_image_json(r) for r in self.exact],
-            "near": [g.to_json() for g in self.near],
-        }
 
 
 class _UnionFind:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,7 +23,6 @@ from lookalike.backends import INDEX_DIR, open_catalog, open_data_dir, open_inde
 from lookalike.decode import decode, decode_gate, read_file, to_rgb
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadArgument, ImageError, NotFound
-from lookalike.files import shown
 from lookalike.ingest.report import IndexReport
 from lookalike.ingest.run import IndexRun, Parts
 from lookalike.people.service import FaceService
@@ -44,14 +42,6 @@ class Hit:
     score: float
     image_id: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "path": shown(self.path),
-            "sha256": self.sha256,
-            "score": round(self.score, 6),
-        }
-
 
 @dataclass
 class SearchResult:
@@ -59,14 +49,6 @@ class SearchResult:
     results: list[Hit]
     timing_ms: dict[str, float]
     error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"query": shown(self.query)}
-        if self.error is not None:
-            out["error"] = self.error
-        out["results"] = [h.to_json() for h in self.results]
-        out["timing_ms"] = {k: round(v, 3) for k, v in self.timing_ms.items()}
-        return out
 
 
 class Lookalike:

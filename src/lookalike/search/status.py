@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from lookalike.files import shown
 from lookalike.index.manager import IndexState
 
 
@@ -29,13 +27,6 @@ class FolderStatus:
     def current(self) -> bool:
         """Whether every index file reflects the catalog."""
         return all(s.current for s in self.indexes)
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["data_dir"] = shown(self.data_dir)
-        out["indexes"] = [{**asdict(s), "current": s.current} for s in self.indexes]
-        out["current"] = self.current
-        return out
 
 
 def folder_size(folder: Path) -> int:

@@ -13,8 +13,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from lookalike.errors import Forbidden, Unauthorized
 from lookalike.search.engine import Lookalike
-from lookalike.serve.keys import Scope, allows, check_key
-from lookalike.store.base import KeyRow
+from lookalike.serve.keys import allows, check_key
+from lookalike.store.base import KeyRow, Scope
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lka_...`")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")

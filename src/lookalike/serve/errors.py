@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from lookalike.answers import ErrorDetail
 from lookalike.errors import Busy, LookalikeError
 
 log = logging.getLogger("lookalike.serve")
@@ -30,11 +31,6 @@ _CODES = {
     415: "unsupported_media_type",
     422: "bad_input",
 }
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
 
 
 class ErrorBody(BaseModel):

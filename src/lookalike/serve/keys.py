@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Final, Literal
+from typing import Final
 
 from lookalike.errors import BadArgument, NotFound
-from lookalike.store.base import KeyRow, ServiceStore
+from lookalike.store.base import SCOPES, KeyRow, Scope, ServiceStore
 
-Scope = Literal["read", "write", "admin"]
-SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
 PREFIX: Final = "lka"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 import numpy as np
 
@@ -334,6 +334,11 @@ class FaceStore(Protocol):
 
 
 # -- the service: API keys and background jobs --------------------------------------------
+
+
+# What an API key may do; scopes nest (admin can do what write can, write what read can).
+Scope = Literal["read", "write", "admin"]
+SCOPES: Final[tuple[Scope, ...]] = ("read", "write", "admin")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from lookalike.serve.deps import Engine, Read, Write
-from lookalike.serve.routers.faces import MAX_ID, Id, Name
-from lookalike.serve.schemas import (
+from lookalike.answers import (
     Cluster,
     ClusterDetail,
     ClusterRunReport,
@@ -18,6 +16,8 @@ from lookalike.serve.schemas import (
     MergedClusters,
     Person,
 )
+from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.routers.faces import MAX_ID, Id, Name
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
 
@@ -45,9 +45,7 @@ class MergeClusters(BaseModel):
 @router.post("/clusters/merge", summary="Merge clusters into the first", dependencies=[Write])
 def merge_clusters(lk: Engine, body: MergeClusters) -> MergedClusters:
     moved = lk.people.merge_clusters(body.cluster_ids)
-    into, *others = body.cluster_ids
-    merged = [c for c in others if c != into]
-    return MergedClusters(cluster_id=into, merged_cluster_ids=merged, faces_moved=moved)
+    return MergedClusters.of(body.cluster_ids, moved)
 
 
 class ClusterRun(BaseModel):

@@ -2,7 +2,7 @@
 
 Routes taking uploads are ``async``: they read the multipart files on the event loop, then
 run decoding and inference in the thread pool. The others are plain ``def`` (FastAPI's
-thread pool). The answers are ``lookalike.serve.schemas`` models.
+thread pool). The answers are ``lookalike.answers`` models.
 """
 
 from __future__ import annotations
@@ -14,24 +14,22 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.errors import BadInput, NotFound
-from lookalike.faces import Face
-from lookalike.faces.config import LandmarkCount
-from lookalike.faces.read import NamedBytes, find_faces
-from lookalike.search.engine import Lookalike
-from lookalike.serve.deps import Engine, Read, Write
-from lookalike.serve.schemas import (
-    JPEG_ANSWER,
+from lookalike.answers import (
     Detected,
-    DetectedFace,
     FaceSearchAnswer,
-    IdentifiedFace,
     IdentifiedFaces,
     MovedFaces,
     Person,
     StoredFace,
     VerifyAnswer,
 )
+from lookalike.errors import BadInput, NotFound
+from lookalike.faces import Face
+from lookalike.faces.config import LandmarkCount
+from lookalike.faces.read import NamedBytes, find_faces
+from lookalike.search.engine import Lookalike
+from lookalike.serve.deps import Engine, Read, Write
+from lookalike.serve.schemas import JPEG_ANSWER
 from lookalike.serve.uploads import read_upload
 from lookalike.settings import Settings
 
@@ -67,9 +65,11 @@ def jpeg(data: bytes | None, missing: str) -> Response:
     return Response(data, media_type="image/jpeg")
 
 
-def _detect(lk: Lookalike, image: NamedBytes, landmarks: LandmarkCount, crop: bool) -> list[Face]:
+def _detect(
+    lk: Lookalike, image: NamedBytes, landmarks: LandmarkCount, crop: bool, embeddings: bool
+) -> list[Face]:
     decoded = lk.people.decode(image)
-    return find_faces(decoded, lk.settings, landmarks=landmarks, crop=crop, embeddings=False)
+    return find_faces(decoded, lk.settings, landmarks=landmarks, crop=crop, embeddings=embeddings)
 
 
 @router.post(
@@ -82,13 +82,14 @@ async def detect(
     file: Annotated[UploadFile, File(description="The image")],
     landmarks: Annotated[int, Form(description="Landmark points per face: 5 or 68")] = 5,
     crop: Crop = False,
+    embeddings: Annotated[bool, Form(description="Also each face's 128-d embedding")] = False,
 ) -> Detected:
     if landmarks not in (5, 68):
         raise BadInput(f"landmarks must be 5 or 68, not {landmarks}")
     image = await named_upload(file, lk.settings)
     points: LandmarkCount = 5 if landmarks == 5 else 68
-    found = await run_in_threadpool(_detect, lk, image, points, crop)
-    return Detected(faces=[DetectedFace.of(i, f) for i, f in enumerate(found)])
+    found = await run_in_threadpool(_detect, lk, image, points, crop, embeddings)
+    return Detected.of(image.name, found)
 
 
 @router.post(
@@ -104,7 +105,7 @@ async def identify(
 ) -> IdentifiedFaces:
     image = await named_upload(file, lk.settings)
     found = await run_in_threadpool(lk.people.identify, image, threshold=threshold, crop=crop)
-    return IdentifiedFaces(faces=[IdentifiedFace.of(f) for f in found])
+    return IdentifiedFaces.of(image.name, found)
 
 
 @router.post(

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Path, Query, UploadFile
 from fastapi.responses import Response
 
+from lookalike.answers import Image, StoredFace
 from lookalike.decode import sha256_hex
 from lookalike.errors import Conflict, NotFound, TooLarge
 from lookalike.search.engine import Lookalike
@@ -21,10 +22,8 @@ from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.schemas import (
     JPEG_ANSWER,
     DeletedImage,
-    Image,
     ImageDetail,
     ImagePage,
-    StoredFace,
     Uploaded,
     Uploads,
 )

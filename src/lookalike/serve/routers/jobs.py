@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lookalike.answers import IndexSummary
 from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
 from lookalike.files import is_under_any
 from lookalike.search.engine import Lookalike
@@ -161,7 +162,8 @@ def _run(lk: Lookalike, job_id: int, target: str, stopping: threading.Event) -> 
         log.exception("job %d failed", job_id)
         _finish(store, job_id, "failed", counts, error=f"{type(exc).__name__}: {exc}")
     else:
-        _finish(store, job_id, "done", counts, report=report.to_json())
+        summary = IndexSummary.of(report).model_dump(mode="json")
+        _finish(store, job_id, "done", counts, report=summary)
 
 
 def _finish(

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
+from lookalike.answers import Key, Keys, NewKey, RevokedKey
 from lookalike.serve.deps import Admin, Engine
-from lookalike.serve.keys import Scope, create_key, revoke_key
-from lookalike.serve.schemas import Key, Keys, NewKey, RevokedKey
+from lookalike.serve.keys import create_key, revoke_key
+from lookalike.store.base import Scope
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 

@@ -13,20 +13,13 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from lookalike.answers import Enrolled, Example, People, Person, PersonDetail, StoredFace
 from lookalike.errors import NotFound, TooLarge
 from lookalike.faces.read import NamedBytes
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_FACE_INDEX, MAX_ID, Crop, Id, Name, jpeg, named_upload
-from lookalike.serve.schemas import (
-    JPEG_ANSWER,
-    Enrolled,
-    Example,
-    People,
-    Person,
-    PersonDetail,
-    StoredFace,
-)
+from lookalike.serve.schemas import JPEG_ANSWER
 from lookalike.settings import Settings
 from lookalike.store.base import PersonRow
 

@@ -12,13 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
+from lookalike.answers import Duplicates, SearchAnswer
 from lookalike.describe.base import descriptor_names
 from lookalike.errors import BadInput, ImageError, NotFound
 from lookalike.index.manager import rows_as
 from lookalike.search.engine import Hit, Lookalike, SearchResult
 from lookalike.serve.deps import Engine, Read
 from lookalike.serve.routers.images import ImageId
-from lookalike.serve.schemas import Duplicates, Image, NearDuplicates, SearchAnswer
 from lookalike.serve.uploads import read_upload_sync, upload_name
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -95,8 +95,4 @@ def duplicates(
         Query(ge=0.0, le=1.0, description="cnn cosine for near-duplicates (default 0.84)"),
     ] = None,
 ) -> Duplicates:
-    report = lk.duplicates(threshold)
-    return Duplicates(
-        exact=[Image.of(r) for r in report.exact],
-        near=[NearDuplicates.of(g) for g in report.near],
-    )
+    return Duplicates.of(lk.duplicates(threshold))
