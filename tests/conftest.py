@@ -14,6 +14,7 @@ import lookalike
 from lookalike.search.engine import Lookalike
 from lookalike.settings import clear_settings_cache
 
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """No ``LOOKALIKE_*`` variable of the developer's leaks in; the model cache, other

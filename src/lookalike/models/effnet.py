@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import pickle
 import struct
@@ -114,11 +115,17 @@ def _rebuild_tensor_v2(
     storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
 ) -> _TensorRef:
     # Storages are still empty while the pickle is read, so only remember the view.
-    return _TensorRef(storage, int(offset), tuple(size), tuple(stride))
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError(f"tensor over a {type(storage).__name__}, not a storage")
+    return _TensorRef(storage, int(offset), tuple(map(int, size)), tuple(map(int, stride)))
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into stand-ins; refuses every other global."""
+    """Unpickles the pickles of a legacy torch checkpoint into stand-ins.
+
+    Every pickle of the file (header, state dict, storage keys) goes through it: globals
+    outside :meth:`find_class`'s allow-list are refused before anything is called.
+    """
 
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file)
@@ -145,52 +152,72 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def _read_legacy(f: IO[bytes]) -> dict[str, np.ndarray]:
-    magic = pickle.load(f)  # plain ints and dicts: safe with the default unpickler
-    if magic != _LEGACY_MAGIC:
-        raise ModelError("not a legacy torch checkpoint (wrong magic number)")
-    protocol = pickle.load(f)
-    if protocol != _LEGACY_PROTOCOL:
-        raise ModelError(f"unsupported torch checkpoint protocol {protocol!r}")
-    sys_info = pickle.load(f)
-    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-        raise ModelError("big-endian torch checkpoints are not supported")
-
-    unpickler = _CheckpointUnpickler(f)
-    state = unpickler.load()
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint holds a {type(state).__name__}, not a state dict")
-    keys = pickle.load(f)
-
+def _read_storages(f: IO[bytes], keys: Any, storages: dict[str, _Storage]) -> None:
+    # After the pickles: per storage, its element count (int64) and then its raw bytes.
+    if not isinstance(keys, list):
+        raise ModelError(f"checkpoint storage keys are a {type(keys).__name__}, not a list")
     for key in keys:
-        storage = unpickler.storages.get(str(key))
+        storage = storages.get(str(key))
         (count,) = struct.unpack("<q", f.read(8))
         if storage is None:
             raise ModelError(f"checkpoint has data for unknown storage {key!r}")
+        if count != storage.numel:
+            raise ModelError(f"storage {key!r} holds {count} elements, its tensors {storage.numel}")
         nbytes = count * storage.dtype.itemsize
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise ModelError("checkpoint is truncated")
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
 
-    out: dict[str, np.ndarray] = {}
-    for name, ref in state.items():
-        if not isinstance(ref, _TensorRef):
-            continue  # non-tensor entries (none in this checkpoint) carry no weights
-        data = ref.storage.data
-        if data is None:
-            raise ModelError(f"checkpoint has no data for tensor {name!r}")
-        itemsize = data.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            data[ref.offset :],
-            shape=ref.size,
-            strides=tuple(s * itemsize for s in ref.stride),
-            writeable=False,
-        )
-        # A C-ordered copy: it owns its memory (no pinned storage, writable) even for views
-        # such as transposes.
-        out[str(name)] = np.array(view, order="C")
-    return out
+
+def _tensor_array(name: str, ref: _TensorRef) -> np.ndarray:
+    """The tensor ``ref`` describes, as a C-ordered copy; ModelError if it reaches outside
+    its storage (as_strided would otherwise read arbitrary memory)."""
+    data = ref.storage.data
+    if data is None:
+        raise ModelError(f"checkpoint has no data for tensor {name!r}")
+    if any(n < 0 for n in ref.size) or any(s < 0 for s in ref.stride) or ref.offset < 0:
+        raise ModelError(f"tensor {name!r} has a negative size, stride or offset")
+    if len(ref.size) != len(ref.stride):
+        raise ModelError(f"tensor {name!r} has {len(ref.size)} sizes but {len(ref.stride)} strides")
+    if math.prod(ref.size) > data.size:
+        raise ModelError(f"tensor {name!r} is larger than its storage")
+    if 0 not in ref.size:
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
+        if last >= data.size:
+            raise ModelError(f"tensor {name!r} reaches beyond its storage")
+    itemsize = data.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        data[ref.offset :],
+        shape=ref.size,
+        strides=tuple(s * itemsize for s in ref.stride),
+        writeable=False,
+    )
+    # A C-ordered copy: it owns its memory (no pinned storage, writable) even for views
+    # such as transposes.
+    return np.array(view, order="C")
+
+
+def _read_legacy(f: IO[bytes]) -> dict[str, np.ndarray]:
+    unpickler = _CheckpointUnpickler(f)
+    if unpickler.load() != _LEGACY_MAGIC:
+        raise ModelError("not a legacy torch checkpoint (wrong magic number)")
+    protocol = unpickler.load()
+    if protocol != _LEGACY_PROTOCOL:
+        raise ModelError(f"unsupported torch checkpoint protocol {protocol!r}")
+    sys_info = unpickler.load()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise ModelError("big-endian torch checkpoints are not supported")
+    state = unpickler.load()
+    if not isinstance(state, dict):
+        raise ModelError(f"checkpoint holds a {type(state).__name__}, not a state dict")
+    _read_storages(f, unpickler.load(), unpickler.storages)
+    # Non-tensor entries (none in this checkpoint) carry no weights.
+    return {
+        str(name): _tensor_array(str(name), ref)
+        for name, ref in state.items()
+        if isinstance(ref, _TensorRef)
+    }
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -198,7 +225,10 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Returns the state dict as ``{name: array}`` (float32 weights, int64 counters), each array
     a contiguous copy honouring the tensor's storage offset, size and stride.
-    Raises :class:`ModelError` if the file is missing, a zip checkpoint, or not a state dict.
+    Every pickle in the file is read with an allow-list of the globals a state dict needs;
+    anything else (``os.system``, ...) is refused before it is called. Raises
+    :class:`ModelError` if the file is missing, a zip checkpoint, not a state dict, refers to
+    other globals, or has tensors reaching outside their storage.
     """
     try:
         with open(path, "rb") as fh:
@@ -212,7 +242,15 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise
     except OSError as exc:
         raise ModelError(f"cannot read model weights {path}: {exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, struct.error) as exc:
+    # What a damaged or hostile pickle can raise while it is read with the allow-list.
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        struct.error,
+    ) as exc:
         raise ModelError(f"cannot parse model weights {path}: {exc}") from exc
 
 
