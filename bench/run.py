@@ -5,9 +5,10 @@ NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardu
 throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
 verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
 ``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
-and rank-1 against face_recognition, skipped unless that package is installed) and
+and rank-1 against face_recognition, skipped unless that package is installed),
 ``http`` (REST API overhead over the library and throughput with 1 and 2 workers,
-``bench/http.py``); default: all, in that order.
+``bench/http.py``) and ``int8_kernels`` (cnn vectors on emulated x86 CPUs, skipped unless
+``qemu-x86_64`` is installed); default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.
@@ -22,6 +23,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +43,7 @@ NAMES = (
     "faces_cluster",
     "faces_compare",
     "http",
+    "int8_kernels",
 )
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
@@ -52,6 +55,7 @@ NEEDS = {
     "faces_cluster": ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
     "faces_compare": ("faces-photos/labels.csv",),
     "http": (),  # enrols faces from faces-photos when present, else scikit-image's astronaut
+    "int8_kernels": (),  # scikit-image's photos
 }
 
 
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped (face_recognition is not installed: "
                 "pip install --no-deps face_recognition)"
             )
+        elif name == "int8_kernels" and shutil.which("qemu-x86_64") is None:
+            status[name] = "skipped (qemu-x86_64 is not installed: apt-get install qemu-user)"
         else:
             cmd = [sys.executable, str((BENCH / f"{name}.py").relative_to(common.REPO))]
             if args.no_write:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import os
 import pickle
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -27,11 +29,14 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
+from lookalike.files import atomic_write
 from lookalike.models.onnx_io import finish_model, open_session, save_model
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
+
+log = logging.getLogger(__name__)
 
 # Bump whenever build_onnx would produce a different graph: cached files are keyed by it.
 CONVERTER_VERSION = "effnet-lite0-onnx/1"
@@ -447,22 +452,76 @@ def onnx_model_path(cache_dir: Path) -> Path:
     return save_model(build_onnx(load_state_dict(weights)), target)
 
 
-def int8_model_path(cache_dir: Path) -> Path:
-    """The INT8 model in ``cache_dir``, converting and quantizing on first use.
+def int8_model_path(
+    cache_dir: Path, quantizer: Callable[[Path], onnx.ModelProto] | None = None
+) -> Path | None:
+    """The INT8 model in ``cache_dir``, converting, quantizing and checking it on first use.
 
-    Returns the path of the cached file, keyed by converter, quantizer and ONNX Runtime
-    versions (the quantizer's output may differ between releases).
+    ``quantizer`` turns the float model into the INT8 one (default:
+    :func:`~lookalike.models.quantize.quantize_int8`). The new model must follow the float
+    network closely (:func:`~lookalike.models.quantize.agreement` at least
+    :data:`~lookalike.models.quantize.MIN_AGREEMENT`). Returns the path of the cached file,
+    keyed by converter, quantizer and ONNX Runtime versions; or None, with a warning, if the
+    model failed that check: the verdict is cached as well, and the float model should run.
     """
     import onnxruntime as ort
 
-    from lookalike.models.quantize import QUANTIZER_VERSION, quantize_int8
+    from lookalike.models.quantize import MIN_AGREEMENT, QUANTIZER_VERSION, agreement
 
     fp32 = onnx_model_path(cache_dir)
     key = f"{fp32.name}|{QUANTIZER_VERSION}|{ort.__version__}".encode()
     target = fp32.with_name(f"efficientnet-lite0-int8-{hashlib.sha256(key).hexdigest()[:16]}.onnx")
+    rejected = target.with_suffix(".rejected")
     if target.is_file():
         return target
-    return quantize_int8(fp32, target, mean=MEAN, std=STD)
+    if rejected.is_file():
+        log.warning("%s; running the float32 network instead", _read_verdict(rejected))
+        return None
+    model = (quantizer or _quantize)(fp32)
+    score = agreement(fp32, model.SerializeToString(), mean=MEAN, std=STD)
+    if score < MIN_AGREEMENT:
+        verdict = (
+            f"the INT8 EfficientNet-Lite0 was not used: its features agree with the float "
+            f"network's to cosine {score:.4f} only (at least {MIN_AGREEMENT} needed)"
+        )
+        _save_verdict(rejected, verdict)
+        log.warning("%s; running the float32 network instead", verdict)
+        return None
+    return save_model(model, target)
+
+
+def _quantize(fp32: Path) -> onnx.ModelProto:
+    from lookalike.models.quantize import quantize_int8
+
+    return quantize_int8(fp32, mean=MEAN, std=STD)
+
+
+def _save_verdict(path: Path, verdict: str) -> None:
+    try:
+        atomic_write(path, verdict.encode())
+    except OSError as exc:
+        raise ModelError(f"cannot write to the model cache {path.parent}: {exc}") from exc
+
+
+def _read_verdict(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def model_for(cache_dir: Path, precision: str) -> tuple[Path, str]:
+    """The cached EfficientNet-Lite0 to run for ``precision`` ("fp32" or "int8"), converted
+    (and quantized) on first use, and the precision it has: "fp32" where the INT8 model
+    failed its check (see :func:`int8_model_path`). Raises :class:`ModelError` if the
+    precision is unknown or the model cannot be made."""
+    if precision not in ("fp32", "int8"):
+        raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
+    if precision == "int8":
+        path = int8_model_path(cache_dir)
+        if path is not None:
+            return path, "int8"
+    return onnx_model_path(cache_dir), "fp32"
 
 
 def create_session(
@@ -471,12 +530,9 @@ def create_session(
     """An ONNX Runtime CPU session on the (cached, converted) EfficientNet-Lite0.
 
     ``threads`` sets the intra-op thread count; 0 keeps ONNX Runtime's default (one per core).
-    ``precision`` is "fp32" or "int8" (quantized, see :mod:`lookalike.models.quantize`).
+    ``precision`` is "fp32" or "int8" (quantized, see :mod:`lookalike.models.quantize`; the
+    float model where the INT8 one failed its check: :func:`model_for`).
     Returns the session, with input ``image`` and outputs ``features`` and ``logits``.
     Raises :class:`ModelError` if the model cannot be converted or loaded.
     """
-
-    if precision not in ("fp32", "int8"):
-        raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
-    path = onnx_model_path(cache_dir) if precision == "fp32" else int8_model_path(cache_dir)
-    return open_session(path, threads)
+    return open_session(model_for(cache_dir, precision)[0], threads)
