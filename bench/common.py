@@ -217,6 +217,26 @@ def cpu_model() -> str:
     return found.group(1).strip() if found else platform.processor() or "unknown"
 
 
+# Instruction sets ONNX Runtime chooses its kernels by (INT8 ones above all: without a VNNI
+# flag, AVX2 and AVX-512BW sum u8s8 products in saturating int16 pairs).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_features() -> str:
+    """Which of :data:`CPU_FEATURES` this CPU has, e.g. ``avx2 fma; lacks avx512f ...``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "features unknown"
+    found = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    if not found:
+        return "features unknown"
+    flags = set(found.group(1).split())
+    has = [f for f in CPU_FEATURES if f in flags]
+    lacks = [f for f in CPU_FEATURES if f not in flags]
+    return " ".join(has) + (f"; lacks {' '.join(lacks)}" if lacks else "")
+
+
 def cpu_count() -> int:
     """What ``nproc`` prints: the CPUs this process may run on."""
     try:
@@ -242,7 +262,7 @@ def machine() -> str:
             module = __import__(name)
             versions.append(f"{'pillow' if name == 'PIL' else name} {module.__version__}")
     return (
-        f"nproc {cpu_count()}, CPU {cpu_model()}, {memory_gib():.0f} GiB RAM, "
+        f"nproc {cpu_count()}, CPU {cpu_model()} ({cpu_features()}), {memory_gib():.0f} GiB RAM, "
         f"{platform.system()} {platform.machine()}, Python {platform.python_version()}; "
         + ", ".join(versions)
     )

@@ -6,13 +6,19 @@ variants, as the engine does), and prints mAP over the queries of ``queries.csv`
 left out of its own ranking), plus precision@1, recall@10 and the embedding time per image
 (wall and CPU milliseconds, decoding excluded, median of several runs).
 
-    /tmp/venv/bin/python bench/holidays.py                       # the default descriptor
-    /tmp/venv/bin/python bench/holidays.py --side 224 288 384 --p 2 3 --levels 0 3
+By default it runs the network in both precisions, INT8 and float32, in the same run: the
+INT8 rows then say how its mAP, its time and its vectors (cosine to the float ones of the
+same images) compare. The CPU model and the instruction sets ONNX Runtime picks its kernels
+by (AVX2, AVX-512, VNNI) are printed first: INT8 results depend on them where sums saturate.
 
-Several sides, GeM exponents and region levels give one row per combination; the network runs
-once per side. Nothing is learnt from Holidays (no PCA or whitening). On a busy machine,
-``--threads 1`` makes the CPU column a stable cost measure (with more threads, ONNX Runtime's
-workers spin while they wait for each other, which inflates CPU time under load).
+    .venv/bin/python bench/holidays.py                       # the default descriptor
+    .venv/bin/python bench/holidays.py --side 224 288 384 --p 2 3 --levels 0 3 --precision int8
+
+Several sides, GeM exponents and region levels give one row per combination; the network
+runs once per side and precision. Nothing is learnt from Holidays (no PCA or whitening).
+On a busy machine, ``--threads 1`` makes the CPU column a stable cost measure (with more
+threads, ONNX Runtime's workers spin while they wait for each other, which inflates CPU
+time under load).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import common
 from lookalike.describe.cnn import DEFAULT_GEM_P, DEFAULT_LEVELS, DEFAULT_SIDE, CnnDescriptor
 from lookalike.eval.retrieval import (
     RetrievalScores,
@@ -54,6 +61,7 @@ ROTATIONS = (
 class Row:
     """One setting's results."""
 
+    precision: str
     side: int
     p: float
     levels: int
@@ -67,6 +75,7 @@ class Row:
     def as_dict(self) -> dict[str, object]:
         """The row as plain JSON-ready values."""
         return {
+            "precision": self.precision,
             "side": self.side,
             "p": self.p,
             "levels": self.levels,
@@ -86,6 +95,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--p", type=float, nargs="+", default=[DEFAULT_GEM_P], help="GeM exponents")
     ap.add_argument(
         "--levels", type=int, nargs="+", default=[DEFAULT_LEVELS], help="region levels (0: GeM)"
+    )
+    ap.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["int8", "fp32"],
+        default=["int8", "fp32"],
+        help="network precisions (both by default: INT8 compared with float32)",
     )
     ap.add_argument("--cache-dir", type=Path, default=None, help="converted-model cache")
     ap.add_argument("--threads", type=int, default=None, help="inference threads (0: all)")
@@ -162,6 +178,30 @@ def cosine_stats(db: np.ndarray, paths: Sequence[str], groups: dict[str, str]) -
     )
 
 
+def precision_comparison(
+    rows: Sequence[Row], vectors: dict[tuple[str, int, float, int], np.ndarray]
+) -> list[str]:
+    """One line per setting run in both precisions: INT8 against float32 on mAP, CPU time
+    (the speed-up: float CPU ms / INT8 CPU ms) and the cosine between the two vectors of
+    each database image (median, 1st percentile, minimum)."""
+    fp32_rows = {(r.side, r.p, r.levels): r for r in rows if r.precision == "fp32"}
+    lines = []
+    for int8 in (r for r in rows if r.precision == "int8"):
+        side, p, levels = int8.side, int8.p, int8.levels
+        fp32 = fp32_rows.get((side, p, levels))
+        if fp32 is None:
+            continue
+        cos = (vectors["int8", side, p, levels] * vectors["fp32", side, p, levels]).sum(axis=1)
+        lines.append(
+            f"int8 vs fp32 (side {side}, p {p:g}, levels {levels}): "
+            f"mAP {int8.rot4.map:.4f} vs {fp32.rot4.map:.4f}, "
+            f"speed-up {fp32.cpu_ms_per_image / int8.cpu_ms_per_image:.2f}x (CPU time), "
+            f"cosine of the two vectors: median {np.median(cos):.4f}, "
+            f"1st percentile {np.percentile(cos, 1):.4f}, min {cos.min():.4f}"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     data: Path = args.data.resolve()
@@ -185,14 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if derived != relevant:
             print(f"warning: relevant set of {query} differs from queries.csv", file=sys.stderr)
 
-    settings = get_settings(
-        model_cache_dir=args.cache_dir,
-        inference_threads=args.threads,
-        batch_size=args.batch_size,
-    )
     index_of = {p: i for i, p in enumerate(paths)}
     query_index = np.array([index_of[q] for q in queries])
 
+    print(f"CPU: {common.cpu_model()} ({common.cpu_features()})")
     print(f"Holidays: {len(paths)} database images, {len(queries)} queries ({data})")
     t0 = time.perf_counter()
     db_images = load_images(paths)
@@ -201,7 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: list[Row] = []
     timed: list[CnnDescriptor] = []
-    for side in args.side:
+    vectors: dict[tuple[str, int, float, int], np.ndarray] = {}
+    for precision, side in itertools.product(args.precision, args.side):
+        settings = get_settings(
+            model_cache_dir=args.cache_dir,
+            inference_threads=args.threads,
+            batch_size=args.batch_size,
+            cnn_precision=precision,
+        )
         desc = CnnDescriptor(settings, side=side)
         db_maps = desc.feature_maps(db_images)
         # Query variants: the database row is the unrotated query; add the three rotations.
@@ -215,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return np.concatenate([variant.pool(m[None]) for m in maps])
 
             db = pool(db_maps)
+            vectors[precision, side, p, levels] = db
             plain = [db[query_index]]
             variants = plain + [pool(maps) for maps in rotated_maps]
             rot4 = score(db, variants, paths, queries, groups)
@@ -223,9 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{variant.version}: mAP {rot4.map:.4f} (no rotations {rot0.map:.4f})", flush=True
             )
             timed.append(variant)
-            results.append(
-                Row(side, p, levels, variant.version, rot4, rot0, cosine_stats(db, paths, groups))
-            )
+            cosine = cosine_stats(db, paths, groups)
+            results.append(Row(precision, side, p, levels, variant.version, rot4, rot0, cosine))
 
     print(f"timing: {args.timing_runs} runs of {len(timing_images)} decoded images each ...")
     timings = time_embedding(timed, timing_images, args.timing_runs)
@@ -233,19 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         row.ms_per_image, row.cpu_ms_per_image = wall_ms, cpu_ms
 
     header = (
-        f"{'side':>5} {'p':>4} {'levels':>6} | {'mAP rot4':>8} {'mAP rot0':>8} "
+        f"{'net':>4} {'side':>5} {'p':>4} {'levels':>6} | {'mAP rot4':>8} {'mAP rot0':>8} "
         f"{'p@1':>6} {'r@10':>6} | {'ms/img':>7} {'CPU ms':>7}"
     )
     print(header)
     print("-" * len(header))
     for row in results:
         print(
-            f"{row.side:>5} {row.p:>4g} {row.levels:>6} | {row.rot4.map:>8.4f} "
-            f"{row.rot0.map:>8.4f} {row.rot4.p1:>6.3f} {row.rot4.r10:>6.3f} | "
-            f"{row.ms_per_image:>7.1f} {row.cpu_ms_per_image:>7.1f}"
+            f"{row.precision:>4} {row.side:>5} {row.p:>4g} {row.levels:>6} | "
+            f"{row.rot4.map:>8.4f} {row.rot0.map:>8.4f} {row.rot4.p1:>6.3f} "
+            f"{row.rot4.r10:>6.3f} | {row.ms_per_image:>7.1f} {row.cpu_ms_per_image:>7.1f}"
         )
     for row in results:
         print(f"{row.version}: {row.cosine}")
+    for line in precision_comparison(results, vectors):
+        print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([row.as_dict() for row in results], indent=2))

@@ -5,11 +5,12 @@ NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardu
 throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
 verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
 ``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
-and rank-1 against face_recognition, skipped unless that package is installed) and
+and rank-1 against face_recognition, skipped unless that package is installed),
 ``http`` (REST API overhead over the library, throughput with 1 and 2 workers, and
-concurrent searches in one worker against a baseline revision, ``bench/http.py``) and
+concurrent searches in one worker against a baseline revision, ``bench/http.py``),
 ``memory`` (a server worker's peak RSS for large images, against a baseline revision,
-``bench/memory.py``); default: all, in that order.
+``bench/memory.py``) and ``int8_kernels`` (cnn vectors on emulated x86 CPUs, skipped
+unless ``qemu-x86_64`` is installed); default: all, in that order.
 Each runs in its own process (the ANN part holds several GiB) and rewrites its own
 section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
 unless the script writes one itself.
@@ -24,6 +25,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -44,6 +46,7 @@ NAMES = (
     "faces_compare",
     "http",
     "memory",
+    "int8_kernels",
 )
 # Data each benchmark reads (checked up front, so a missing folder fails fast).
 NEEDS = {
@@ -56,6 +59,7 @@ NEEDS = {
     "faces_compare": ("faces-photos/labels.csv",),
     "http": (),  # enrols faces from faces-photos when present, else scikit-image's astronaut
     "memory": (),  # builds its images
+    "int8_kernels": (),  # scikit-image's photos
 }
 
 
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped (face_recognition is not installed: "
                 "pip install --no-deps face_recognition)"
             )
+        elif name == "int8_kernels" and shutil.which("qemu-x86_64") is None:
+            status[name] = "skipped (qemu-x86_64 is not installed: apt-get install qemu-user)"
         else:
             cmd = [sys.executable, str((BENCH / f"{name}.py").relative_to(common.REPO))]
             if args.no_write:

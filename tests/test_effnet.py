@@ -167,17 +167,55 @@ def test_load_state_dict_honours_offset_and_stride(
 
 
 class _Evil:
+    """Pickles as a call of ``os.system``: running it creates ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self) -> Any:
-        return (os.system, ("echo pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_load_state_dict_refuses_other_globals(tmp_path: Path) -> None:
+@pytest.mark.parametrize("position", range(5))
+def test_load_state_dict_refuses_other_globals_in_every_pickle(
+    tmp_path: Path, position: int
+) -> None:
+    # A legacy checkpoint is five pickles (magic, protocol, system info, state dict, storage
+    # keys); a forbidden global in any of them is refused without being called.
+    marker = tmp_path / "pwned"
+    pickles: list[Any] = [
+        effnet._LEGACY_MAGIC,
+        effnet._LEGACY_PROTOCOL,
+        {"little_endian": True},
+        {"x": 1},
+        [],
+    ]
+    pickles[position] = _Evil(marker) if position != 3 else {"x": _Evil(marker)}
     path = tmp_path / "evil.pth"
     with open(path, "wb") as fh:
-        for header in (effnet._LEGACY_MAGIC, effnet._LEGACY_PROTOCOL, {"little_endian": True}):
-            pickle.dump(header, fh, protocol=2)
-        pickle.dump({"x": _Evil()}, fh, protocol=2)
-    with pytest.raises(ModelError, match="not allowed"):
+        for item in pickles:
+            pickle.dump(item, fh, protocol=2)
+    with pytest.raises(ModelError, match=r"\.system, which is not allowed"):
+        effnet.load_state_dict(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "stride"),
+    [(4, (3,), (1,)), (0, (2, 3), (3, 2)), (0, (1000,), (0,))],
+    ids=["past the end", "stride past the end", "repeated beyond its size"],
+)
+def test_load_state_dict_refuses_tensors_outside_their_storage(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> None:
+    path = tmp_path / "bad.pth"
+    base = np.arange(6, dtype=np.float32)
+    _write_legacy_checkpoint(path, {"w": (base, offset, size, stride)}, monkeypatch)
+    with pytest.raises(ModelError, match="storage"):
         effnet.load_state_dict(path)
 
 

@@ -27,14 +27,17 @@ class Descriptor(Protocol):
     """
 
     name: str
-    # Changes whenever the vectors would change (weights, input size, pooling, ...):
-    # vectors of another version are never mixed with these.
-    version: str
     dim: int
     kind: Kind
     # The shorter image side this descriptor needs; the decoder may shrink JPEGs
     # (draft mode) as long as they stay at least this large.
     input_side: int
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the vectors would change (weights, input size, pooling, ...):
+        vectors of another version are never mixed with these. May load a model (cnn)."""
+        ...
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """One row per RGB image: float32 (n, dim) or packed uint8 (n, dim // 8)."""

@@ -22,7 +22,8 @@ from PIL import Image
 from lookalike.decode import to_rgb
 from lookalike.describe.base import Kind, register
 from lookalike.errors import BadArgument, BadInput
-from lookalike.models import effnet
+from lookalike.models import effnet, quantize
+from lookalike.models.onnx_io import open_session
 from lookalike.settings import Settings
 
 if TYPE_CHECKING:
@@ -175,12 +176,14 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 class _LazySession:
-    """The ONNX Runtime session, created on first use (listing descriptors loads nothing)."""
+    """The network, found (converted, quantized, checked) and opened on first use: listing
+    descriptors loads nothing."""
 
     def __init__(self, cache_dir: Path, threads: int, precision: str) -> None:
         self._cache_dir = cache_dir
         self._threads = threads
         self._precision = precision
+        self._model: tuple[Path, str] | None = None  # the file and its precision
         self._session: onnxruntime.InferenceSession | None = None
         self._lock = threading.Lock()
 
@@ -189,14 +192,27 @@ class _LazySession:
         """Whether the session exists yet."""
         return self._session is not None
 
+    def network(self) -> str:
+        """The network's name in descriptor versions: with ``-int8...`` only when the INT8
+        model runs (it falls back to float when it fails its check)."""
+        if self._precision == "fp32":
+            return "effnet-lite0"  # known without making any model
+        with self._lock:
+            precision = self._find()[1]
+        return "effnet-lite0" if precision == "fp32" else f"effnet-lite0-{quantize.SCHEME}"
+
     def get(self) -> onnxruntime.InferenceSession:
         """The session, converting and loading the model on the first call."""
         with self._lock:  # two threads embedding at once must not both load it
             if self._session is None:
-                self._session = effnet.create_session(
-                    self._cache_dir, self._threads, self._precision
-                )
+                self._session = open_session(self._find()[0], self._threads)
             return self._session
+
+    def _find(self) -> tuple[Path, str]:
+        # Callers hold the lock.
+        if self._model is None:
+            self._model = effnet.model_for(self._cache_dir, self._precision)
+        return self._model
 
 
 @register("cnn")
@@ -225,13 +241,21 @@ class CnnDescriptor:
         self.gem_p = gem_p
         self.levels = levels
         self.input_side = side
-        pooling = f"rgem{gem_p:g}l{levels}" if levels else f"gem{gem_p:g}"
-        net = "effnet-lite0" if settings.cnn_precision == "fp32" else "effnet-lite0-int8"
-        # v2: images other than JPEG are decoded box-reduced (decode.to_rgb), not whole.
-        self.version = f"{net}/{pooling}/s{side}/v2"
+        self._pooling = f"rgem{gem_p:g}l{levels}" if levels else f"gem{gem_p:g}"
         self._model = _LazySession(
             settings.model_cache_dir, settings.inference_threads, settings.cnn_precision
         )
+
+    @property
+    def version(self) -> str:
+        """Network, pooling and input side: ``effnet-lite0[-int8u8]/rgem3l3/s256/v2``.
+
+        With ``cnn_precision="int8"`` reading it finds the INT8 model (quantizing and checking
+        it once, a few seconds, on first use), because a model that fails its check is
+        replaced by the float one, whose vectors must not be mixed with INT8 ones.
+        """
+        # v2: images other than JPEG are decoded box-reduced (decode.to_rgb), not whole.
+        return f"{self._model.network()}/{self._pooling}/s{self.side}/v2"
 
     def with_pooling(self, gem_p: float, levels: int) -> CnnDescriptor:
         """A descriptor with another pooling sharing this one's (lazy) network session."""

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import math
 import os
 import pickle
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -26,11 +29,14 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from lookalike.errors import ModelError
+from lookalike.files import atomic_write
 from lookalike.models.onnx_io import finish_model, open_session, save_model
 
 if TYPE_CHECKING:
     import onnx
     import onnxruntime
+
+log = logging.getLogger(__name__)
 
 # Bump whenever build_onnx would produce a different graph: cached files are keyed by it.
 CONVERTER_VERSION = "effnet-lite0-onnx/1"
@@ -114,11 +120,17 @@ def _rebuild_tensor_v2(
     storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
 ) -> _TensorRef:
     # Storages are still empty while the pickle is read, so only remember the view.
-    return _TensorRef(storage, int(offset), tuple(size), tuple(stride))
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError(f"tensor over a {type(storage).__name__}, not a storage")
+    return _TensorRef(storage, int(offset), tuple(map(int, size)), tuple(map(int, stride)))
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into stand-ins; refuses every other global."""
+    """Unpickles the pickles of a legacy torch checkpoint into stand-ins.
+
+    Every pickle of the file (header, state dict, storage keys) goes through it: globals
+    outside :meth:`find_class`'s allow-list are refused before anything is called.
+    """
 
     def __init__(self, file: IO[bytes]) -> None:
         super().__init__(file)
@@ -145,52 +157,72 @@ class _CheckpointUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
-def _read_legacy(f: IO[bytes]) -> dict[str, np.ndarray]:
-    magic = pickle.load(f)  # plain ints and dicts: safe with the default unpickler
-    if magic != _LEGACY_MAGIC:
-        raise ModelError("not a legacy torch checkpoint (wrong magic number)")
-    protocol = pickle.load(f)
-    if protocol != _LEGACY_PROTOCOL:
-        raise ModelError(f"unsupported torch checkpoint protocol {protocol!r}")
-    sys_info = pickle.load(f)
-    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-        raise ModelError("big-endian torch checkpoints are not supported")
-
-    unpickler = _CheckpointUnpickler(f)
-    state = unpickler.load()
-    if not isinstance(state, dict):
-        raise ModelError(f"checkpoint holds a {type(state).__name__}, not a state dict")
-    keys = pickle.load(f)
-
+def _read_storages(f: IO[bytes], keys: Any, storages: dict[str, _Storage]) -> None:
+    # After the pickles: per storage, its element count (int64) and then its raw bytes.
+    if not isinstance(keys, list):
+        raise ModelError(f"checkpoint storage keys are a {type(keys).__name__}, not a list")
     for key in keys:
-        storage = unpickler.storages.get(str(key))
+        storage = storages.get(str(key))
         (count,) = struct.unpack("<q", f.read(8))
         if storage is None:
             raise ModelError(f"checkpoint has data for unknown storage {key!r}")
+        if count != storage.numel:
+            raise ModelError(f"storage {key!r} holds {count} elements, its tensors {storage.numel}")
         nbytes = count * storage.dtype.itemsize
         raw = f.read(nbytes)
         if len(raw) != nbytes:
             raise ModelError("checkpoint is truncated")
         storage.data = np.frombuffer(raw, dtype=storage.dtype)
 
-    out: dict[str, np.ndarray] = {}
-    for name, ref in state.items():
-        if not isinstance(ref, _TensorRef):
-            continue  # non-tensor entries (none in this checkpoint) carry no weights
-        data = ref.storage.data
-        if data is None:
-            raise ModelError(f"checkpoint has no data for tensor {name!r}")
-        itemsize = data.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            data[ref.offset :],
-            shape=ref.size,
-            strides=tuple(s * itemsize for s in ref.stride),
-            writeable=False,
-        )
-        # A C-ordered copy: it owns its memory (no pinned storage, writable) even for views
-        # such as transposes.
-        out[str(name)] = np.array(view, order="C")
-    return out
+
+def _tensor_array(name: str, ref: _TensorRef) -> np.ndarray:
+    """The tensor ``ref`` describes, as a C-ordered copy; ModelError if it reaches outside
+    its storage (as_strided would otherwise read arbitrary memory)."""
+    data = ref.storage.data
+    if data is None:
+        raise ModelError(f"checkpoint has no data for tensor {name!r}")
+    if any(n < 0 for n in ref.size) or any(s < 0 for s in ref.stride) or ref.offset < 0:
+        raise ModelError(f"tensor {name!r} has a negative size, stride or offset")
+    if len(ref.size) != len(ref.stride):
+        raise ModelError(f"tensor {name!r} has {len(ref.size)} sizes but {len(ref.stride)} strides")
+    if math.prod(ref.size) > data.size:
+        raise ModelError(f"tensor {name!r} is larger than its storage")
+    if 0 not in ref.size:
+        last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
+        if last >= data.size:
+            raise ModelError(f"tensor {name!r} reaches beyond its storage")
+    itemsize = data.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        data[ref.offset :],
+        shape=ref.size,
+        strides=tuple(s * itemsize for s in ref.stride),
+        writeable=False,
+    )
+    # A C-ordered copy: it owns its memory (no pinned storage, writable) even for views
+    # such as transposes.
+    return np.array(view, order="C")
+
+
+def _read_legacy(f: IO[bytes]) -> dict[str, np.ndarray]:
+    unpickler = _CheckpointUnpickler(f)
+    if unpickler.load() != _LEGACY_MAGIC:
+        raise ModelError("not a legacy torch checkpoint (wrong magic number)")
+    protocol = unpickler.load()
+    if protocol != _LEGACY_PROTOCOL:
+        raise ModelError(f"unsupported torch checkpoint protocol {protocol!r}")
+    sys_info = unpickler.load()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise ModelError("big-endian torch checkpoints are not supported")
+    state = unpickler.load()
+    if not isinstance(state, dict):
+        raise ModelError(f"checkpoint holds a {type(state).__name__}, not a state dict")
+    _read_storages(f, unpickler.load(), unpickler.storages)
+    # Non-tensor entries (none in this checkpoint) carry no weights.
+    return {
+        str(name): _tensor_array(str(name), ref)
+        for name, ref in state.items()
+        if isinstance(ref, _TensorRef)
+    }
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -198,7 +230,10 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Returns the state dict as ``{name: array}`` (float32 weights, int64 counters), each array
     a contiguous copy honouring the tensor's storage offset, size and stride.
-    Raises :class:`ModelError` if the file is missing, a zip checkpoint, or not a state dict.
+    Every pickle in the file is read with an allow-list of the globals a state dict needs;
+    anything else (``os.system``, ...) is refused before it is called. Raises
+    :class:`ModelError` if the file is missing, a zip checkpoint, not a state dict, refers to
+    other globals, or has tensors reaching outside their storage.
     """
     try:
         with open(path, "rb") as fh:
@@ -212,7 +247,15 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise
     except OSError as exc:
         raise ModelError(f"cannot read model weights {path}: {exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, struct.error) as exc:
+    # What a damaged or hostile pickle can raise while it is read with the allow-list.
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        OverflowError,
+        struct.error,
+    ) as exc:
         raise ModelError(f"cannot parse model weights {path}: {exc}") from exc
 
 
@@ -409,22 +452,76 @@ def onnx_model_path(cache_dir: Path) -> Path:
     return save_model(build_onnx(load_state_dict(weights)), target)
 
 
-def int8_model_path(cache_dir: Path) -> Path:
-    """The INT8 model in ``cache_dir``, converting and quantizing on first use.
+def int8_model_path(
+    cache_dir: Path, quantizer: Callable[[Path], onnx.ModelProto] | None = None
+) -> Path | None:
+    """The INT8 model in ``cache_dir``, converting, quantizing and checking it on first use.
 
-    Returns the path of the cached file, keyed by converter, quantizer and ONNX Runtime
-    versions (the quantizer's output may differ between releases).
+    ``quantizer`` turns the float model into the INT8 one (default:
+    :func:`~lookalike.models.quantize.quantize_int8`). The new model must follow the float
+    network closely (:func:`~lookalike.models.quantize.agreement` at least
+    :data:`~lookalike.models.quantize.MIN_AGREEMENT`). Returns the path of the cached file,
+    keyed by converter, quantizer and ONNX Runtime versions; or None, with a warning, if the
+    model failed that check: the verdict is cached as well, and the float model should run.
     """
     import onnxruntime as ort
 
-    from lookalike.models.quantize import QUANTIZER_VERSION, quantize_int8
+    from lookalike.models.quantize import MIN_AGREEMENT, QUANTIZER_VERSION, agreement
 
     fp32 = onnx_model_path(cache_dir)
     key = f"{fp32.name}|{QUANTIZER_VERSION}|{ort.__version__}".encode()
     target = fp32.with_name(f"efficientnet-lite0-int8-{hashlib.sha256(key).hexdigest()[:16]}.onnx")
+    rejected = target.with_suffix(".rejected")
     if target.is_file():
         return target
-    return quantize_int8(fp32, target, mean=MEAN, std=STD)
+    if rejected.is_file():
+        log.warning("%s; running the float32 network instead", _read_verdict(rejected))
+        return None
+    model = (quantizer or _quantize)(fp32)
+    score = agreement(fp32, model.SerializeToString(), mean=MEAN, std=STD)
+    if score < MIN_AGREEMENT:
+        verdict = (
+            f"the INT8 EfficientNet-Lite0 was not used: its features agree with the float "
+            f"network's to cosine {score:.4f} only (at least {MIN_AGREEMENT} needed)"
+        )
+        _save_verdict(rejected, verdict)
+        log.warning("%s; running the float32 network instead", verdict)
+        return None
+    return save_model(model, target)
+
+
+def _quantize(fp32: Path) -> onnx.ModelProto:
+    from lookalike.models.quantize import quantize_int8
+
+    return quantize_int8(fp32, mean=MEAN, std=STD)
+
+
+def _save_verdict(path: Path, verdict: str) -> None:
+    try:
+        atomic_write(path, verdict.encode())
+    except OSError as exc:
+        raise ModelError(f"cannot write to the model cache {path.parent}: {exc}") from exc
+
+
+def _read_verdict(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def model_for(cache_dir: Path, precision: str) -> tuple[Path, str]:
+    """The cached EfficientNet-Lite0 to run for ``precision`` ("fp32" or "int8"), converted
+    (and quantized) on first use, and the precision it has: "fp32" where the INT8 model
+    failed its check (see :func:`int8_model_path`). Raises :class:`ModelError` if the
+    precision is unknown or the model cannot be made."""
+    if precision not in ("fp32", "int8"):
+        raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
+    if precision == "int8":
+        path = int8_model_path(cache_dir)
+        if path is not None:
+            return path, "int8"
+    return onnx_model_path(cache_dir), "fp32"
 
 
 def create_session(
@@ -433,12 +530,9 @@ def create_session(
     """An ONNX Runtime CPU session on the (cached, converted) EfficientNet-Lite0.
 
     ``threads`` sets the intra-op thread count; 0 keeps ONNX Runtime's default (one per core).
-    ``precision`` is "fp32" or "int8" (quantized, see :mod:`lookalike.models.quantize`).
+    ``precision`` is "fp32" or "int8" (quantized, see :mod:`lookalike.models.quantize`; the
+    float model where the INT8 one failed its check: :func:`model_for`).
     Returns the session, with input ``image`` and outputs ``features`` and ``logits``.
     Raises :class:`ModelError` if the model cannot be converted or loaded.
     """
-
-    if precision not in ("fp32", "int8"):
-        raise ModelError(f"unknown precision {precision!r}: use fp32 or int8")
-    path = onnx_model_path(cache_dir) if precision == "fp32" else int8_model_path(cache_dir)
-    return open_session(path, threads)
+    return open_session(model_for(cache_dir, precision)[0], threads)

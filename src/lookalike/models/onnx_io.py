@@ -47,9 +47,10 @@ def save_model(model: onnx.ModelProto, target: Path) -> Path:
     return target
 
 
-def open_session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime CPU session on ``path``; ``threads`` intra-op threads (0: one per
-    core). ModelError if it cannot be loaded."""
+def open_session(model: Path | bytes, threads: int = 0) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session on ``model`` (a file, or a serialised model not yet
+    saved); ``threads`` intra-op threads (0: one per core). ModelError if it cannot be
+    loaded."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -59,9 +60,11 @@ def open_session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
     # One call runs one graph; inter-op parallelism only adds thread overhead here.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = str(model) if isinstance(model, Path) else model
     try:
         return ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            source, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # ORT raises its own untyped exception classes
-        raise ModelError(f"cannot load the converted model {path}: {exc}") from exc
+        where = f" {model}" if isinstance(model, Path) else ""
+        raise ModelError(f"cannot load the converted model{where}: {exc}") from exc
