@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 
 from lookalike.errors import (
+    BadArgument,
     BadInput,
     Busy,
+    DataFolderError,
     ImageError,
     ImageTooLarge,
     LookalikeError,
@@ -36,8 +38,10 @@ from lookalike.search.engine import Hit, Lookalike, SearchResult
 from lookalike.settings import Settings, get_settings
 
 __all__ = [
+    "BadArgument",
     "BadInput",
     "Busy",
+    "DataFolderError",
     "ClusterReport",
     "DuplicateGroup",
     "DuplicateReport",
