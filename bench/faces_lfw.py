@@ -424,8 +424,8 @@ def targets(at_default: float, cv: float, tar: float) -> list[Target]:
     """The default threshold's calibration on ``detect``; its accuracy and TAR."""
     return [
         check(
-            f"default threshold {config.DEFAULT_THRESHOLD} calibrated: `detect` accuracy, CV "
-            "best-threshold accuracy minus accuracy at the default (points)",
+            f"the default threshold {config.DEFAULT_THRESHOLD} is calibrated: on `detect`, the "
+            f"CV best-threshold accuracy minus the accuracy at {config.DEFAULT_THRESHOLD}, points",
             100 * (cv - at_default),
             "<=",
             CALIBRATION_POINTS,

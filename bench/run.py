@@ -1,11 +1,12 @@
 """Run the benchmarks and rewrite their sections of BENCHMARKS.md: ``python bench/run.py``.
 
-Without NAME every benchmark runs and BENCHMARKS.md is regenerated whole: its sections in
-the order of ``SECTIONS``, the summary of every headline at the top, and any section that no
-benchmark writes any more dropped (and named). NAME picks some: a benchmark (``speed``) or
-one of its sections (``speed-ann``); ``--list`` shows them all, with the data each needs and
-how long its last run took. Each benchmark runs in its own process (the ANN part holds
-several GiB) with the arguments its sections describe.
+Without NAME every benchmark runs, so every section is regenerated; NAME picks some: a
+benchmark (``speed``) or one of its sections (``speed-ann``); ``--list`` shows them all, with
+the data each needs and how long its last run took. Each benchmark runs in its own process
+(the ANN part holds several GiB) with the arguments its sections describe. After a run that
+wrote, BENCHMARKS.md is put in order: the summary of every headline at the top, the sections
+in the order of ``SECTIONS``, and any section that no benchmark writes any more dropped (and
+named).
 
 Sections name the commit they measured. Writing them from a tree with uncommitted changes
 under ``src/`` or ``bench/`` is refused unless ``--allow-dirty`` (the sections then say so at
@@ -250,7 +251,7 @@ def outcome(code: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n", 1)[0], formatter_class=argparse.RawTextHelpFormatter
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help=f"benchmarks: {', '.join(SCRIPTS)}; or sections"
