@@ -124,9 +124,9 @@ def import_face_recognition(install: bool) -> tuple[Any, str]:
     """(the ``face_recognition`` module, "") or (None, why it cannot be had)."""
     if importlib.util.find_spec("face_recognition") is None:
         if not FR_HOME.is_dir():
-            why = install_face_recognition() if install else "not installed (--no-install)"
+            why = install_face_recognition() if install else "--no-install was given"
             if why:
-                return None, f"face_recognition {why}"
+                return None, f"face_recognition is not installed, and {why}"
         sys.path.insert(0, str(FR_HOME))
     if importlib.util.find_spec("pkg_resources") is None:
         sys.modules["pkg_resources"] = _pkg_resources_stub()
