@@ -1,7 +1,8 @@
 """Shared helpers for the benchmarks: data location, timing, machine facts, BENCHMARKS.md.
 
 Benchmarks are not tests: they read the evaluation data in ``../shared/data`` (next to the
-repository), print their tables, and replace their own section of ``BENCHMARKS.md``.
+repository), print their tables, and replace their own section of ``BENCHMARKS.md``
+(through :class:`Output`, which refuses to write figures of uncommitted code unless told).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import fcntl
+import io
 import os
 import platform
 import re
@@ -21,8 +22,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
+
+import sections
+from sections import Target
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -31,13 +36,10 @@ DEFAULT_DATA = REPO.parent / "shared" / "data"
 # Exit status when the evaluation data is missing (argparse uses 2 for usage errors too:
 # either way the benchmark could not run as asked).
 EXIT_NO_DATA = 2
-
-TITLE = "# Benchmarks"
-INTRO = (
-    "Measured by the scripts in `bench/` (run them all with `.venv/bin/python bench/run.py`).\n"
-    "Each section is rewritten by the benchmark named in its markers; times are medians of\n"
-    "repeated runs, and ratios compare measurements taken in the same run.\n"
-)
+# Exit status when a benchmark cannot run here and wrote a section saying why.
+EXIT_SKIPPED = 3
+# Uncommitted changes here make figures that belong to no commit.
+CODE_PATHS = ("src", "bench")
 
 T = TypeVar("T")
 
@@ -198,6 +200,27 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+class _Tee(io.TextIOBase):
+    """A text stream writing to ``out`` and keeping a copy."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.copy = out, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def tee_stdout() -> io.StringIO:
+    """From now on, what is printed to stdout is also kept in the returned buffer."""
+    tee = _Tee(sys.stdout)
+    sys.stdout = tee
+    return tee.copy
+
+
 # --------------------------------------------------------------------------- reporting
 
 
@@ -281,21 +304,34 @@ def command() -> str:
     return shlex.join([python(), shown, *sys.argv[1:]])
 
 
-def git_state() -> str:
-    """The checked-out commit, and whether the working tree differs from it."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+@dataclass(frozen=True)
+class CodeState:
+    """The checked-out commit and the files under ``CODE_PATHS`` that differ from it."""
+
+    head: str
+    changed: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """``abc1234``, or ``abc1234 **+ uncommitted changes** (files...)``."""
+        if not self.changed:
+            return self.head
+        files = ", ".join(self.changed[:4])
+        if len(self.changed) > 4:
+            files += f" and {len(self.changed) - 4} more"
+        return f"{self.head} **+ uncommitted changes** ({files})"
+
+
+def code_state(repo: Path = REPO) -> CodeState:
+    """HEAD of ``repo`` and its uncommitted changes under ``CODE_PATHS`` (untracked files
+    included). Other files, BENCHMARKS.md among them, do not count: a run rewrites it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    status = git("status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS)
+    return CodeState(head, tuple(sorted(line[3:] for line in status.splitlines() if line)))
 
 
 def descriptor_versions() -> str:
@@ -308,14 +344,21 @@ def descriptor_versions() -> str:
     return "Descriptors: " + ", ".join(named) + "."
 
 
-def provenance(cmd: str | None = None) -> str:
+def provenance(code: CodeState, took_s: float, cmd: str | None = None) -> str:
+    """The lines under a section's headline: command, date, run time, machine, commit."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"Command: `{cmd or command()}`  \nDate: {now}  \nMachine: {machine()}  \n"
-        f"Code: git {git_state()}  \n"
+        f"Command: `{cmd or command()}`  \nDate: {now}  \nRun time: {duration(took_s)}  \n"
+        f"Machine: {machine()}  \nCode: git {code.describe()}  \n"
         f"Load average when written (1/5/15 min): {load_average()} (other work on the "
         "machine inflates absolute times; compare ratios measured in the same run)\n"
     )
+
+
+def duration(seconds: float) -> str:
+    """``42 s`` or ``3 min 12 s``."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def load_average() -> str:
@@ -325,38 +368,112 @@ def load_average() -> str:
         return "unknown"
 
 
-def write_section(
-    name: str, markdown: str, path: Path = BENCHMARKS_MD, *, command: str | None = None
-) -> None:
-    """Replace the ``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->`` part of BENCHMARKS.md.
+# --------------------------------------------------------------------------- writing
 
-    The file is created (with a title) if missing, the section appended if absent; other
-    sections are left as they are. The command (default: this process's), date and
-    machine go under the section's first heading (or at its top). Safe against other
-    benchmarks writing at the same time.
+
+def add_output_arguments(parser: argparse.ArgumentParser, quick: str | None = None) -> None:
+    """``--no-write``, ``--allow-dirty``, ``--output`` and ``--quick`` (the reduced run
+    ``quick`` describes; a benchmark without one runs in full, its sections unmarked)."""
+    parser.add_argument("--no-write", action="store_true", help="print only, write no section")
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="write even with uncommitted changes under src/ or bench/ (the sections say so)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=BENCHMARKS_MD,
+        help="the markdown file whose sections are rewritten (default: BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a reduced run ({quick}); its sections say so" if quick else "(a full run here)",
+    )
+
+
+def dirty_refusal(state: CodeState) -> str:
+    return (
+        f"error: uncommitted changes under {' or '.join(p + '/' for p in CODE_PATHS)} "
+        f"({', '.join(state.changed[:6])}): figures written to BENCHMARKS.md now would belong "
+        "to no commit. Commit them first, or pass --allow-dirty (the sections then say so), "
+        "--no-write or --output ANOTHER_FILE."
+    )
+
+
+@dataclass
+class Output:
+    """Where and how a benchmark writes its sections (from :func:`add_output_arguments`).
+
+    Created at the start of a run, so that a run that could not write refuses at once;
+    :meth:`write` checks the code again and marks figures of changed code loudly.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"bad section name {name!r}")
-    body = markdown.strip("\n")
-    lines = body.split("\n")
-    if lines and lines[0].startswith("#"):
-        body = "\n".join([lines[0], "", provenance(command).rstrip("\n"), *lines[1:]])
-    else:
-        body = provenance(command) + "\n" + body
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    block = f"{start}\n{body.strip()}\n{end}"
-    # The lock lives outside the repository so that no stray file shows up in git.
-    lock_path = Path(tempfile.gettempdir()) / "lookalike-bench-markdown.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        text = path.read_text() if path.exists() else f"{TITLE}\n\n{INTRO}"
-        pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-        if pattern.search(text):
-            text = pattern.sub(lambda _: block, text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    print(f"wrote section {name!r} of {path}")
+
+    path: Path | None  # None: --no-write
+    allow_dirty: bool  # write figures of uncommitted code (marked as such)
+    quick: str | None  # what the quick mode reduced; None for a full run
+    start: CodeState
+    mark: float = field(default_factory=time.monotonic)  # when this section's work began
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, quick: str | None = None) -> Output:
+        """The output the arguments ask for; exits with status 2 when writing would put
+        figures of uncommitted code in BENCHMARKS.md without ``--allow-dirty``."""
+        start = code_state()
+        path = None if args.no_write else args.output
+        # Only the repository's own BENCHMARKS.md is guarded: a scratch copy may hold anything.
+        strict = path is not None and path.resolve() == BENCHMARKS_MD and not args.allow_dirty
+        if strict and start.changed:
+            print(dirty_refusal(start), file=sys.stderr)
+            sys.exit(2)
+        quick_note = quick if getattr(args, "quick", False) else None
+        return cls(path, not strict, quick_note, start)
+
+    def write(self, name: str, markdown: str, targets: Sequence[Target]) -> None:
+        """Print section ``name`` (``markdown`` starts with its ``##`` heading) with its
+        headline block and provenance, and write it unless ``--no-write``."""
+        took, self.mark = time.monotonic() - self.mark, time.monotonic()
+        now = code_state()
+        notes: list[str] = []
+        if self.quick:
+            notes.append(
+                f"> **Quick mode** (`--quick`): {self.quick}. These are not the reference "
+                "figures: run without `--quick` for those."
+            )
+        if now != self.start:
+            notes.append(
+                f"> **The code changed during this run**: git {self.start.describe()} at the "
+                f"start, git {now.describe()} when written. These figures belong to no commit."
+            )
+        elif now.changed:
+            notes.append(
+                f"> **Measured with uncommitted changes** on top of git {now.head}: these "
+                "figures belong to no commit."
+            )
+        heading, _, body = markdown.strip("\n").partition("\n")
+        block = "\n\n".join(
+            [
+                heading,
+                *notes,
+                sections.headline_table(targets),
+                provenance(now, took).rstrip("\n"),
+                body.strip("\n"),
+            ]
+        )
+        print(f"\n{block}\n", flush=True)
+        if self.path is None:
+            return
+        if now != self.start and not self.allow_dirty:
+            print(
+                f"error: the code changed during the run (git {self.start.describe()} at the "
+                f"start, git {now.describe()} now): section {name!r} printed above, not written.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        sections.put(self.path, name, block)
+
+    def skipped(self, name: str, heading: str, targets: Sequence[Target], why: str) -> None:
+        """Section ``name`` saying that it was not measured, and why (its targets listed)."""
+        missed = [sections.skipped(t, why) for t in targets]
+        self.write(name, f"{heading}\n\nNot measured: {why}.", missed)

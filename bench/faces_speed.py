@@ -9,7 +9,9 @@ quality), embed. The face kept per photo is the largest one found. Scores: detec
 (at least one face, and at least one usable face), rank-1 identification (leave-one-out:
 does the nearest other photo show the same person?) and verification accuracy over all pairs
 at the default threshold. Both decodes are scored, to show what draft decoding costs in
-accuracy. ``--cnn`` adds the CNN (MMOD) detector (slow on a CPU).
+accuracy. ``--cnn`` adds the CNN (MMOD) detector (slow on a CPU). Targets: draft decoding, as
+indexing does it, finds a face in as many photos and identifies as many people (rank-1) as
+full decoding.
 
 Usage: ``python bench/faces_speed.py [--data DIR] [--repeats 3] [--cnn] [--no-write]``
 """
@@ -35,10 +37,12 @@ from lookalike.faces import config
 from lookalike.faces.config import Detector
 from lookalike.faces.detect import Face, StageTimes, detect_boxes, detect_faces
 from lookalike.faces.embed import embed_faces, pairwise_distances
+from sections import Target, check, informational
 
 FOLDER = "faces-photos"
 DEFAULT_MIN_SIDE = 1024
 MAX_PIXELS = 100_000_000
+QUICK = "one run per photo, and the detector input sweep at the default size only"
 
 
 @dataclass
@@ -187,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[800, 1024, 1280, 1600, 2048],
         help="detector input sizes to compare",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    common.add_output_arguments(parser, QUICK)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.sides = 1, [config.DETECT_MAX_SIDE]
+    out = common.Output.from_args(args, QUICK)
 
     root = common.data_dir(args.data, f"{FOLDER}/labels.csv") / FOLDER
     with open(root / "labels.csv", newline="") as f:
@@ -284,11 +291,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         ]
     )
-    print()
-    print(markdown)
-    if not args.no_write:
-        common.write_section("faces-speed", markdown)
+    draft_name = settings[1][0]
+    out.write("faces-speed", markdown, targets(full, by_setting[draft_name], draft_name))
     return 0
+
+
+def targets(full: Sequence[PhotoResult], draft: Sequence[PhotoResult], name: str) -> list[Target]:
+    """Draft decoding (setting ``name``) against full decoding: photos with a face, rank-1;
+    the time per photo."""
+    found = [sum(r.faces > 0 for r in rs) for rs in (full, draft)]
+    rank1 = [identification(rs)[0] for rs in (full, draft)]
+    return [
+        check(
+            f"{name}: photos with a face found, of {len(draft)} (target: as many as full decoding)",
+            found[1],
+            ">=",
+            found[0],
+            "{:.0f}",
+        ),
+        check(
+            f"{name}: rank-1 (target: as high as full decoding)",
+            100 * rank1[1],
+            ">=",
+            100 * rank1[0],
+            "{:.1f}%",
+        ),
+        informational(
+            f"{name}: median time per photo, decode to embedding",
+            f"{statistics.median(r.total_ms for r in draft):.0f} ms",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from lookalike.eval.retrieval import (
     read_relevant,
 )
 from lookalike.settings import get_settings
+from sections import Target, check, informational
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "holidays"
 # Holidays' extra_queries are query images outside the database (queries.csv does not use them).
@@ -111,6 +112,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--timing-images", type=int, default=64, help="images per timed run")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    common.add_output_arguments(ap)
     return ap.parse_args(argv)
 
 
@@ -204,6 +206,8 @@ def precision_comparison(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    out = common.Output.from_args(args)
+    printed = common.tee_stdout()
     data: Path = args.data.resolve()
     labels_csv, queries_csv = data / "labels.csv", data / "queries.csv"
     if not labels_csv.is_file() or not queries_csv.is_file():
@@ -294,7 +298,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([row.as_dict() for row in results], indent=2))
+    out.write("holidays", section(printed.getvalue(), data), targets(results))
     return 0
+
+
+# --------------------------------------------------------------------------- BENCHMARKS.md
+
+# The most mAP the INT8 network may lose to the float32 one (README: the same Holidays mAP).
+INT8_MAP_LOSS = 0.01
+
+
+def targets(rows: Sequence[Row]) -> list[Target]:
+    """The default descriptor's mAP; INT8 against float32 where rows of both precisions ran."""
+    wanted = {"side": DEFAULT_SIDE, "p": DEFAULT_GEM_P, "levels": DEFAULT_LEVELS}
+    default = [d for d in (r.as_dict() for r in rows) if all(d[k] == v for k, v in wanted.items())]
+    if not default:
+        return [
+            informational("mAP of the default cnn descriptor", "- (not among the settings run)")
+        ]
+    shipped = get_settings().cnn_precision
+    by_precision = {str(d.get("precision", shipped)): d for d in default}
+    main = by_precision.get(shipped, default[0])
+    out = [
+        informational(
+            f"mAP of the default cnn descriptor `{main['version']}` (each query in 4 rotations)",
+            f"{_map(main):.4f}",
+        )
+    ]
+    if {"int8", "fp32"} <= by_precision.keys():
+        out.append(
+            check(
+                "INT8 mAP minus float32 mAP, default descriptor (README: the same mAP)",
+                _map(by_precision["int8"]) - _map(by_precision["fp32"]),
+                ">=",
+                -INT8_MAP_LOSS,
+                "{:+.4f}",
+            )
+        )
+    return out
+
+
+def _map(row: dict[str, object]) -> float:
+    scores = row["rot4"]
+    assert isinstance(scores, dict)
+    return float(scores["mAP"])
+
+
+def section(printed: str, data: Path) -> str:
+    """The section: what was measured, then the script's output as it printed it."""
+    return "\n".join(
+        [
+            "## Holidays retrieval quality (`bench/holidays.py`)",
+            "",
+            f"The Holidays subset in `{data}`: every database image embedded, exhaustive "
+            "search, mAP over the queries of `queries.csv` (each left out of its own ranking) "
+            "with each query tried in its four rotations, best score per image, as the engine "
+            "searches (*rot4*), and as it is (*rot0*); precision@1, recall@10; embedding time "
+            "per image (decoding excluded, median of several runs). Output of the script:",
+            "",
+            "```text",
+            printed.rstrip(),
+            "```",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from sections import Target, check, informational
 
 # The last commit whose INT8 model had int8 weights (sums clipped on AVX2 without VNNI).
 DEFAULT_BASELINE = "fa05713"
@@ -72,7 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--cpus", nargs="+", default=list(DEFAULT_CPUS), help="QEMU CPU models")
     ap.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare")
     ap.add_argument("--no-baseline", action="store_true", help="this tree only")
-    ap.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    common.add_output_arguments(ap)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: embed, save
     ap.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -120,19 +121,8 @@ def embed(out: Path, cache_dir: Path) -> None:
 @contextlib.contextmanager
 def checkout(revision: str) -> Iterator[Path]:
     """``revision`` checked out in a temporary git worktree (removed afterwards)."""
-    with common.temp_dir("int8-baseline") as tmp:
-        tree = tmp / "tree"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(tree), revision],
-            cwd=common.REPO,
-            check=True,
-        )
-        try:
-            yield tree
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(tree)], cwd=common.REPO, check=False
-            )
+    with common.git_worktree(revision) as tree:
+        yield tree
 
 
 def run_child(src: Path, cache_dir: Path, out: Path, cpu: str | None) -> float:
@@ -190,6 +180,41 @@ def int8_vs_fp32(native: Path) -> float:
     return float((a["int8/vectors"] * a["fp32/vectors"]).sum(axis=1).min())
 
 
+HEADING = "## INT8 vectors across x86 CPUs (`bench/int8_kernels.py`)"
+# Emulated CPUs must give the native vector up to float rounding (fp32 itself reaches 0.99999).
+SAME_VECTOR = 0.9999
+
+
+def targets(rows: Sequence[Row], against_fp32: dict[str, float]) -> list[Target]:
+    """The headline: this tree's INT8 vectors on other CPUs, and INT8 against float."""
+    mine = [r for r in rows if r.code == "this tree" and "int8" in r.version]
+    found = [
+        check(
+            "this tree's INT8 vector on emulated CPUs, lowest cosine to the native one",
+            min((r.min_cosine for r in mine), default=float("nan")),
+            ">=",
+            SAME_VECTOR,
+            "{:.6f}",
+        ),
+        check(
+            "this tree's INT8 against float vectors, natively, lowest cosine",
+            against_fp32["this tree"],
+            ">=",
+            0.97,
+            "{:.4f}",
+        ),
+    ]
+    old = [r.min_cosine for r in rows if r.code != "this tree" and "int8" in r.version]
+    if old:
+        found.append(
+            informational(
+                "the baseline's INT8 vector on emulated CPUs, lowest cosine to native",
+                f"{min(old):.6f}",
+            )
+        )
+    return found
+
+
 def markdown(rows: Sequence[Row], against_fp32: dict[str, float], cpus: Sequence[str]) -> str:
     table = common.table(
         ["code", "descriptor version", "emulated CPU", "min cosine to native", "identical values"],
@@ -204,7 +229,7 @@ def markdown(rows: Sequence[Row], against_fp32: dict[str, float], cpus: Sequence
     ]
     return "\n".join(
         [
-            "## INT8 vectors across x86 CPUs (`bench/int8_kernels.py`)",
+            HEADING,
             "",
             "The cnn descriptor of scikit-image's photos "
             f"({', '.join(PHOTOS)}), computed on this machine and under "
@@ -227,8 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         embed(args.child, args.cache_dir)
         return 0
+    out = common.Output.from_args(args)
     if shutil.which("qemu-x86_64") is None:
-        print("skipped: qemu-x86_64 not found (Debian: apt-get install qemu-user)")
+        why = "qemu-x86_64 not found (Debian: apt-get install qemu-user)"
+        out.skipped("int8-kernels", HEADING, targets([], {"this tree": float("nan")}), why)
         return 0
     print(f"CPU: {common.cpu_model()} ({common.cpu_features()})")
     rows: list[Row] = []
@@ -245,8 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             against_fp32[code] = int8_vs_fp32(native)
     for code, value in against_fp32.items():
         print(f"{code}: lowest INT8-vs-float cosine natively {value:.4f}")
-    if not args.no_write:
-        common.write_section("int8-kernels", markdown(rows, against_fp32, args.cpus))
+    out.write("int8-kernels", markdown(rows, against_fp32, args.cpus), targets(rows, against_fp32))
     return 0
 
 

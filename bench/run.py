@@ -1,182 +1,317 @@
-"""Run the benchmarks and update BENCHMARKS.md: ``python bench/run.py [NAME ...]``.
+"""Run the benchmarks and rewrite their sections of BENCHMARKS.md: ``python bench/run.py``.
 
-NAME is any of ``holidays`` (retrieval quality, ``bench/holidays.py``), ``neardup``
-(near-duplicate search and grouping, ``bench/neardup.py``) and ``speed`` (indexing
-throughput, search overhead, ANN at scale, ``bench/speed.py``), ``faces_lfw`` (face
-verification on LFW pairs), ``faces_speed`` (face pipeline per stage on press photos),
-``faces_cluster`` (face clustering on press photos and LFW), ``faces_compare`` (speed
-and rank-1 against face_recognition, skipped unless that package is installed),
-``http`` (REST API overhead over the library, throughput with 1 and 2 workers, and
-concurrent searches in one worker against a baseline revision, ``bench/http.py``),
-``memory`` (a server worker's peak RSS for large images, against a baseline revision,
-``bench/memory.py``) and ``int8_kernels`` (cnn vectors on emulated x86 CPUs, skipped
-unless ``qemu-x86_64`` is installed); default: all, in that order.
-Each runs in its own process (the ANN part holds several GiB) and rewrites its own
-section(s) of BENCHMARKS.md. The output of ``holidays.py`` is put in a section of its own
-unless the script writes one itself.
+Without NAME every benchmark runs, so every section is regenerated; NAME picks some: a
+benchmark (``speed``) or one of its sections (``speed-ann``); ``--list`` shows them all, with
+the data each needs and how long its last run took. Each benchmark runs in its own process
+(the ANN part holds several GiB) with the arguments its sections describe. After a run that
+wrote, BENCHMARKS.md is put in order: the summary of every headline at the top, the sections
+in the order of ``SECTIONS``, and any section that no benchmark writes any more dropped (and
+named).
 
-Exit status: 0 when every benchmark ran, 2 when the evaluation data is missing, 1 otherwise.
+Sections name the commit they measured. Writing them from a tree with uncommitted changes
+under ``src/`` or ``bench/`` is refused unless ``--allow-dirty`` (the sections then say so at
+their top); ``--quick`` makes reduced runs whose sections say so too. ``--check`` compares
+BENCHMARKS.md with the benchmarks (stale, missing, old-format, quick or uncommitted sections).
+
+Exit status: 0 when every benchmark ran (or was skipped with a section saying why), 2 when the
+evaluation data is missing or the tree has uncommitted changes, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import sections
 
 BENCH = Path(__file__).resolve().parent
-NAMES = (
-    "holidays",
-    "neardup",
-    "speed",
-    "faces_lfw",
-    "faces_speed",
-    "faces_cluster",
-    "faces_compare",
-    "http",
-    "memory",
-    "int8_kernels",
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section of BENCHMARKS.md and the benchmark that writes it."""
+
+    name: str
+    script: str  # bench/<script>.py writes it
+    part: tuple[str, ...]  # the script's arguments that make this section alone
+    needs: tuple[str, ...]  # paths in the evaluation data folder
+    about: str
+
+
+SECTIONS = (
+    Section(
+        "holidays",
+        "holidays",
+        (),
+        ("holidays/images", "holidays/labels.csv"),
+        "Holidays retrieval quality (mAP) of the cnn descriptor",
+    ),
+    Section(
+        "neardup",
+        "neardup",
+        (),
+        ("photos", "holidays/images"),
+        "edited copies finding their original; duplicate groups",
+    ),
+    Section(
+        "speed-index",
+        "speed",
+        ("index",),
+        ("holidays/images", "faces-photos"),
+        "indexing throughput against a naive loop",
+    ),
+    Section("speed-search", "speed", ("search",), (), "search overhead over bare faiss"),
+    Section("speed-ann", "speed", ("ann",), (), "IVF recall and latency at 1M vectors"),
+    Section("speed-checksum", "speed", ("checksum",), (), "cost of the index file checksum"),
+    Section("faces-lfw", "faces_lfw", (), ("lfw-dev/pairs.csv",), "face verification on LFW"),
+    Section(
+        "faces-speed",
+        "faces_speed",
+        (),
+        ("faces-photos/labels.csv",),
+        "face pipeline per stage on press photos",
+    ),
+    Section(
+        "faces-cluster",
+        "faces_cluster",
+        (),
+        ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
+        "face clustering on press photos and LFW",
+    ),
+    Section(
+        "faces-compare",
+        "faces_compare",
+        (),
+        ("faces-photos/labels.csv",),
+        "face pipeline against face_recognition",
+    ),
+    Section("http", "http", ("api",), (), "REST API overhead over the library; throughput"),
+    Section(
+        "http-concurrency",
+        "http",
+        ("concurrency",),
+        (),
+        "concurrent searches in one worker, against a baseline revision",
+    ),
+    Section("memory", "memory", (), (), "a worker's peak RSS for large images, against a baseline"),
+    Section(
+        "int8-kernels",
+        "int8_kernels",
+        (),
+        (),
+        "cnn vectors on emulated x86 CPUs, against native ones",
+    ),
 )
-# Data each benchmark reads (checked up front, so a missing folder fails fast).
-NEEDS = {
-    "holidays": ("holidays/images", "holidays/labels.csv"),
-    "neardup": ("photos", "holidays/images"),
-    "speed": ("holidays/images", "faces-photos"),
-    "faces_lfw": ("lfw-dev/pairs.csv",),
-    "faces_speed": ("faces-photos",),
-    "faces_cluster": ("faces-photos/labels.csv", "lfw-dev/pairs.csv"),
-    "faces_compare": ("faces-photos/labels.csv",),
-    "http": (),  # enrols faces from faces-photos when present, else scikit-image's astronaut
-    "memory": (),  # builds its images
-    "int8_kernels": (),  # scikit-image's photos
-}
+ORDER = (sections.SUMMARY, *(s.name for s in SECTIONS))
+SCRIPTS = tuple(dict.fromkeys(s.script for s in SECTIONS))
+# Arguments of a full run beyond the script's defaults: what the written sections show.
+FULL_ARGS = {"faces_lfw": ("--ablation", "--jitter", "10")}
 
 
-def section_text(name: str) -> str | None:
-    """The current ``<!-- bench:NAME -->`` section of BENCHMARKS.md, or None."""
-    if not common.BENCHMARKS_MD.exists():
-        return None
-    found = re.search(
-        rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->",
-        common.BENCHMARKS_MD.read_text(),
-        re.DOTALL,
-    )
-    return found.group(0) if found else None
+# --------------------------------------------------------------------------- choosing
 
 
-def run(cmd: list[str], env: dict[str, str], capture: bool) -> tuple[int, str]:
-    """Run ``cmd`` from the repository root, echoing its output; returns (status, output)."""
-    shown = shlex.join([common.python(), *cmd[1:]])
-    print(f"\n$ {shown}", flush=True)
-    if not capture:
-        return subprocess.run(cmd, cwd=common.REPO, env=env, check=False).returncode, ""
-    lines: list[str] = []
-    with subprocess.Popen(
-        cmd,
-        cwd=common.REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            lines.append(line)
-    return proc.returncode, "".join(lines)
-
-
-def run_holidays(data: Path, env: dict[str, str]) -> str:
-    script = BENCH / "holidays.py"
-    if not script.exists():
-        print(f"\nholidays: {script} does not exist", flush=True)
-        return "skipped (bench/holidays.py does not exist)"
-    before = section_text("holidays")
-    cmd = [sys.executable, str(script.relative_to(common.REPO))]
-    if data != common.DEFAULT_DATA.resolve():
-        # holidays.py takes the Holidays folder itself (and ignores $LOOKALIKE_BENCH_DATA).
-        cmd += ["--data", str(data / "holidays")]
-    status, output = run(cmd, env, capture=True)
-    if status != 0:
-        return f"failed (exit status {status})"
-    after = section_text("holidays")
-    if after is None or after == before:
-        markdown = "\n".join(
-            [
-                "## Holidays retrieval quality (`bench/holidays.py`)",
-                "",
-                f"Output of the script (data: `{data}`):",
-                "",
-                "```text",
-                output.rstrip(),
-                "```",
-            ]
+def select(names: list[str]) -> list[Section]:
+    """The sections ``names`` (benchmarks or sections) stand for, in ``SECTIONS`` order;
+    every section for no name. Raises ValueError naming what is unknown."""
+    if not names:
+        return list(SECTIONS)
+    unknown = [n for n in names if n not in SCRIPTS and n not in ORDER[1:]]
+    if unknown:
+        raise ValueError(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from benchmarks "
+            f"{', '.join(SCRIPTS)} or sections {', '.join(ORDER[1:])}"
         )
-        common.write_section("holidays", markdown, command=shlex.join([common.python(), *cmd[1:]]))
-    return "ok"
+    return [s for s in SECTIONS if s.name in names or s.script in names]
+
+
+def plan(chosen: list[Section]) -> list[tuple[str, list[str]]]:
+    """(script, its arguments) for each benchmark process that makes the ``chosen`` sections."""
+    out: list[tuple[str, list[str]]] = []
+    for script in SCRIPTS:
+        mine = [s for s in chosen if s.script == script]
+        if not mine:
+            continue
+        whole = len(mine) == sum(s.script == script for s in SECTIONS)
+        parts = [] if whole else [a for s in mine for a in s.part]
+        out.append((script, [*parts, *FULL_ARGS.get(script, ())]))
+    return out
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def script_writes(section: Section) -> bool:
+    """Whether the section's script writes it: ``out.write("NAME", ...)`` in its source."""
+    source = (BENCH / f"{section.script}.py").read_text()
+    return re.search(rf'\.(?:write|skipped)\(\s*"{re.escape(section.name)}"', source) is not None
+
+
+def structure_problems(doc: sections.Document) -> list[str]:
+    """Sections of ``doc`` that no benchmark writes, and registered sections whose script
+    does not write them."""
+    out = [
+        f"section {name!r} is written by no benchmark (bench/run.py drops it when it writes)"
+        for name in doc.sections
+        if name not in ORDER
+    ]
+    out += [
+        f"bench/{s.script}.py does not write section {s.name!r}"
+        for s in SECTIONS
+        if not script_writes(s)
+    ]
+    return out
+
+
+def freshness_problems(doc: sections.Document) -> list[str]:
+    """Sections missing, without a headline, of a quick run or of uncommitted code; text
+    outside the sections; a summary that is not the sections' headlines."""
+    out = [f"text outside any section: {text[:60]!r}..." for text in doc.stray]
+    for s in SECTIONS:
+        body = doc.sections.get(s.name)
+        if body is None:
+            out.append(f"section {s.name!r} is missing: run bench/run.py {s.name}")
+        elif not sections.headline_rows(body):
+            out.append(f"section {s.name!r} has no headline block: run bench/run.py {s.name}")
+        elif "belong to no commit" in body:
+            out.append(f"section {s.name!r} measured uncommitted (or changing) code")
+        elif "**Quick mode**" in body:
+            out.append(f"section {s.name!r} comes from a --quick run")
+    summary = sections.summary(doc, ORDER[1:])
+    if doc.sections.get(sections.SUMMARY, "").strip() != summary.strip():
+        out.append("the summary is not up to date: bench/run.py rewrites it when it writes")
+    return out
+
+
+def finish(path: Path) -> list[str]:
+    """BENCHMARKS.md put in order: the intro, the summary, the sections in ``ORDER``;
+    sections no benchmark writes dropped (their names returned)."""
+    with sections.editing(path) as doc:
+        for text in doc.stray:
+            print(f"warning: dropped text outside any section: {text[:200]!r}", file=sys.stderr)
+        dropped = [n for n in doc.sections if n not in ORDER]
+        kept = {n: b for n, b in doc.sections.items() if n in ORDER}
+        kept[sections.SUMMARY] = sections.summary(sections.Document(doc.intro, kept), ORDER[1:])
+        doc.intro = f"{sections.TITLE}\n\n{sections.INTRO}"
+        doc.sections = {n: kept[n] for n in ORDER if n in kept}
+    return dropped
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def last_run(body: str | None) -> str:
+    """How long the section's last run took, its commit and its verdicts, in a few words."""
+    if body is None:
+        return "not in the file"
+    rows = sections.headline_rows(body)
+    if not rows:
+        return "old section without a headline"
+    took = re.search(r"^Run time: (.+?)\s*$", body, re.MULTILINE)
+    verdicts = [r[3].split(":")[0].replace("*", "") for r in rows]
+    counted = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts) if v != "-")
+    when = took.group(1) if took else "?"
+    return f"{when}, git {sections.code_of(body)}; {counted or 'no target'}"
+
+
+def listing(doc: sections.Document) -> str:
+    """What ``--list`` prints: each section, the command that makes it, data, last run."""
+    lines = []
+    for s in SECTIONS:
+        cmd = shlex.join([f"bench/{s.script}.py", *s.part, *FULL_ARGS.get(s.script, ())])
+        lines += [
+            f"{s.name}: {s.about}",
+            f"    command: {cmd}",
+            f"    data: {', '.join(s.needs) or 'none (builds its own)'}",
+            f"    last run: {last_run(doc.sections.get(s.name))}",
+        ]
+    lines += [f"{p}" for p in structure_problems(doc)]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` from the repository root, its output going to ours; its exit status."""
+    print(f"\n$ {shlex.join([common.python(), *cmd[1:]])}", flush=True)
+    return subprocess.run(cmd, cwd=common.REPO, env=env, check=False).returncode
+
+
+def outcome(code: int) -> str:
+    if code == 0:
+        return "ok"
+    if code == common.EXIT_SKIPPED:
+        return "skipped (its section says why)"
+    return f"failed (exit status {code})"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"{', '.join(NAMES)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks: {', '.join(SCRIPTS)}; or sections"
+    )
     common.add_data_argument(parser)
-    parser.add_argument("--size", type=int, default=None, help="vectors for speed's ANN part")
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    common.add_output_arguments(parser, quick="each benchmark's own reduced mode")
+    parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    parser.add_argument("--check", action="store_true", help="check BENCHMARKS.md and exit")
     args = parser.parse_args(argv)
-    names = args.names or list(NAMES)
-    unknown = sorted(set(names) - set(NAMES))
-    if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
-    needed = sorted({path for n in names for path in NEEDS[n]})
-    # http alone needs no data (it uses faces-photos when there): then none is checked.
+    path: Path = args.output
+    doc = sections.parse(path.read_text() if path.exists() else "")
+    if args.list:
+        print(listing(doc))
+        return 0
+    if args.check:
+        problems = structure_problems(doc) + freshness_problems(doc)
+        print("\n".join(problems) or f"{path}: every section up to date")
+        return 1 if problems else 0
+    try:
+        chosen = select(args.names)
+    except ValueError as e:
+        parser.error(str(e))
+    output = common.Output.from_args(args)  # refuses a dirty tree before anything runs
+    needed = sorted({p for s in chosen for p in s.needs})
     data = common.data_dir(args.data, *needed) if needed else None
     env = dict(os.environ)
-    if data is not None:
+    if data is not None or args.data is not None:
         # Children find the data through the environment whatever their own options are.
-        env[common.DATA_ENV] = str(data)
-    elif args.data is not None:
-        env[common.DATA_ENV] = str(args.data.expanduser())
+        env[common.DATA_ENV] = str(data or args.data.expanduser())
+    chosen_flags = {"--no-write": args.no_write, "--allow-dirty": args.allow_dirty}
+    chosen_flags["--quick"] = args.quick
+    flags = [flag for flag, on in chosen_flags.items() if on]
+    if path.resolve() != common.BENCHMARKS_MD:
+        flags += ["--output", str(path)]
 
-    status: dict[str, str] = {}
+    status: dict[str, tuple[str, float]] = {}
     started = time.perf_counter()
-    for name in names:
+    for script, script_args in plan(chosen):
+        cmd = [sys.executable, f"bench/{script}.py", *script_args, *flags]
+        if script == "holidays" and data is not None and data != common.DEFAULT_DATA.resolve():
+            cmd += ["--data", str(data / "holidays")]  # holidays.py takes the Holidays folder
         t0 = time.perf_counter()
-        if name == "holidays":
-            assert data is not None  # NEEDS["holidays"] made sure of it
-            status[name] = run_holidays(data, env)
-        elif name == "faces_compare" and importlib.util.find_spec("face_recognition") is None:
-            status[name] = (
-                "skipped (face_recognition is not installed: "
-                "pip install --no-deps face_recognition)"
-            )
-        elif name == "int8_kernels" and shutil.which("qemu-x86_64") is None:
-            status[name] = "skipped (qemu-x86_64 is not installed: apt-get install qemu-user)"
-        else:
-            cmd = [sys.executable, str((BENCH / f"{name}.py").relative_to(common.REPO))]
-            if args.no_write:
-                cmd.append("--no-write")
-            if name == "speed" and args.size is not None:
-                cmd += ["--size", str(args.size)]
-            code, _ = run(cmd, env, capture=False)
-            status[name] = "ok" if code == 0 else f"failed (exit status {code})"
-        print(f"\n{name}: {status[name]} in {time.perf_counter() - t0:.0f} s", flush=True)
+        status[script] = (outcome(run(cmd, env)), time.perf_counter() - t0)
+        print(f"\n{script}: {status[script][0]} in {common.duration(status[script][1])}")
 
-    print(f"\nall done in {time.perf_counter() - started:.0f} s:")
-    for name, what in status.items():
-        print(f"  {name}: {what}")
-    return 0 if all(s == "ok" or s.startswith("skipped") for s in status.values()) else 1
+    if output.path is not None:
+        for name in finish(output.path):
+            print(f"dropped section {name!r}: no benchmark writes it any more")
+    print(f"\nall done in {common.duration(time.perf_counter() - started)}:")
+    for script, (what, took) in status.items():
+        print(f"  {script}: {what} ({common.duration(took)})")
+    ok = all(what == "ok" or what.startswith("skipped") for what, _ in status.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

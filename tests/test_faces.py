@@ -32,8 +32,9 @@ from lookalike.faces import (
     pairwise_distances,
 )
 from lookalike.faces import models as face_models
-from lookalike.faces.detect import detection_scale
+from lookalike.faces.detect import detect_boxes, detection_scale
 from lookalike.faces.quality import estimate_yaw
+from lookalike.faces.read import decode_for_faces, detector_input, find_faces
 from lookalike.settings import get_settings
 
 ASTRONAUT_BOX = (176, 77, 266, 167)
@@ -130,6 +131,24 @@ def test_huge_photo_is_shrunk_for_detection(astronaut: Image.Image, face: Face) 
     assert distance(face, found) < 0.4
     assert times.detect_ms < 3000, times
     assert times.landmarks_ms < 1000, times
+
+
+def test_detector_input_is_the_copy_find_faces_detects_on(astronaut: Image.Image) -> None:
+    """What a benchmark gives another detector: the settings' detection size, from the
+    reduced decode, and the face where find_faces finds it (scaled)."""
+    buf = io.BytesIO()
+    astronaut.resize((4000, 4000), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
+    settings = get_settings(face_detect_max_side=800)
+    decoded = decode_for_faces(buf.getvalue(), settings)
+    assert decoded.image.width < 4000  # drafted
+    small = detector_input(decoded, settings)
+    assert small.size == (800, 800)
+    ((box, _),) = detect_boxes(small, max_side=800)
+    (found,) = find_faces(decoded, settings, embeddings=False)
+    assert all(abs(a * 5 - b) <= 5 for a, b in zip(box, found.box, strict=True))
+    # A small photo is enlarged (at most 2x) so that a face_min_size face can be found.
+    plain = decode_for_faces(skimage_file("astronaut.png").read_bytes(), get_settings())
+    assert detector_input(plain, get_settings()).size == (1024, 1024)
 
 
 def test_small_faces_are_found_but_not_usable(astronaut: Image.Image) -> None:

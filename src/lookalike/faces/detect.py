@@ -34,6 +34,7 @@ __all__ = [
     "StageTimes",
     "detect_boxes",
     "detect_faces",
+    "detection_copy",
     "detection_scale",
     "locate_face",
 ]
@@ -102,6 +103,15 @@ def detection_scale(width: int, height: int, *, min_face: int, max_side: int) ->
     return min(enlarge, max_side / max(width, height))
 
 
+def detection_copy(
+    image: Image.Image, *, min_face: int, max_side: int
+) -> tuple[Image.Image, float]:
+    """The resized copy of ``image`` a detector runs on, and its scale (copy / image pixels);
+    see :func:`detection_scale`. ``image`` itself when no resizing is needed."""
+    scale = detection_scale(image.width, image.height, min_face=min_face, max_side=max_side)
+    return _resized(image, scale), scale
+
+
 def _resized(image: Image.Image, scale: float) -> Image.Image:
     if abs(scale - 1.0) < 1e-3:
         return image
@@ -132,8 +142,7 @@ def detect_boxes(
         max_side = config.detect_side(detector, config.DETECT_MAX_SIDE)
     if threshold is None:
         threshold = config.HOG_THRESHOLD if detector == "hog" else config.CNN_THRESHOLD
-    scale = detection_scale(image.width, image.height, min_face=min_face, max_side=max_side)
-    small = _resized(image, scale)
+    small, scale = detection_copy(image, min_face=min_face, max_side=max_side)
     if min(small.size) < _MIN_DETECT_SIDE:
         return []
     pixels = np.asarray(small)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from lookalike.decode import Decoded, decode, decode_gate, read_file, to_rgb
 from lookalike.faces.config import Detector, LandmarkCount, detect_side
-from lookalike.faces.detect import Face, StageTimes
+from lookalike.faces.detect import Face, StageTimes, detection_copy
 from lookalike.faces.embed import Encoder
 from lookalike.faces.pipeline import analyze
 from lookalike.settings import Settings
@@ -29,6 +29,7 @@ __all__ = [
     "NamedBytes",
     "Source",
     "decode_for_faces",
+    "detector_input",
     "find_faces",
     "source_label",
 ]
@@ -85,21 +86,39 @@ def find_faces(
     timings: StageTimes | None = None,
 ) -> list[Face]:
     """The faces of a decoded image in the original image's pixels (best score first)."""
-    image = decoded.image
-    scale = decoded.width / image.width if image.width else 1.0
     chosen: Detector = detector or settings.face_detector
+    min_face, max_side = _detect_limits(decoded, settings, chosen)
     faces = analyze(
-        image,
+        decoded.image,
         detector=chosen,
         landmarks=landmarks,
         embeddings=embeddings,
         encoder=Encoder.from_settings(settings),
         crop=crop,
-        min_face=max(1, round(settings.face_min_size / scale)),
-        max_side=detect_side(chosen, settings.face_detect_max_side),
+        min_face=min_face,
+        max_side=max_side,
         timings=timings,
     )
+    scale = _decoded_scale(decoded)
     return [_rescale(f, scale, settings.face_min_quality) for f in faces]
+
+
+def detector_input(decoded: Decoded, settings: Settings) -> Image.Image:
+    """The resized copy of ``decoded`` that :func:`find_faces` runs the detector on under
+    ``settings`` (benchmarks give another detector these very pixels)."""
+    min_face, max_side = _detect_limits(decoded, settings, settings.face_detector)
+    return detection_copy(decoded.image, min_face=min_face, max_side=max_side)[0]
+
+
+def _decoded_scale(decoded: Decoded) -> float:
+    """Original pixels per decoded pixel (above 1 after a reduced decode)."""
+    return decoded.width / decoded.image.width if decoded.image.width else 1.0
+
+
+def _detect_limits(decoded: Decoded, settings: Settings, detector: Detector) -> tuple[int, int]:
+    """(min_face, max_side) for ``detector`` on ``decoded``, in the decoded image's pixels."""
+    min_face = max(1, round(settings.face_min_size / _decoded_scale(decoded)))
+    return min_face, detect_side(detector, settings.face_detect_max_side)
 
 
 def _rescale(face: Face, scale: float, min_quality: float) -> Face:
