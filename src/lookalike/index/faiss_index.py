@@ -3,14 +3,18 @@
 Searches of one index run at the same time (faiss searches are thread-safe and release
 the GIL); adding or removing rows waits for the searches in progress and holds new ones
 back (a readers-writer lock), because faiss moves rows in memory while it changes an index.
+
+Searches run on faiss' default OpenMP threads (one per core), even for the few rows of one
+query: a 4-row query is about twice as fast on two cores as on one, and four concurrent
+searches serve as many queries per second either way (BENCHMARKS.md, speed-search and
+speed-ann, where the 1-thread columns show the difference).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, Literal
 
 import faiss
@@ -19,34 +23,12 @@ import numpy as np
 from lookalike.errors import BadInput
 from lookalike.index.rwlock import ReadWriteLock
 
-# Query batches smaller than this are searched on one OpenMP thread: for a few rows faiss
-# gains nothing from more, and its spinning workers cost 2-5x when the cores are busy
-# (BENCHMARKS.md, speed-search and speed-ann: 1-thread and default columns).
-SMALL_BATCH = 32
 # Bytes faiss asks a reader for at a time when it loads an index from a stream.
 READ_CHUNK = 1 << 24
 
 Metric = Literal["ip", "l2"]
 # ``read(n)``: up to ``n`` more bytes of a stream (a file's ``read``).
 Reader = Callable[[int], bytes]
-
-
-@contextmanager
-def _threads_for(nq: int) -> Iterator[None]:
-    """Run faiss on one thread for small query batches, on all cores otherwise.
-
-    OpenMP keeps the thread count per calling thread (libgomp's ``nthreads-var``), so
-    concurrent searches each set their own without a lock (tests/test_index.py checks it).
-    """
-    if nq >= SMALL_BATCH:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def _as_ids(ids: np.ndarray) -> np.ndarray:
@@ -122,8 +104,7 @@ class _IdMapped:
             if n == 0:
                 m = q.shape[0]
                 return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-            with _threads_for(q.shape[0]):
-                distances, ids = self._index.search(q, max(1, min(k, n)))
+            distances, ids = self._index.search(q, max(1, min(k, n)))
         return self._scores(distances), ids
 
     def to_bytes(self) -> bytes:
