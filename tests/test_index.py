@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 import lookalike
-from lookalike.index.faiss_index import BinaryIndex, FloatIndex
+from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
 from lookalike.search.engine import Lookalike, merge_variants
@@ -260,6 +261,30 @@ def test_searches_stay_right_while_another_thread_adds_and_removes(tmp_path: Pat
         assert held.tolist() == lk.catalog.vector_ids("cnn", cnn.version).tolist()
     assert not wrong, wrong[:5]
     assert min(counts) > 0
+
+
+def test_small_search_thread_count_stays_in_its_thread() -> None:
+    """faiss' OpenMP (libgomp) keeps the thread count per calling thread: a small search
+    setting one thread does not change it for a search in another thread, so concurrent
+    searches need no process-wide lock around it."""
+    inside, checked = threading.Event(), threading.Event()
+    seen: dict[str, int] = {}
+
+    def small_search() -> None:
+        with _threads_for(1):
+            seen["small"] = faiss.omp_get_max_threads()
+            inside.set()
+            checked.wait(30)
+        seen["small, after"] = faiss.omp_get_max_threads()
+
+    default = faiss.omp_get_max_threads()
+    worker = threading.Thread(target=small_search)
+    worker.start()
+    assert inside.wait(30)
+    seen["other thread"] = faiss.omp_get_max_threads()
+    checked.set()
+    worker.join()
+    assert seen == {"small": 1, "other thread": default, "small, after": default}
 
 
 def _hold(lock: ReadWriteLock, mode: str, log: list[str], release: threading.Event) -> None:

@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lookalike.errors import BadArgument
 
 
 def default_data_dir() -> Path:
@@ -130,7 +132,22 @@ def clear_settings_cache() -> None:
 
 
 def get_settings(**overrides: Any) -> Settings:
-    """The settings from the environment, with explicit (non-None) overrides applied."""
+    """The settings from the environment, with explicit (non-None) overrides applied.
+
+    Overrides are validated as the environment's values are: an unknown name or a value of
+    the wrong kind raises :class:`~lookalike.errors.BadArgument`.
+    """
     base = _env_settings()
     given = {k: v for k, v in overrides.items() if v is not None}
-    return base.model_copy(update=given) if given else base
+    if not given:
+        return base
+    unknown = sorted(set(given) - set(Settings.model_fields))
+    if unknown:
+        raise BadArgument(f"unknown setting(s): {', '.join(unknown)}")
+    try:
+        return Settings.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise BadArgument(f"invalid setting(s): {problems}") from None

@@ -3,18 +3,14 @@
 Searches of one index run at the same time (faiss searches are thread-safe and release
 the GIL); adding or removing rows waits for the searches in progress and holds new ones
 back (a readers-writer lock), because faiss moves rows in memory while it changes an index.
-
-Searches run on faiss' default OpenMP threads (one per core), even for the few rows of one
-query: a 4-row query is about twice as fast on two cores as on one, and four concurrent
-searches serve as many queries per second either way (BENCHMARKS.md, speed-search and
-speed-ann, where the 1-thread columns show the difference).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import faiss
@@ -23,12 +19,36 @@ import numpy as np
 from lookalike.errors import BadInput
 from lookalike.index.rwlock import ReadWriteLock
 
+# Query batches smaller than this are searched on one OpenMP thread. On idle cores more
+# threads make a 4-row query up to ~2x faster, but when another process keeps a core busy
+# (a server's clients, indexing, a second worker) faiss' workers wait for it and one query
+# takes 1.5-5x longer than on one thread (BENCHMARKS.md, speed-search: idle and busy columns;
+# http-concurrency). A query's latency should not depend on the neighbours' load.
+SMALL_BATCH = 32
 # Bytes faiss asks a reader for at a time when it loads an index from a stream.
 READ_CHUNK = 1 << 24
 
 Metric = Literal["ip", "l2"]
 # ``read(n)``: up to ``n`` more bytes of a stream (a file's ``read``).
 Reader = Callable[[int], bytes]
+
+
+@contextmanager
+def _threads_for(nq: int) -> Iterator[None]:
+    """Run faiss on one thread for small query batches, on all cores otherwise.
+
+    OpenMP keeps the thread count per calling thread (libgomp's ``nthreads-var``), so
+    concurrent searches each set their own without a lock (tests/test_index.py checks it).
+    """
+    if nq >= SMALL_BATCH:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _as_ids(ids: np.ndarray) -> np.ndarray:
@@ -104,7 +124,8 @@ class _IdMapped:
             if n == 0:
                 m = q.shape[0]
                 return np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
-            distances, ids = self._index.search(q, max(1, min(k, n)))
+            with _threads_for(q.shape[0]):
+                distances, ids = self._index.search(q, max(1, min(k, n)))
         return self._scores(distances), ids
 
     def to_bytes(self) -> bytes:
