@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.store.base import ImageRow, NewImage, PathRow
+from lookalike.store.database import Database
 from lookalike.store.sqlite_db import SqliteDatabase
 from lookalike.store.sqlite_faces import SqliteFaceStore, write_scan
 from lookalike.store.sqlite_service import SqliteServiceStore
@@ -26,10 +27,10 @@ from lookalike.store.sqlite_util import (
 
 
 class SqliteCatalog:
-    """The Catalog of an open :class:`SqliteDatabase`, with its face and service stores on
-    the same database (so faces are written in their image's transaction)."""
+    """The Catalog of an open SQLite database (:class:`SqliteDatabase`), with its face and
+    service stores on the same database (so faces are written in their image's transaction)."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database[sqlite3.Connection]) -> None:
         self.database = database
         self.faces = SqliteFaceStore(database)
         self.service = SqliteServiceStore(database)

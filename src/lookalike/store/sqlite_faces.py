@@ -1,8 +1,8 @@
 """Faces, people and clusters in the embedded SQLite catalog (tables of schema steps 2 and 4
 in :mod:`lookalike.store.migrations.sqlite`).
 
-Shares the catalog's database (:class:`~lookalike.store.sqlite_db.SqliteDatabase`), so faces
-are written in the same transaction as their image.
+Shares the catalog's database (a :class:`~lookalike.store.sqlite_db.SqliteDatabase`), so
+faces are written in the same transaction as their image.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from lookalike.store.base import (
     PersonRow,
     person_key,
 )
-from lookalike.store.sqlite_db import SqliteDatabase
+from lookalike.store.database import Database
 from lookalike.store.sqlite_util import in_chunks, path_value, read_generation, stack_blobs
 
 # The generation counter (see the catalog's ``generations`` table) of face embeddings.
@@ -131,9 +131,9 @@ def _vectors(rows: list[Any]) -> FaceVectors:
 
 
 class SqliteFaceStore:
-    """The FaceStore of an open :class:`SqliteDatabase`."""
+    """The FaceStore of an open SQLite database."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database[sqlite3.Connection]) -> None:
         self.database = database
 
     # -- faces --------------------------------------------------------------------------

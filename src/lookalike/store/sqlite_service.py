@@ -8,12 +8,13 @@ same keys and jobs.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from lookalike.store.base import JobRow, KeyRow
-from lookalike.store.sqlite_db import SqliteDatabase
+from lookalike.store.database import Database
 
 _KEY = "id, name, prefix, scope, created_at, revoked_at, last_used_at, digest"
 _JOB = "id, kind, target, status, done, total, report, error, created_at, updated_at"
@@ -48,9 +49,9 @@ def _job(r: Sequence[Any]) -> JobRow:
 
 
 class SqliteServiceStore:
-    """The ServiceStore of an open :class:`SqliteDatabase`."""
+    """The ServiceStore of an open SQLite database."""
 
-    def __init__(self, database: SqliteDatabase) -> None:
+    def __init__(self, database: Database[sqlite3.Connection]) -> None:
         self.database = database
 
     def add_key(self, name: str, prefix: str, digest: str, scope: str) -> KeyRow:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lookalike.store.sqlite_db import SqliteDatabase
+from lookalike.store.database import Database
 
 # Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
 CHUNK = 500
@@ -61,7 +60,7 @@ def path_value(value: str | bytes) -> str:
     return value if isinstance(value, str) else os.fsdecode(bytes(value))
 
 
-def read_generation(database: SqliteDatabase, name: str) -> int:
+def read_generation(database: Database[sqlite3.Connection], name: str) -> int:
     """The counter of the ``generations`` table named ``name`` (a descriptor, ``face`` or
     ``gallery``): bumped by triggers on every change it tracks; 0 before the first."""
     rows = database.query("SELECT generation FROM generations WHERE descriptor = ?", [name])
