@@ -123,7 +123,7 @@ def _schema(path: Path) -> str:
         db.close()
 
 
-# SHA-256 of ``_schema`` of a new catalog after each step, as released (lookalike 0.x at
+# SHA-256 of ``_schema`` of a new catalog after each step, as released (recorded from
 # a3f3aeb): a step's text is frozen, so these never change; a new step adds its own.
 RELEASED_SCHEMAS = {
     1: "f0e25d9bbf2346b8a42d1130798e50f9fcb267a5bfc31291c1afadcb4f83ed16",
