@@ -210,9 +210,10 @@ def test_a_job_whose_process_died_is_reported_failed(tmp_path: Path) -> None:
         token, _ = create_key(store, "admin")
         job = store.add_job("index", "/nowhere")
         store.update_job(job.id, status="running")
-        db = client.app.state.engine.catalog._db  # type: ignore[attr-defined]
+        database = client.app.state.engine.catalog.database  # type: ignore[attr-defined]
         old = time.time() - jobs_router.STALE_S - 1
-        db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [old, job.id])
+        with database.transaction() as db:
+            db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", [old, job.id])
         got = client.get(f"/v1/jobs/{job.id}", headers={"X-API-Key": token}).json()
         assert got["status"] == "failed" and "stopped" in got["error"]
 

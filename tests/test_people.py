@@ -23,7 +23,9 @@ from lookalike.index.faiss_index import FloatIndex
 from lookalike.search.engine import Lookalike
 from lookalike.settings import clear_settings_cache
 from lookalike.store.base import FaceRecord, FaceScan, NewImage
-from lookalike.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteCatalog, _v1
+from lookalike.store.migrations.sqlite import MIGRATIONS
+from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sqlite_db import SqliteDatabase
 
 from .conftest import sample
 
@@ -80,36 +82,15 @@ def clusters_of(lk: Lookalike) -> dict[int, set[int]]:
 # -- store --------------------------------------------------------------------------------
 
 
-def test_v1_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "catalog.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    _v1(db)
-    db.execute("PRAGMA user_version = 1")
-    db.execute(
-        "INSERT INTO images (sha256, width, height, format, size, added_at) "
-        "VALUES ('ab', 1, 1, 'PNG', 1, 0)"
-    )
-    db.close()
-    catalog = SqliteCatalog(path)
-    try:
-        assert catalog.schema_version() == SCHEMA_VERSION == 4
-        assert catalog.image_by_sha("ab") is not None
-        assert catalog.faces.people() == []
-    finally:
-        catalog.close()
-
-
 def test_people_of_a_v3_catalog_get_caseless_names_on_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "catalog.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    for version in (1, 2, 3):
-        MIGRATIONS[version](db)
-    db.execute("PRAGMA user_version = 3")
-    # NOCASE let these in: two spellings of one name, and a name the renaming must avoid.
-    for name in ("Élodie", "élodie", "élodie (2)", "Bob"):
-        db.execute("INSERT INTO people (name, created_at) VALUES (?, 0)", [name])
-    db.close()
-    catalog = SqliteCatalog(path)
+    database = SqliteDatabase(path, MIGRATIONS[:3])
+    with database.transaction() as db:
+        # NOCASE let these in: two spellings of one name, and a name the renaming must avoid.
+        for name in ("Élodie", "élodie", "élodie (2)", "Bob"):
+            db.execute("INSERT INTO people (name, created_at) VALUES (?, 0)", [name])
+    database.close()
+    catalog = SqliteCatalog.open(path)
     try:
         assert catalog.schema_version() == 4
         people = catalog.faces
@@ -128,16 +109,16 @@ def test_people_of_a_v3_catalog_get_caseless_names_on_upgrade(tmp_path: Path) ->
 
 
 def test_two_processes_cannot_both_create_one_caseless_name(tmp_path: Path) -> None:
-    first = SqliteCatalog(tmp_path / "catalog.sqlite3")
-    second = SqliteCatalog(tmp_path / "catalog.sqlite3")
+    first = SqliteCatalog.open(tmp_path / "catalog.sqlite3")
+    second = SqliteCatalog.open(tmp_path / "catalog.sqlite3")
     try:
         first.faces.add_person("Straße")
         with pytest.raises(Conflict, match="Straße"):
             second.faces.add_person("STRASSE")
         assert second.faces.add_person("strasse", exist_ok=True).name == "Straße"
         # The database itself refuses it, whoever writes.
-        with pytest.raises(sqlite3.IntegrityError):
-            second._db.execute(
+        with pytest.raises(sqlite3.IntegrityError), second.database.transaction() as db:
+            db.execute(
                 "INSERT INTO people (name, name_key, created_at) VALUES ('STRASSE', 'strasse', 0)"
             )
         assert [p.name for p in first.faces.people()] == ["Straße"]

@@ -31,7 +31,7 @@ def open_catalog(settings: Settings) -> Catalog:
     path = settings.data_dir / CATALOG_FILE
     if path.exists() and not path.is_file():
         raise DataFolderError(f"{path}: the catalog is not a file; move it aside")
-    return SqliteCatalog(path)
+    return SqliteCatalog.open(path)
 
 
 def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:

@@ -1,7 +1,8 @@
-"""Faces, people and clusters in the embedded SQLite catalog (schema versions 2 and 4).
+"""Faces, people and clusters in the embedded SQLite catalog (tables of schema steps 2 and 4
+in :mod:`lookalike.store.migrations.sqlite`).
 
-Shares the catalog's connection and lock (:class:`~lookalike.store.sqlite.SqliteCatalog`),
-so faces are written in the same transaction as their image.
+Shares the catalog's database (a :class:`~lookalike.store.sqlite_db.SqliteDatabase`), so
+faces are written in the same transaction as their image.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlite3
 import time
 import unicodedata
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +27,8 @@ from lookalike.store.base import (
     PersonRow,
     person_key,
 )
-from lookalike.store.sqlite_util import in_chunks, path_value, stack_blobs
-
-if TYPE_CHECKING:
-    from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.database import Database
+from lookalike.store.sqlite_util import in_chunks, path_value, read_generation, stack_blobs
 
 # The generation counter (see the catalog's ``generations`` table) of face embeddings.
 FACE_GENERATION = "face"
@@ -37,120 +36,6 @@ FACE_GENERATION = "face"
 GALLERY_GENERATION = "gallery"
 # Faces shown per cluster in listings.
 SAMPLE_SIZE = 6
-
-SCHEMA_V2 = """
--- AUTOINCREMENT: an id a user has seen never comes back naming someone else.
-CREATE TABLE people (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    created_at REAL NOT NULL
-);
-CREATE TABLE clusters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL
-);
--- One row per image whose faces were looked for, with the face-model version: an image
--- with no face is still recorded as scanned.
-CREATE TABLE face_scans (
-    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    version TEXT NOT NULL,
-    scanned_at REAL NOT NULL
-);
-CREATE TABLE faces (
-    id INTEGER PRIMARY KEY,
-    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    left INTEGER NOT NULL,
-    top INTEGER NOT NULL,
-    right INTEGER NOT NULL,
-    bottom INTEGER NOT NULL,
-    score REAL NOT NULL,
-    quality REAL NOT NULL,
-    usable INTEGER NOT NULL,
-    flags TEXT NOT NULL,
-    landmarks TEXT NOT NULL,
-    embedding BLOB NOT NULL,
-    thumb BLOB NOT NULL,
-    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
-    confirmed INTEGER NOT NULL DEFAULT 0,
-    cluster_id INTEGER REFERENCES clusters(id) ON DELETE SET NULL,
-    UNIQUE (image_id, idx)
-);
-CREATE INDEX faces_by_person ON faces(person_id);
-CREATE INDEX faces_by_cluster ON faces(cluster_id);
-CREATE TABLE examples (
-    id INTEGER PRIMARY KEY,
-    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-    sha256 TEXT NOT NULL,
-    face_index INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    version TEXT NOT NULL,
-    left INTEGER NOT NULL,
-    top INTEGER NOT NULL,
-    right INTEGER NOT NULL,
-    bottom INTEGER NOT NULL,
-    quality REAL NOT NULL,
-    embedding BLOB NOT NULL,
-    thumb BLOB NOT NULL,
-    added_at REAL NOT NULL,
-    UNIQUE (person_id, sha256, face_index)
-);
-CREATE TRIGGER faces_ins AFTER INSERT ON faces BEGIN
-    INSERT INTO generations VALUES ('face', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-CREATE TRIGGER faces_del AFTER DELETE ON faces BEGIN
-    INSERT INTO generations VALUES ('face', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-    INSERT INTO generations VALUES ('gallery', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-CREATE TRIGGER faces_person AFTER UPDATE OF person_id, confirmed ON faces BEGIN
-    INSERT INTO generations VALUES ('gallery', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-CREATE TRIGGER examples_ins AFTER INSERT ON examples BEGIN
-    INSERT INTO generations VALUES ('gallery', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-CREATE TRIGGER examples_del AFTER DELETE ON examples BEGIN
-    INSERT INTO generations VALUES ('gallery', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-CREATE TRIGGER examples_upd AFTER UPDATE ON examples BEGIN
-    INSERT INTO generations VALUES ('gallery', 1)
-    ON CONFLICT(descriptor) DO UPDATE SET generation = generation + 1;
-END;
-"""
-
-
-def add_person_keys(db: sqlite3.Connection) -> None:
-    """Schema 4: people's names are unique by :func:`~lookalike.store.base.person_key`
-    (a ``name_key`` column with a UNIQUE index), not by SQLite's NOCASE, which folds ASCII
-    only. Of existing names that fold to one key the first keeps it and the others get
-    " (2)", " (3)"...: nothing is merged behind the user's back.
-    """
-    # NOCASE's UNIQUE on ``name`` stays (SQLite cannot drop it without rebuilding the table
-    # that faces and examples refer to): names equal under NOCASE have one key anyway.
-    db.execute("ALTER TABLE people ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")
-    rows = [(int(i), str(n)) for i, n in db.execute("SELECT id, name FROM people ORDER BY id")]
-    # A new name must not fold to any existing one, nor (by NOCASE) clash with one.
-    taken = {person_key(name) for _, name in rows}
-    kept: set[str] = set()
-    for person_id, name in rows:
-        shown, key = name, person_key(name)
-        if key in kept:
-            n = 2
-            while person_key(f"{name} ({n})") in taken:
-                n += 1
-            shown = f"{name} ({n})"
-            key = person_key(shown)
-            taken.add(key)
-        kept.add(key)
-        db.execute("UPDATE people SET name = ?, name_key = ? WHERE id = ?", [shown, key, person_id])
-    db.execute("CREATE UNIQUE INDEX people_by_key ON people(name_key)")
-
 
 _FACE_COLUMNS = (
     "f.id, f.image_id, f.idx, f.left, f.top, f.right, f.bottom, f.score, f.quality, f.usable, "
@@ -246,30 +131,28 @@ def _vectors(rows: list[Any]) -> FaceVectors:
 
 
 class SqliteFaceStore:
-    """The FaceStore of an open :class:`SqliteCatalog` (its connection and lock)."""
+    """The FaceStore of an open SQLite database."""
 
-    def __init__(self, catalog: SqliteCatalog) -> None:
-        self._catalog = catalog
-        self._tx = catalog._tx
-        self._query = catalog._query
+    def __init__(self, database: Database[sqlite3.Connection]) -> None:
+        self.database = database
 
     # -- faces --------------------------------------------------------------------------
 
     def face_scanned(self, image_id: int, version: str) -> bool:
-        rows = self._query(
+        rows = self.database.query(
             "SELECT 1 FROM face_scans WHERE image_id = ? AND version = ?", [image_id, version]
         )
         return bool(rows)
 
     def generation(self, name: str) -> int:
-        return self._catalog.generation(name)
+        return read_generation(self.database, name)
 
     def vector_ids(self, name: str, version: str) -> np.ndarray:
-        rows = self._query("SELECT id FROM faces WHERE version = ? ORDER BY id", [version])
+        rows = self.database.query("SELECT id FROM faces WHERE version = ? ORDER BY id", [version])
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._query(
+        rows = self.database.query(
             "SELECT id, embedding FROM faces WHERE version = ? ORDER BY id", [version]
         )
         return stack_blobs(rows)
@@ -279,7 +162,7 @@ class SqliteFaceStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         rows: list[Any] = []
         for chunk, marks in in_chunks(ids):
-            rows += self._query(
+            rows += self.database.query(
                 f"SELECT id, embedding FROM faces WHERE version = ? AND id IN ({marks}) "
                 "ORDER BY id",
                 [version, *chunk],
@@ -289,7 +172,7 @@ class SqliteFaceStore:
     def faces(self, ids: Sequence[int]) -> dict[int, FaceRow]:
         out: dict[int, FaceRow] = {}
         for chunk, marks in in_chunks(ids):
-            for r in self._query(
+            for r in self.database.query(
                 f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.id IN ({marks})", chunk
             ):
                 row = _face_row(r)
@@ -297,14 +180,14 @@ class SqliteFaceStore:
         return out
 
     def _faces_where(self, where: str, args: Sequence[object]) -> list[FaceRow]:
-        rows = self._query(
+        rows = self.database.query(
             f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE {where} ORDER BY f.quality DESC, f.id",
             args,
         )
         return [_face_row(r) for r in rows]
 
     def faces_of_image(self, image_id: int) -> list[FaceRow]:
-        rows = self._query(
+        rows = self.database.query(
             f"SELECT {_FACE_COLUMNS} FROM {_FACE_FROM} WHERE f.image_id = ? ORDER BY f.idx",
             [image_id],
         )
@@ -317,11 +200,11 @@ class SqliteFaceStore:
         return self._faces_where("f.cluster_id = ?", [cluster_id])
 
     def face_thumb(self, face_id: int) -> bytes | None:
-        rows = self._query("SELECT thumb FROM faces WHERE id = ?", [face_id])
+        rows = self.database.query("SELECT thumb FROM faces WHERE id = ?", [face_id])
         return bytes(rows[0][0]) if rows else None
 
     def count_faces(self, version: str) -> dict[str, int]:
-        (n, usable, named, clustered, todo), *_ = self._query(
+        (n, usable, named, clustered, todo), *_ = self.database.query(
             "SELECT COUNT(*), COALESCE(SUM(usable), 0), "
             "COALESCE(SUM(person_id IS NOT NULL), 0), COALESCE(SUM(cluster_id IS NOT NULL), 0), "
             "COALESCE(SUM(usable AND person_id IS NULL AND cluster_id IS NULL), 0) "
@@ -341,7 +224,7 @@ class SqliteFaceStore:
         for chunk, marks in in_chunks(image_ids):
             out |= {
                 (int(i), int(p))
-                for i, p in self._query(
+                for i, p in self.database.query(
                     f"SELECT image_id, person_id FROM faces WHERE person_id IS NOT NULL "
                     f"AND image_id IN ({marks})",
                     chunk,
@@ -351,7 +234,7 @@ class SqliteFaceStore:
 
     def unprocessed(self, version: str) -> FaceVectors:
         return _vectors(
-            self._query(
+            self.database.query(
                 "SELECT id, image_id, 0, quality, embedding FROM faces WHERE version = ? "
                 "AND usable AND person_id IS NULL AND cluster_id IS NULL ORDER BY id",
                 [version],
@@ -360,7 +243,7 @@ class SqliteFaceStore:
 
     def clustered(self, version: str) -> FaceVectors:
         return _vectors(
-            self._query(
+            self.database.query(
                 "SELECT id, image_id, cluster_id, quality, embedding FROM faces "
                 "WHERE version = ? AND cluster_id IS NOT NULL ORDER BY id",
                 [version],
@@ -369,7 +252,7 @@ class SqliteFaceStore:
 
     def gallery(self, version: str) -> FaceVectors:
         return _vectors(
-            self._query(
+            self.database.query(
                 "SELECT -id, 0, person_id, quality, embedding FROM examples WHERE version = ? "
                 "UNION ALL "
                 "SELECT id, image_id, person_id, quality, embedding FROM faces "
@@ -381,7 +264,7 @@ class SqliteFaceStore:
     def assign_clusters(
         self, face_ids: Sequence[int], cluster_ids: Sequence[int]
     ) -> dict[int, int]:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             now = time.time()
             ids: dict[int, int] = {}
             for cid in sorted({int(c) for c in cluster_ids}):
@@ -400,7 +283,7 @@ class SqliteFaceStore:
             return ids
 
     def set_person(self, face_ids: Sequence[int], person_id: int | None, confirmed: bool) -> None:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             for fid in face_ids:
                 found = db.execute("SELECT 1 FROM faces WHERE id = ?", [int(fid)]).fetchone()
                 if found is None:
@@ -420,7 +303,7 @@ class SqliteFaceStore:
         )
 
     def reset_clusters(self) -> int:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             n = int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
             db.execute("UPDATE faces SET cluster_id = NULL WHERE cluster_id IS NOT NULL")
             db.execute(
@@ -430,7 +313,7 @@ class SqliteFaceStore:
             return n
 
     def clusters(self) -> list[ClusterRow]:
-        rows = self._query(
+        rows = self.database.query(
             "SELECT cluster_id, id FROM faces WHERE cluster_id IS NOT NULL "
             "ORDER BY cluster_id, quality DESC, id"
         )
@@ -442,7 +325,7 @@ class SqliteFaceStore:
         return out
 
     def merge_clusters(self, into: int, others: Sequence[int]) -> int:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             for cid in [into, *others]:
                 if db.execute("SELECT 1 FROM clusters WHERE id = ?", [cid]).fetchone() is None:
                     raise NotFound(f"cluster {cid} not found")
@@ -470,7 +353,7 @@ class SqliteFaceStore:
 
     def add_person(self, name: str, *, exist_ok: bool = False) -> PersonRow:
         key = person_key(name)
-        with self._tx() as db:
+        with self.database.transaction() as db:
             # The transaction holds the write lock: no other process adds a name between
             # this look-up and the insert (and the UNIQUE index would refuse it).
             found = db.execute("SELECT name FROM people WHERE name_key = ?", [key]).fetchone()
@@ -486,19 +369,19 @@ class SqliteFaceStore:
             )
 
     def person(self, name: str) -> PersonRow | None:
-        rows = self._query(f"{self._PERSON} WHERE p.name_key = ?", [person_key(name)])
+        rows = self.database.query(f"{self._PERSON} WHERE p.name_key = ?", [person_key(name)])
         return self._person_row(rows[0]) if rows else None
 
     def person_by_id(self, person_id: int) -> PersonRow | None:
-        rows = self._query(f"{self._PERSON} WHERE p.id = ?", [person_id])
+        rows = self.database.query(f"{self._PERSON} WHERE p.id = ?", [person_id])
         return self._person_row(rows[0]) if rows else None
 
     def people(self) -> list[PersonRow]:
-        people = [self._person_row(r) for r in self._query(self._PERSON)]
+        people = [self._person_row(r) for r in self.database.query(self._PERSON)]
         return sorted(people, key=lambda p: (_alphabetical(p.name), p.id))
 
     def rename_person(self, person_id: int, name: str) -> None:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             try:
                 cur = db.execute(
                     "UPDATE people SET name = ?, name_key = ? WHERE id = ?",
@@ -510,7 +393,7 @@ class SqliteFaceStore:
                 raise NotFound(f"person {person_id} not found")
 
     def merge_people(self, into: int, others: Sequence[int]) -> None:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             for pid in others:
                 if pid == into:
                     continue
@@ -522,7 +405,7 @@ class SqliteFaceStore:
                 db.execute("DELETE FROM people WHERE id = ?", [pid])
 
     def remove_person(self, person_id: int) -> None:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             # Its faces become unknown again (and are clustered with the others).
             db.execute(
                 "UPDATE faces SET person_id = NULL, confirmed = 0 WHERE person_id = ?",
@@ -532,7 +415,7 @@ class SqliteFaceStore:
 
     def add_examples(self, person_id: int, examples: Sequence[NewExample]) -> list[int]:
         ids: list[int] = []
-        with self._tx() as db:
+        with self.database.transaction() as db:
             now = time.time()
             for ex in examples:
                 f = ex.face
@@ -567,7 +450,7 @@ class SqliteFaceStore:
         return ids
 
     def examples(self, person_id: int) -> list[ExampleRow]:
-        rows = self._query(
+        rows = self.database.query(
             "SELECT id, person_id, sha256, face_index, source, left, top, right, bottom, quality "
             "FROM examples WHERE person_id = ? ORDER BY id",
             [person_id],
@@ -586,11 +469,11 @@ class SqliteFaceStore:
         ]
 
     def example_thumb(self, example_id: int) -> bytes | None:
-        rows = self._query("SELECT thumb FROM examples WHERE id = ?", [example_id])
+        rows = self.database.query("SELECT thumb FROM examples WHERE id = ?", [example_id])
         return bytes(rows[0][0]) if rows else None
 
     def remove_example(self, person_id: int, example_id: int) -> bool:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             cur = db.execute(
                 "DELETE FROM examples WHERE id = ? AND person_id = ?", [example_id, person_id]
             )

@@ -1,4 +1,5 @@
-"""API keys and background jobs in the embedded SQLite catalog (schema version 3).
+"""API keys and background jobs in the embedded SQLite catalog (tables of schema step 3 in
+:mod:`lookalike.store.migrations.sqlite`).
 
 Kept in the catalog's database so that every server process of one data folder sees the
 same keys and jobs.
@@ -7,39 +8,13 @@ same keys and jobs.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lookalike.store.base import JobRow, KeyRow
-
-if TYPE_CHECKING:
-    from lookalike.store.sqlite import SqliteCatalog
-
-SCHEMA_V3 = """
-CREATE TABLE api_keys (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    prefix TEXT NOT NULL UNIQUE,
-    digest TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    revoked_at REAL,
-    last_used_at REAL
-);
-CREATE TABLE jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
-    target TEXT NOT NULL,
-    status TEXT NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    report TEXT,
-    error TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-"""
+from lookalike.store.database import Database
 
 _KEY = "id, name, prefix, scope, created_at, revoked_at, last_used_at, digest"
 _JOB = "id, kind, target, status, done, total, report, error, created_at, updated_at"
@@ -74,32 +49,31 @@ def _job(r: Sequence[Any]) -> JobRow:
 
 
 class SqliteServiceStore:
-    """The ServiceStore of an open :class:`SqliteCatalog` (its connection and lock)."""
+    """The ServiceStore of an open SQLite database."""
 
-    def __init__(self, catalog: SqliteCatalog) -> None:
-        self._tx = catalog._tx
-        self._query = catalog._query
+    def __init__(self, database: Database[sqlite3.Connection]) -> None:
+        self.database = database
 
     def add_key(self, name: str, prefix: str, digest: str, scope: str) -> KeyRow:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             cur = db.execute(
                 "INSERT INTO api_keys (name, prefix, digest, scope, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [name, prefix, digest, scope, time.time()],
             )
             key_id = cur.lastrowid
-        rows = self._query(f"SELECT {_KEY} FROM api_keys WHERE id = ?", [key_id])
+        rows = self.database.query(f"SELECT {_KEY} FROM api_keys WHERE id = ?", [key_id])
         return _key(rows[0])
 
     def key_by_prefix(self, prefix: str) -> KeyRow | None:
-        rows = self._query(f"SELECT {_KEY} FROM api_keys WHERE prefix = ?", [prefix])
+        rows = self.database.query(f"SELECT {_KEY} FROM api_keys WHERE prefix = ?", [prefix])
         return _key(rows[0]) if rows else None
 
     def api_keys(self) -> list[KeyRow]:
-        return [_key(r) for r in self._query(f"SELECT {_KEY} FROM api_keys ORDER BY id")]
+        return [_key(r) for r in self.database.query(f"SELECT {_KEY} FROM api_keys ORDER BY id")]
 
     def revoke_key(self, key_id: int) -> bool:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             cur = db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 [time.time(), key_id],
@@ -107,11 +81,11 @@ class SqliteServiceStore:
             return cur.rowcount > 0
 
     def touch_key(self, key_id: int) -> None:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [time.time(), key_id])
 
     def add_job(self, kind: str, target: str) -> JobRow:
-        with self._tx() as db:
+        with self.database.transaction() as db:
             now = time.time()
             cur = db.execute(
                 "INSERT INTO jobs (kind, target, status, created_at, updated_at) "
@@ -145,13 +119,13 @@ class SqliteServiceStore:
         if error is not None:
             sets.append("error = ?")
             args.append(error)
-        with self._tx() as db:
+        with self.database.transaction() as db:
             db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ?", [*args, job_id])
 
     def job(self, job_id: int) -> JobRow | None:
-        rows = self._query(f"SELECT {_JOB} FROM jobs WHERE id = ?", [job_id])
+        rows = self.database.query(f"SELECT {_JOB} FROM jobs WHERE id = ?", [job_id])
         return _job(rows[0]) if rows else None
 
     def jobs(self, limit: int = 100) -> list[JobRow]:
-        rows = self._query(f"SELECT {_JOB} FROM jobs ORDER BY id DESC LIMIT ?", [limit])
+        rows = self.database.query(f"SELECT {_JOB} FROM jobs ORDER BY id DESC LIMIT ?", [limit])
         return [_job(r) for r in rows]

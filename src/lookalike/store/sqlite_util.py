@@ -1,16 +1,30 @@
-"""Small helpers the SQLite stores share: chunked ``IN (...)`` queries, blobs to arrays,
-paths in and out of the database."""
+"""Small helpers the SQLite stores and migrations share: scripts run inside a transaction,
+chunked ``IN (...)`` queries, blobs to arrays, paths in and out of the database, generations."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from lookalike.store.database import Database
+
 # Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
 CHUNK = 500
+
+
+def run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run ``script``'s statements one by one: ``executescript`` would commit the open
+    transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
 
 
 def in_chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
@@ -44,3 +58,10 @@ def path_param(path: str) -> str | bytes:
 def path_value(value: str | bytes) -> str:
     """A stored path as ``str`` (BLOBs decoded with surrogate escapes, as ``os.walk`` does)."""
     return value if isinstance(value, str) else os.fsdecode(bytes(value))
+
+
+def read_generation(database: Database[sqlite3.Connection], name: str) -> int:
+    """The counter of the ``generations`` table named ``name`` (a descriptor, ``face`` or
+    ``gallery``): bumped by triggers on every change it tracks; 0 before the first."""
+    rows = database.query("SELECT generation FROM generations WHERE descriptor = ?", [name])
+    return int(rows[0][0]) if rows else 0
