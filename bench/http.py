@@ -60,6 +60,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -476,17 +477,28 @@ def same_answers(base: str, side: Side) -> None:
                 raise RuntimeError(f"{side.name} does not search its collection: {q.name}")
 
 
+def server_embed_ms(base: str, side: Side, calls: int) -> list[float]:
+    """The embedding times (ms) the server reports in ``timing_ms`` for ``calls`` searches
+    by upload, one after the other."""
+    with httpx.Client(base_url=base, headers=side.headers, timeout=600) as client:
+        answers = [post(client, SEARCH, side.queries[i % len(side.queries)]) for i in range(calls)]
+    return [float(a["timing_ms"]["embed"]) for _, a in answers]  # type: ignore[index]
+
+
 def concurrency(
     sides: list[Side], clients: int, per_client: int, rounds: int, log: Path
-) -> list[SideLoad]:
+) -> tuple[list[SideLoad], dict[str, list[float]]]:
     """Each side's ``lookalike serve --workers 1`` in turn, ``rounds`` times in alternating
-    order: searches by upload and by stored vector with 1 and ``clients`` clients."""
+    order: searches by upload and by stored vector with 1 and ``clients`` clients. Also
+    returns each side's embedding times for one query at a time, as its server timed them."""
     out: dict[tuple[str, str, int], SideLoad] = {}
+    embed: dict[str, list[float]] = {}
     for r in range(rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:
             with serve(side.data_dir, 1, log, side.src) as base:
                 print(f"round {r + 1}: {side.name} at {base}", flush=True)
                 same_answers(base, side)
+                embed.setdefault(side.name, []).extend(server_embed_ms(base, side, per_client))
                 headers, queries = side.headers, side.queries
                 for route in (SEARCH, SIMILAR):
                     load(base, headers, route, queries, 1, 2 * clients, 2)  # warm-up
@@ -502,13 +514,16 @@ def concurrency(
                             f"p50 {ms(pct(ld.latencies, 50))} ms",
                             flush=True,
                         )
-    return list(out.values())
+    return list(out.values()), embed
 
 
-def render_concurrency(loads: list[SideLoad], size: int, per_client: int, rounds: int) -> str:
+def render_concurrency(
+    loads: list[SideLoad], embed: dict[str, list[float]], size: int, per_client: int, rounds: int
+) -> str:
     by = {(ld.side, ld.route, ld.clients): ld for ld in loads}
     sides = list(dict.fromkeys(ld.side for ld in loads))
     before, after = sides
+    embed_b, embed_a = (statistics.median(embed[side]) for side in sides)
     rows = []
     for route, clients in dict.fromkeys((ld.route, ld.clients) for ld in loads):
         b, a = by[before, route, clients], by[after, route, clients]
@@ -543,7 +558,14 @@ def render_concurrency(loads: list[SideLoad], size: int, per_client: int, rounds
             "Before: one process-wide lock around `omp_set_num_threads` made searches of one "
             "worker run one at a time. Now each search sets its own thread's OpenMP count "
             "(per thread in libgomp) and searches share a readers-writer lock per index, "
-            "which only adding or removing rows takes alone.",
+            "which only adding or removing rows takes alone. *similar* measures that alone. "
+            "*search* also embeds the upload, and the two trees' cnn models differ: the "
+            "server's own embedding time for one query at a time (`timing_ms`, median of "
+            f"{len(embed[after])}) is {embed_a:.1f} ms in this tree against {embed_b:.1f} ms "
+            f"in the {before} ({embed_a / embed_b:.2f}x). The baseline's INT8 model uses "
+            "ONNX Runtime's u8s8 kernels, which clip sums on CPUs with AVX2 but without VNNI "
+            "(other vectors on other CPUs); this tree's u8u8 kernels sum exactly everywhere "
+            "but are slower on such CPUs (`bench/int8_kernels.py`, `models/quantize.py`).",
             "",
             common.table(
                 [
@@ -703,19 +725,27 @@ def api_targets(seq: list[Sequential], loads: list[Load]) -> list[Target]:
     ]
 
 
-def concurrency_targets(loads: list[SideLoad]) -> list[Target]:
-    """This tree's requests/s against the baseline's, with the most clients, each route."""
+def concurrency_targets(loads: list[SideLoad], embed: dict[str, list[float]]) -> list[Target]:
+    """This tree's requests/s against the baseline's, with the most clients, each route;
+    and the two servers' embedding times."""
     before, after = list(dict.fromkeys(ld.side for ld in loads))
     busiest = max(ld.clients for ld in loads)
     by = {(ld.side, ld.route, ld.clients): ld for ld in loads}
+    embed_ratio = statistics.median(embed[after]) / statistics.median(embed[before])
     return [
-        check(
-            f"{route}, {busiest} clients on one worker: requests/s of this tree / {before}",
-            by[after, route, busiest].rps / by[before, route, busiest].rps,
-            ">=",
-            TARGET_CONCURRENCY,
-        )
-        for route in dict.fromkeys(ld.route for ld in loads)
+        informational(
+            f"one upload's embedding time in the server: this tree / {before} (cnn models differ)",
+            f"{embed_ratio:.2f}",
+        ),
+        *(
+            check(
+                f"{route}, {busiest} clients on one worker: requests/s of this tree / {before}",
+                by[after, route, busiest].rps / by[before, route, busiest].rps,
+                ">=",
+                TARGET_CONCURRENCY,
+            )
+            for route in dict.fromkeys(ld.route for ld in loads)
+        ),
     ]
 
 
@@ -775,9 +805,9 @@ def bench_concurrency(
         copy = work / "data-tree"
         shutil.copytree(collection.data_dir, copy)
         after = Side("this tree", None, copy, collection.searches, headers)
-        loads = concurrency([before, after], args.clients, args.requests, args.rounds, log)
-    md = render_concurrency(loads, collection.size, args.requests, args.rounds)
-    return md, concurrency_targets(loads)
+        loads, embed = concurrency([before, after], args.clients, args.requests, args.rounds, log)
+    md = render_concurrency(loads, embed, collection.size, args.requests, args.rounds)
+    return md, concurrency_targets(loads, embed)
 
 
 def main(argv: list[str] | None = None) -> int:
