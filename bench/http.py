@@ -823,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", default=BASELINE, help=f"revision to compare with (default {BASELINE})"
     )
-    parser.add_argument("--rounds", type=int, default=2, help="concurrency rounds per side")
+    parser.add_argument("--rounds", type=int, default=4, help="concurrency rounds per side")
     parser.add_argument("--build-into", type=Path, default=None, help=argparse.SUPPRESS)
     common.add_output_arguments(parser, QUICK)
     args = parser.parse_args(argv)
