@@ -20,10 +20,10 @@ from lookalike.errors import BadInput
 from lookalike.index.rwlock import ReadWriteLock
 
 # Query batches smaller than this are searched on one OpenMP thread. On idle cores more
-# threads make a 4-row query up to ~2x faster, but when another process keeps a core busy
-# (a server's clients, indexing, a second worker) faiss' workers wait for it and one query
-# takes 1.5-5x longer than on one thread (BENCHMARKS.md, speed-search: idle and busy columns;
-# http-concurrency). A query's latency should not depend on the neighbours' load.
+# threads make a 4-row query ~1.8x faster, but once another process keeps a core busy they
+# gain nothing (BENCHMARKS.md, speed-search: "one core busy" columns), and with both cores
+# busy faiss' workers wait for them: a 1-row query on 10,000 vectors took 24 ms against 4.2
+# on one thread. On all cores, 4 clients' /similar ran at 0.72x the throughput (http-concurrency).
 SMALL_BATCH = 32
 # Bytes faiss asks a reader for at a time when it loads an index from a stream.
 READ_CHUNK = 1 << 24
