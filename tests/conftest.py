@@ -13,6 +13,7 @@ from PIL import Image, ImageFilter
 import lookalike
 from lookalike.search.engine import Lookalike
 from lookalike.settings import clear_settings_cache
+from tests import servers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,3 +89,26 @@ def variants(image: Image.Image) -> dict[str, Image.Image]:
 def engine(tmp_path: Path) -> Iterator[Lookalike]:
     with lookalike.open(tmp_path / "data") as lk:
         yield lk
+
+
+# -- real servers (tests marked postgres / redis) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a PostgreSQL server started for this test session (tests/servers.py)."""
+    why = servers.missing_postgres()
+    if why:
+        pytest.skip(why)
+    with servers.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a Redis server started for this test session (tests/servers.py)."""
+    why = servers.missing_redis()
+    if why:
+        pytest.skip(why)
+    with servers.redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
