@@ -119,9 +119,14 @@ def redis_server(folder: Path) -> Iterator[str]:
         _wait_for(lambda: port_open(port), "Redis", log)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout=30)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Ends ``process``: asked to stop (SIGTERM), killed if it has not within ``timeout`` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import ImageEnhance
+
+from tests.servers import free_port, stop
 
 from .conftest import SAMPLES, sample
 
@@ -69,13 +70,6 @@ def search_all(base: str, key: str, paths: list[str]) -> list[tuple[int, str]]:
         )
         answers.append((r.status_code, r.text))
     return answers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def requests_by_worker(tmp: Path, method: str, route: str) -> Counter[str]:
@@ -170,12 +164,7 @@ def test_two_workers_lose_no_upload_and_see_each_others(tmp_path: Path) -> None:
         assert len(requests_by_worker(tmp, "POST", "/v1/images")) == 2
         assert len(requests_by_worker(tmp, "POST", "/v1/search")) == 2
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, timeout=60)
     text = log.read_text(errors="replace")
     assert "database is locked" not in text
     assert "Traceback" not in text, text[-4000:]

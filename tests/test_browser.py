@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+
+from tests.servers import free_port, stop
 
 from .conftest import sample
 
@@ -79,13 +80,6 @@ def png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def photos() -> dict[str, bytes]:
@@ -144,12 +138,7 @@ def serving(data: Path, *args: str) -> Iterator[tuple[str, Path]]:
             time.sleep(0.2)
         yield url, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=20)
 
 
 @pytest.fixture(scope="module")
