@@ -82,6 +82,14 @@ class Busy(LookalikeError):
         self.retry_after = retry_after
 
 
+class Unavailable(LookalikeError):
+    """A shared part (the catalog database, the cache, the broker) does not answer, or its
+    URL is malformed. The message names the part and where it was looked for."""
+
+    status = 503
+    code = "unavailable"
+
+
 class NotFound(LookalikeError):
     status = 404
     code = "not_found"

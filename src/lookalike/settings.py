@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     # another address checks it only when this list is not empty.
     allowed_hosts: list[str] = Field(default_factory=list)
 
+    # -- scale-out (none set: everything embedded in the data folder) ----------------------
+    # The shared catalog: postgresql://user:password@host:port/dbname (psycopg's conninfo
+    # URLs). Unset: the SQLite file in the data folder.
+    catalog_url: str | None = None
+    # The result cache: redis://host:port/db, rediss://..., or a Redis Cluster as
+    # redis+cluster://host1:port1,host2:port2 (any of its nodes). Unset: no cache.
+    cache_url: str | None = None
+    # The Celery broker for distributed indexing: redis://host:port/db. Unset: indexing runs
+    # in the process that asks for it.
+    broker_url: str | None = None
+
 
 @lru_cache(maxsize=1)
 def _env_settings() -> Settings:

@@ -20,7 +20,7 @@ from lookalike.errors import BadArgument, LookalikeError
 from lookalike.files import shown
 from lookalike.people.service import ClusterReport
 from lookalike.search.engine import Lookalike
-from lookalike.settings import get_settings
+from lookalike.settings import Settings, get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,15 +62,38 @@ def data_dir_option(fn: F) -> F:
     )(fn)
 
 
+def shared_parts_options(fn: F) -> F:
+    """``--catalog-url``, ``--cache-url`` and ``--broker-url``: the shared parts a command
+    uses (default: their ``LOOKALIKE_*`` settings; none: everything in the data folder)."""
+    helps = {
+        "catalog": "Shared catalog, postgresql://... (default: $LOOKALIKE_CATALOG_URL, "
+        "else the SQLite file in the data folder).",
+        "cache": "Result cache, redis://... or redis+cluster://host:port,... "
+        "(default: $LOOKALIKE_CACHE_URL, else none).",
+        "broker": "Celery broker for queued indexing, redis://... "
+        "(default: $LOOKALIKE_BROKER_URL, else none).",
+    }
+    for part, text in reversed(helps.items()):
+        fn = click.option(f"--{part}-url", default=None, metavar="URL", help=text)(fn)
+    return fn
+
+
+def command_settings(data_dir: Path | None = None) -> Settings:
+    """The settings of the running command: the environment, overridden by the options
+    given to the group (``lookalike --catalog-url ... CMD``) and then by ``data_dir``."""
+    given = dict(click.get_current_context().obj or {})
+    if data_dir is not None:
+        given["data_dir"] = data_dir
+    return get_settings(**given)
+
+
 def with_engine(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Open the data folder for the command; errors become one line and an exit status."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: Path | None = None, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        chosen = data_dir or (ctx.obj or {}).get("data_dir")
         try:
-            with Lookalike(get_settings(data_dir=chosen)) as engine:
+            with Lookalike(command_settings(data_dir)) as engine:
                 return fn(engine, *args, **kwargs)
         except (LookalikeError, OSError) as exc:
             # OSError: the file system refused something the engine did not foresee (a

@@ -12,7 +12,14 @@ from pathlib import Path
 import click
 
 from lookalike.answers import Duplicates, Failed, IndexSummary, SearchAnswer
-from lookalike.cli.common import FAILED, cluster_summary, data_dir_option, echo_json, with_engine
+from lookalike.cli.common import (
+    FAILED,
+    cluster_summary,
+    data_dir_option,
+    echo_json,
+    shared_parts_options,
+    with_engine,
+)
 from lookalike.cli.common import fail as _fail
 from lookalike.errors import ImageError
 from lookalike.files import shown
@@ -22,10 +29,11 @@ from lookalike.search.engine import Lookalike, SearchResult
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @data_dir_option
+@shared_parts_options
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None) -> None:
+def cli(ctx: click.Context, /, data_dir: Path | None, **urls: str | None) -> None:
     """Offline image search and face recognition on your own machine."""
-    ctx.obj = {"data_dir": data_dir}
+    ctx.obj = {"data_dir": data_dir, **urls}
 
 
 def _print_index_report(report: IndexReport, as_json: bool) -> None:

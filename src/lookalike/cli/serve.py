@@ -12,11 +12,18 @@ from pathlib import Path
 import click
 
 from lookalike.answers import Key, Keys, NewKey, RevokedKey
-from lookalike.cli.common import USAGE, data_dir_option, echo_json, fail, fail_with, with_engine
+from lookalike.cli.common import (
+    USAGE,
+    command_settings,
+    data_dir_option,
+    echo_json,
+    fail,
+    fail_with,
+    with_engine,
+)
 from lookalike.errors import LookalikeError
 from lookalike.search.engine import Lookalike
 from lookalike.serve.keys import create_key, revoke_key
-from lookalike.settings import get_settings
 from lookalike.store.base import SCOPES
 
 
@@ -61,9 +68,10 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
     from lookalike.serve.app import AUTH_ENV, HOST_ENV
     from lookalike.serve.guard import host_policy, is_loopback
 
-    ctx = click.get_current_context()
-    chosen = data_dir or (ctx.obj or {}).get("data_dir")
-    settings = get_settings(data_dir=chosen)
+    try:
+        settings = command_settings(data_dir)
+    except LookalikeError as exc:
+        fail_with(exc)
     if no_auth and not is_loopback(host):
         fail(f"--no-auth is only allowed on a loopback address, not {host!r}", USAGE)
     try:  # a malformed LOOKALIKE_ALLOWED_HOSTS stops here, not in every worker
@@ -72,6 +80,10 @@ def serve(host: str, port: int, workers: int, no_auth: bool, data_dir: Path | No
         fail_with(exc)
     # Worker processes build the app from the environment.
     os.environ["LOOKALIKE_DATA_DIR"] = str(settings.data_dir)
+    for part in ("catalog_url", "cache_url", "broker_url"):
+        url = getattr(settings, part)
+        if url is not None:
+            os.environ[f"LOOKALIKE_{part.upper()}"] = url
     os.environ[AUTH_ENV] = "0" if no_auth else "1"
     os.environ[HOST_ENV] = host
     metrics_dir: str | None = None
