@@ -123,6 +123,35 @@ def _schema(path: Path) -> str:
         db.close()
 
 
+def test_a_chunk_counts_once_however_often_it_is_finished(catalog: Catalog) -> None:
+    store = catalog.service
+    job = store.add_job("index", "/photos")
+    store.add_chunks(job.id, [3, 2])
+    assert (store.job(job.id) or job).total == 5
+    assert store.finish_chunk(job.id, 1, report={"added": 2})
+    # A redelivered task finishes its chunk again: nothing changes.
+    assert not store.finish_chunk(job.id, 1, report={"added": 2})
+    half = store.job(job.id)
+    assert half is not None and (half.done, half.status) == (2, "running")
+    assert store.finish_chunk(job.id, 0, error="disk gone")
+    whole = store.job(job.id)
+    assert whole is not None and (whole.done, whole.status) == (5, "done")
+    chunks = store.chunks(job.id)
+    assert [(c.chunk, c.files, c.status, c.error) for c in chunks] == [
+        (0, 3, "failed", "disk gone"),
+        (1, 2, "done", None),
+    ]
+    assert chunks[1].report == {"added": 2}
+
+
+def test_the_first_value_stored_under_a_meta_key_stays(catalog: Catalog) -> None:
+    store = catalog.service
+    assert store.meta("reference") is None
+    assert store.put_meta_once("reference", b"\x00first") == b"\x00first"
+    assert store.put_meta_once("reference", b"second") == b"\x00first"
+    assert store.meta("reference") == b"\x00first"
+
+
 # SHA-256 of ``_schema`` of a new catalog after each step, as released (recorded from
 # a3f3aeb): a step's text is frozen, so these never change; a new step adds its own.
 RELEASED_SCHEMAS = {
@@ -130,6 +159,7 @@ RELEASED_SCHEMAS = {
     2: "a5b991923d3d9c57f5ddf39b070d8d2d3a480d614e4943ca7dc870514a24905e",
     3: "124476ec6674e21de0ca0f70b7dc4c5697ab829e48ef3a24e16241ee17a54809",
     4: "03722b0423f6dbf1360a8fd55d07bc3394a9eeefbcbbc6e6a2bee9ae68e6b6fa",
+    5: "bb4b69985a72971c25ed2689367ef5f809a0dd29a54f805e5c0a4aa52d142e46",
 }
 
 

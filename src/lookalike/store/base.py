@@ -369,6 +369,19 @@ class JobRow:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class ChunkRow:
+    """One chunk of a queued job: ``files`` paths that one worker indexes in one go."""
+
+    job_id: int
+    chunk: int
+    files: int
+    status: str  # queued, done, failed
+    report: dict[str, object] | None
+    error: str | None
+    updated_at: float
+
+
 class ServiceStore(Protocol):
     """API keys and jobs, shared by every server process of a data folder."""
 
@@ -398,3 +411,33 @@ class ServiceStore(Protocol):
     def job(self, job_id: int) -> JobRow | None: ...
 
     def jobs(self, limit: int = 100) -> list[JobRow]: ...
+
+    def add_chunks(self, job_id: int, sizes: Sequence[int]) -> None:
+        """Record the job's chunks ``0 .. len(sizes) - 1`` (of ``sizes[i]`` files each) as
+        queued, and its total as their sum."""
+        ...
+
+    def finish_chunk(
+        self,
+        job_id: int,
+        chunk: int,
+        *,
+        report: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Mark a queued chunk done (failed, with ``error``) and, in the same transaction,
+        set the job's ``done`` to the files of its finished chunks and its status to
+        ``done`` once none is queued. False, changing nothing, if the chunk was already
+        finished (a redelivered task)."""
+        ...
+
+    def chunks(self, job_id: int) -> list[ChunkRow]: ...
+
+    def meta(self, key: str) -> bytes | None:
+        """The value stored under ``key`` in the catalog's ``meta`` table, if any."""
+        ...
+
+    def put_meta_once(self, key: str, value: bytes) -> bytes:
+        """Store ``value`` under ``key`` unless a value is there already; the value stored
+        (the first writer's, when several nodes race)."""
+        ...

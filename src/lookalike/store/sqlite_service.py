@@ -1,5 +1,5 @@
-"""API keys and background jobs in the embedded SQLite catalog (tables of schema step 3 in
-:mod:`lookalike.store.migrations.sqlite`).
+"""API keys, background jobs and their chunks, and shared values (``meta``) in the embedded
+SQLite catalog (tables of schema steps 3 and 5 in :mod:`lookalike.store.migrations.sqlite`).
 
 Kept in the catalog's database so that every server process of one data folder sees the
 same keys and jobs.
@@ -13,11 +13,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lookalike.store.base import JobRow, KeyRow
+from lookalike.store.base import ChunkRow, JobRow, KeyRow
 from lookalike.store.database import Database
 
 _KEY = "id, name, prefix, scope, created_at, revoked_at, last_used_at, digest"
 _JOB = "id, kind, target, status, done, total, report, error, created_at, updated_at"
+_CHUNK = "job_id, chunk, files, status, report, error, updated_at"
 
 
 def _key(r: Sequence[Any]) -> KeyRow:
@@ -45,6 +46,18 @@ def _job(r: Sequence[Any]) -> JobRow:
         None if r[7] is None else str(r[7]),
         float(r[8]),
         float(r[9]),
+    )
+
+
+def _chunk(r: Sequence[Any]) -> ChunkRow:
+    return ChunkRow(
+        int(r[0]),
+        int(r[1]),
+        int(r[2]),
+        str(r[3]),
+        None if r[4] is None else json.loads(r[4]),
+        None if r[5] is None else str(r[5]),
+        float(r[6]),
     )
 
 
@@ -129,3 +142,70 @@ class SqliteServiceStore:
     def jobs(self, limit: int = 100) -> list[JobRow]:
         rows = self.database.query(f"SELECT {_JOB} FROM jobs ORDER BY id DESC LIMIT ?", [limit])
         return [_job(r) for r in rows]
+
+    def add_chunks(self, job_id: int, sizes: Sequence[int]) -> None:
+        now = time.time()
+        with self.database.transaction() as db:
+            db.executemany(
+                "INSERT INTO job_chunks (job_id, chunk, files, updated_at) VALUES (?, ?, ?, ?)",
+                [(job_id, i, int(n), now) for i, n in enumerate(sizes)],
+            )
+            db.execute(
+                "UPDATE jobs SET total = ?, updated_at = ? WHERE id = ?",
+                [sum(int(n) for n in sizes), now, job_id],
+            )
+
+    def finish_chunk(
+        self,
+        job_id: int,
+        chunk: int,
+        *,
+        report: dict[str, object] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        now = time.time()
+        with self.database.transaction() as db:
+            changed = db.execute(
+                "UPDATE job_chunks SET status = ?, report = ?, error = ?, updated_at = ? "
+                "WHERE job_id = ? AND chunk = ? AND status = 'queued'",
+                [
+                    "done" if error is None else "failed",
+                    None if report is None else json.dumps(report),
+                    error,
+                    now,
+                    job_id,
+                    chunk,
+                ],
+            ).rowcount
+            if not changed:
+                return False
+            # The job's progress, from its chunks, in the chunk's transaction.
+            db.execute(
+                "UPDATE jobs SET updated_at = ?, "
+                "done = (SELECT COALESCE(SUM(files), 0) FROM job_chunks "
+                "        WHERE job_id = ? AND status <> 'queued'), "
+                "status = CASE WHEN EXISTS (SELECT 1 FROM job_chunks "
+                "        WHERE job_id = ? AND status = 'queued') THEN 'running' ELSE 'done' END "
+                "WHERE id = ?",
+                [now, job_id, job_id, job_id],
+            )
+            return True
+
+    def chunks(self, job_id: int) -> list[ChunkRow]:
+        rows = self.database.query(
+            f"SELECT {_CHUNK} FROM job_chunks WHERE job_id = ? ORDER BY chunk", [job_id]
+        )
+        return [_chunk(r) for r in rows]
+
+    def meta(self, key: str) -> bytes | None:
+        rows = self.database.query("SELECT value FROM meta WHERE key = ?", [key])
+        return bytes(rows[0][0]) if rows else None
+
+    def put_meta_once(self, key: str, value: bytes) -> bytes:
+        with self.database.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                [key, value, time.time()],
+            )
+            return bytes(db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()[0])

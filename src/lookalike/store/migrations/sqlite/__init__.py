@@ -15,6 +15,7 @@ from lookalike.store.migrations.sqlite import (
     v002_faces,
     v003_service,
     v004_person_keys,
+    v005_shared,
 )
 
 MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
@@ -22,6 +23,7 @@ MIGRATIONS: tuple[Migration[sqlite3.Connection], ...] = (
     Migration(2, v002_faces.apply),
     Migration(3, v003_service.apply),
     Migration(4, v004_person_keys.apply),
+    Migration(5, v005_shared.apply),
 )
 
 # The schema this code writes and reads.
