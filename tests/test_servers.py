@@ -26,7 +26,7 @@ def test_postgres_fixture_is_a_private_writable_server(postgres_url: str) -> Non
         # A cluster of its own: made by initdb in a temporary folder, not the machine's.
         (data_dir,) = db.execute("SHOW data_directory").fetchone() or ("",)
         assert Path(data_dir).name == "data"
-        assert Path(data_dir).parent.name.startswith("lookalike-test-pg-")
+        assert Path(data_dir).parent.name.startswith("lookalike-pg-")
 
 
 @pytest.mark.redis
@@ -54,3 +54,24 @@ def test_servers_are_gone_after_their_block(tmp_path: Path) -> None:
         folder = Path(data_dir).parent
     assert not any(p is not None and servers.port_open(p) for p in ports)
     assert not folder.exists()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_redis_cluster_spreads_keys_over_its_three_nodes(tmp_path: Path) -> None:
+    why = servers.missing_redis()
+    if why:
+        pytest.skip(why)
+    with servers.redis_cluster(tmp_path / "cluster") as url:
+        assert url.startswith("redis+cluster://")
+        hosts = [a.split(":") for a in url.removeprefix("redis+cluster://").split(",")]
+        nodes = [redis.cluster.ClusterNode(host, int(port)) for host, port in hosts]
+        assert len(nodes) == 3
+        client = redis.cluster.RedisCluster(startup_nodes=nodes)
+        for i in range(30):
+            client.set(f"probe:{i}", i)
+        assert [int(client.get(f"probe:{i}") or -1) for i in range(30)] == list(range(30))
+        counts = [int(redis.Redis(n.host, n.port).dbsize()) for n in nodes]
+        assert sum(counts) == 30 and all(counts)
+        client.close()
+    assert not any(servers.port_open(n.port) for n in nodes)
