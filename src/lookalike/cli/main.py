@@ -280,6 +280,7 @@ def main() -> None:
 
 
 def _register_subcommands() -> None:
+    from lookalike.cli.cluster import cluster
     from lookalike.cli.eval_faces import eval_faces
     from lookalike.cli.faces import faces
     from lookalike.cli.people import people
@@ -291,6 +292,7 @@ def _register_subcommands() -> None:
     cli.add_command(serve)
     cli.add_command(keys)
     cli.add_command(status)
+    cli.add_command(cluster)
     eval_group.add_command(eval_faces)
 
 
