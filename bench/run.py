@@ -73,6 +73,8 @@ SECTIONS = (
     Section("speed-search", "speed", ("search",), (), "search overhead over bare faiss"),
     Section("speed-ann", "speed", ("ann",), (), "IVF recall and latency at 1M vectors"),
     Section("speed-checksum", "speed", ("checksum",), (), "cost of the index file checksum"),
+    Section("catalog", "catalog", ("write",), (), "PostgreSQL catalog against SQLite"),
+    Section("catalog-startup", "catalog", ("startup",), (), "a node's start-up from 1M vectors"),
     Section("faces-lfw", "faces_lfw", (), ("lfw-dev/pairs.csv",), "face verification on LFW"),
     Section(
         "faces-speed",
