@@ -107,6 +107,19 @@ def _postgres_in(folder: Path) -> Iterator[str]:
         )
 
 
+def postgres_database(url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``url`` (a URL from postgres_server)."""
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+def postgres_admin(url: str, statement: str) -> None:
+    """Run ``statement`` (CREATE or DROP DATABASE: outside a transaction) at ``url``."""
+    import psycopg  # the scale extra: only tests that start PostgreSQL need it
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
 @contextlib.contextmanager
 def redis_server(folder: Path) -> Iterator[str]:
     """A Redis server with its files in ``folder``, nothing saved to disk; yields its URL."""

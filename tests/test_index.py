@@ -22,7 +22,8 @@ from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
 from lookalike.search.engine import Lookalike, merge_variants
 from lookalike.store.base import NewImage
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sql_catalog import SqlCatalog
+from lookalike.store.sqlite_db import SqliteDatabase
 
 from .conftest import SAMPLES, sample
 
@@ -112,7 +113,7 @@ class _Desc:
     input_side: int = 1
 
 
-def _record(catalog: SqliteCatalog, n: int, start: int = 0) -> None:
+def _record(catalog: SqlCatalog, n: int, start: int = 0) -> None:
     rng = np.random.default_rng(start)
     rows = _unit(rng, n, 4)
     catalog.record(
@@ -122,7 +123,7 @@ def _record(catalog: SqliteCatalog, n: int, start: int = 0) -> None:
 
 
 def test_manager_persists_and_catches_up_with_catalog(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     desc = _Desc()
     _record(catalog, 20)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
@@ -138,7 +139,7 @@ def test_manager_persists_and_catches_up_with_catalog(tmp_path: Path) -> None:
 
 
 def test_damaged_index_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "cnn.idx").write_bytes(b"garbage")
@@ -152,7 +153,7 @@ def test_header_field_changed_fails_the_checksum(
 ) -> None:
     """The checksum covers the header's fields too: a generation that went from the
     catalog's to another number is not taken for "the file is stale"."""
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4).get(_Desc())  # type: ignore[arg-type]
     path = tmp_path / "index" / "cnn.idx"
@@ -167,7 +168,7 @@ def test_header_field_changed_fails_the_checksum(
 
 
 def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
     manager.get(_Desc())  # type: ignore[arg-type]
@@ -177,7 +178,7 @@ def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> N
 def test_file_of_the_older_format_is_rebuilt_in_the_new_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     (tmp_path / "index").mkdir()
     old = b'LKIDX1\n{"version": "v1", "generation": 1, "kind": "flat", "n": 0}\n'
@@ -191,14 +192,14 @@ def test_file_of_the_older_format_is_rebuilt_in_the_new_one(
 
 @pytest.mark.slow
 def test_manager_switches_to_ivf_above_threshold(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 300)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=200, nprobe=8)
     assert manager.get(_Desc()).kind == "ivf"  # type: ignore[arg-type]
 
 
 def test_changed_ann_threshold_switches_index_kind(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 300)
     exact = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=8)
     assert exact.get(_Desc()).kind == "flat"  # type: ignore[arg-type]
