@@ -7,7 +7,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import lookalike
+from lookalike.index import manager as manager_module
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
@@ -412,3 +413,53 @@ def test_damaged_index_body_is_rebuilt_from_the_catalog(
     with caplog.at_level(logging.WARNING, logger="lookalike.index"), lookalike.open(data) as lk:
         assert _answers(lk, name, photo_dir) == before
     assert not caplog.records  # the rewritten file is whole
+
+
+class _Watched:
+    """A real catalog whose vector reads are recorded (how many rows each read asked for),
+    and which refuses to hand out all vectors at once."""
+
+    def __init__(self, catalog: SqlCatalog) -> None:
+        self.catalog = catalog
+        self.reads: list[int] = []
+
+    def generation(self, name: str) -> int:
+        return self.catalog.generation(name)
+
+    def vector_ids(self, name: str, version: str) -> np.ndarray:
+        return self.catalog.vector_ids(name, version)
+
+    def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("an index build must not load every vector at once")
+
+    def vectors_for(
+        self, name: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.reads.append(len(ids))
+        return self.catalog.vectors_for(name, version, ids)
+
+    def vector_batches(
+        self, name: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, raw in self.catalog.vector_batches(name, version, size):
+            self.reads.append(len(ids))
+            yield ids, raw
+
+
+@pytest.mark.parametrize("ann_threshold", [10_000, 400])  # flat, then IVF
+def test_an_index_is_built_in_bounded_batches_and_is_the_one_built_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ann_threshold: int
+) -> None:
+    monkeypatch.setattr(manager_module, "BUILD_BATCH", 128)
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
+    _record(catalog, 1000)
+    source = _Watched(catalog)
+    manager = IndexManager(source, tmp_path / "index", ann_threshold=ann_threshold, nprobe=4)
+    built = manager.rebuild(_Desc())  # type: ignore[arg-type]
+    ids, raw = catalog.vectors("cnn", "v1")
+    at_once = FloatIndex.build(ids, raw.view(np.float32), ann_threshold=ann_threshold, nprobe=4)
+    assert built.kind == at_once.kind == ("flat" if ann_threshold > 1000 else "ivf")
+    assert built.to_bytes() == at_once.to_bytes()
+    assert max(source.reads) <= 128
+    assert sum(source.reads) >= 1000  # every vector (and, for IVF, a training sample)
+    catalog.close()

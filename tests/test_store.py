@@ -20,17 +20,22 @@ from lookalike.errors import Conflict, NotFound, SchemaTooNew
 from lookalike.store.base import Catalog, FaceRecord, FaceScan, NewExample, NewImage
 from lookalike.store.database import Database, Handle
 from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
-from lookalike.store.postgres_db import PostgresDatabase
 from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase
+
+
+def _postgres(request: pytest.FixtureRequest, folder: Path) -> Database[Handle]:
+    # Imported here: psycopg comes with the scale extra, which SQLite's tests do not need.
+    from lookalike.store.postgres_db import PostgresDatabase
+
+    return PostgresDatabase(request.getfixturevalue("postgres_catalog_url"))
+
 
 # Backend name -> an empty catalog database in a temporary folder (or, for PostgreSQL, a new
 # database on the session's server: fixture postgres_catalog_url).
 DATABASES: dict[str, Callable[[pytest.FixtureRequest, Path], Database[Handle]]] = {
     "sqlite": lambda request, folder: SqliteDatabase(folder / "catalog.sqlite3"),
-    "postgres": lambda request, folder: PostgresDatabase(
-        request.getfixturevalue("postgres_catalog_url")
-    ),
+    "postgres": _postgres,
 }
 # Tests of a backend that needs a server carry its marker.
 MARKS = {"postgres": [pytest.mark.postgres]}

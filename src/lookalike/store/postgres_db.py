@@ -87,7 +87,7 @@ class PostgresDatabase:
         except psycopg.ProgrammingError as exc:
             if exc.sqlstate is not None:  # an error in a statement, not in the URL
                 raise
-            raise Unavailable(f"catalog {self.where}: malformed URL ({exc})") from None
+            raise Unavailable(f"catalog {self.where}: malformed URL ({_first_line(exc)})") from None
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
