@@ -39,7 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import lookalike
-from lookalike.local_cluster.servers import missing_postgres, postgres_server
+from lookalike.local_cluster.servers import (
+    missing_postgres,
+    postgres_admin,
+    postgres_database,
+    postgres_server,
+)
 from lookalike.store.base import NewImage
 from sections import Target, check, informational
 from speed import Mixture
@@ -109,19 +114,11 @@ def private_postgres() -> Iterator[str]:
         yield url
 
 
-def fresh_database(server_url: str, name: str) -> str:
-    """A new, empty database ``name`` on the server; its URL."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as db:
-        db.execute(f"CREATE DATABASE {name}")
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 def catalog_urls(server_url: str, part: str) -> dict[str, str | None]:
     """The catalog URL of each backend for one part: None (the data folder's SQLite file)
     and a new PostgreSQL database."""
-    return {"sqlite": None, "postgres": fresh_database(server_url, f"bench_{part}")}
+    postgres_admin(server_url, f"CREATE DATABASE bench_{part}")
+    return {"sqlite": None, "postgres": postgres_database(server_url, f"bench_{part}")}
 
 
 def open_node(folder: Path, url: str | None, **settings: object) -> lookalike.Lookalike:

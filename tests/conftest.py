@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,29 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(why)
     with servers.postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> str:
+    """The name of a database on the session's server holding a new, migrated catalog:
+    what ``postgres_catalog_url`` copies (CREATE DATABASE ... TEMPLATE, much faster than
+    migrating each time)."""
+    from lookalike.store.postgres_db import PostgresDatabase
+
+    name = "lookalike_template"
+    servers.postgres_admin(postgres_url, f"CREATE DATABASE {name}")
+    PostgresDatabase(servers.postgres_database(postgres_url, name)).close()
+    return name
+
+
+@pytest.fixture()
+def postgres_catalog_url(postgres_url: str, postgres_template: str) -> Iterator[str]:
+    """The URL of a new database with a new, empty catalog, of this test alone (dropped
+    after)."""
+    name = f"lookalike_{uuid.uuid4().hex}"
+    servers.postgres_admin(postgres_url, f"CREATE DATABASE {name} TEMPLATE {postgres_template}")
+    yield servers.postgres_database(postgres_url, name)
+    servers.postgres_admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ import lookalike
 from lookalike.cli.main import cli
 from lookalike.errors import DataFolderError
 from lookalike.store.migrations.sqlite import SCHEMA_VERSION
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sql_catalog import SqlCatalog
+from lookalike.store.sqlite_db import SqliteDatabase
 
 from .conftest import sample
 
@@ -411,7 +412,7 @@ def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
     assert states["cnn"]["vector_count"] == 6 and found["current"] and found["size_bytes"] > 0
     # Another process forgets an image (the catalog changes, the index files do not), and
     # one index file is damaged: status says so without loading or repairing anything.
-    other = SqliteCatalog.open(data / "catalog.sqlite3")
+    other = SqlCatalog(SqliteDatabase(data / "catalog.sqlite3"))
     other.remove_paths([str(photo_dir / "chelsea.png")])
     other.close()
     (data / "index" / "color.idx").write_bytes(b"garbage")

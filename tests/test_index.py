@@ -7,7 +7,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 
 import lookalike
+from lookalike.index import manager as manager_module
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
 from lookalike.search.engine import Lookalike, merge_variants
 from lookalike.store.base import NewImage
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sql_catalog import SqlCatalog
+from lookalike.store.sqlite_db import SqliteDatabase
 
 from .conftest import SAMPLES, sample
 
@@ -112,7 +114,7 @@ class _Desc:
     input_side: int = 1
 
 
-def _record(catalog: SqliteCatalog, n: int, start: int = 0) -> None:
+def _record(catalog: SqlCatalog, n: int, start: int = 0) -> None:
     rng = np.random.default_rng(start)
     rows = _unit(rng, n, 4)
     catalog.record(
@@ -122,7 +124,7 @@ def _record(catalog: SqliteCatalog, n: int, start: int = 0) -> None:
 
 
 def test_manager_persists_and_catches_up_with_catalog(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     desc = _Desc()
     _record(catalog, 20)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
@@ -138,7 +140,7 @@ def test_manager_persists_and_catches_up_with_catalog(tmp_path: Path) -> None:
 
 
 def test_damaged_index_file_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     (tmp_path / "index").mkdir()
     (tmp_path / "index" / "cnn.idx").write_bytes(b"garbage")
@@ -152,7 +154,7 @@ def test_header_field_changed_fails_the_checksum(
 ) -> None:
     """The checksum covers the header's fields too: a generation that went from the
     catalog's to another number is not taken for "the file is stale"."""
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4).get(_Desc())  # type: ignore[arg-type]
     path = tmp_path / "index" / "cnn.idx"
@@ -167,7 +169,7 @@ def test_header_field_changed_fails_the_checksum(
 
 
 def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=4)
     manager.get(_Desc())  # type: ignore[arg-type]
@@ -177,7 +179,7 @@ def test_version_change_rebuilds_from_matching_vectors_only(tmp_path: Path) -> N
 def test_file_of_the_older_format_is_rebuilt_in_the_new_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 10)
     (tmp_path / "index").mkdir()
     old = b'LKIDX1\n{"version": "v1", "generation": 1, "kind": "flat", "n": 0}\n'
@@ -191,14 +193,14 @@ def test_file_of_the_older_format_is_rebuilt_in_the_new_one(
 
 @pytest.mark.slow
 def test_manager_switches_to_ivf_above_threshold(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 300)
     manager = IndexManager(catalog, tmp_path / "index", ann_threshold=200, nprobe=8)
     assert manager.get(_Desc()).kind == "ivf"  # type: ignore[arg-type]
 
 
 def test_changed_ann_threshold_switches_index_kind(tmp_path: Path) -> None:
-    catalog = SqliteCatalog.open(tmp_path / "c.sqlite3")
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
     _record(catalog, 300)
     exact = IndexManager(catalog, tmp_path / "index", ann_threshold=1000, nprobe=8)
     assert exact.get(_Desc()).kind == "flat"  # type: ignore[arg-type]
@@ -411,3 +413,53 @@ def test_damaged_index_body_is_rebuilt_from_the_catalog(
     with caplog.at_level(logging.WARNING, logger="lookalike.index"), lookalike.open(data) as lk:
         assert _answers(lk, name, photo_dir) == before
     assert not caplog.records  # the rewritten file is whole
+
+
+class _Watched:
+    """A real catalog whose vector reads are recorded (how many rows each read asked for),
+    and which refuses to hand out all vectors at once."""
+
+    def __init__(self, catalog: SqlCatalog) -> None:
+        self.catalog = catalog
+        self.reads: list[int] = []
+
+    def generation(self, name: str) -> int:
+        return self.catalog.generation(name)
+
+    def vector_ids(self, name: str, version: str) -> np.ndarray:
+        return self.catalog.vector_ids(name, version)
+
+    def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("an index build must not load every vector at once")
+
+    def vectors_for(
+        self, name: str, version: str, ids: Sequence[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self.reads.append(len(ids))
+        return self.catalog.vectors_for(name, version, ids)
+
+    def vector_batches(
+        self, name: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, raw in self.catalog.vector_batches(name, version, size):
+            self.reads.append(len(ids))
+            yield ids, raw
+
+
+@pytest.mark.parametrize("ann_threshold", [10_000, 400])  # flat, then IVF
+def test_an_index_is_built_in_bounded_batches_and_is_the_one_built_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ann_threshold: int
+) -> None:
+    monkeypatch.setattr(manager_module, "BUILD_BATCH", 128)
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
+    _record(catalog, 1000)
+    source = _Watched(catalog)
+    manager = IndexManager(source, tmp_path / "index", ann_threshold=ann_threshold, nprobe=4)
+    built = manager.rebuild(_Desc())  # type: ignore[arg-type]
+    ids, raw = catalog.vectors("cnn", "v1")
+    at_once = FloatIndex.build(ids, raw.view(np.float32), ann_threshold=ann_threshold, nprobe=4)
+    assert built.kind == at_once.kind == ("flat" if ann_threshold > 1000 else "ivf")
+    assert built.to_bytes() == at_once.to_bytes()
+    assert max(source.reads) <= 128
+    assert sum(source.reads) >= 1000  # every vector (and, for IVF, a training sample)
+    catalog.close()

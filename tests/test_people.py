@@ -23,8 +23,8 @@ from lookalike.index.faiss_index import FloatIndex
 from lookalike.search.engine import Lookalike
 from lookalike.settings import clear_settings_cache
 from lookalike.store.base import FaceRecord, FaceScan, NewImage
-from lookalike.store.migrations.sqlite import MIGRATIONS
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
+from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase
 
 from .conftest import sample
@@ -90,9 +90,9 @@ def test_people_of_a_v3_catalog_get_caseless_names_on_upgrade(tmp_path: Path) ->
         for name in ("Élodie", "élodie", "élodie (2)", "Bob"):
             db.execute("INSERT INTO people (name, created_at) VALUES (?, 0)", [name])
     database.close()
-    catalog = SqliteCatalog.open(path)
+    catalog = SqlCatalog(SqliteDatabase(path))
     try:
-        assert catalog.schema_version() == 4
+        assert catalog.schema_version() == SCHEMA_VERSION
         people = catalog.faces
         assert [(p.id, p.name) for p in sorted(people.people(), key=lambda p: p.id)] == [
             (1, "Élodie"),
@@ -109,8 +109,8 @@ def test_people_of_a_v3_catalog_get_caseless_names_on_upgrade(tmp_path: Path) ->
 
 
 def test_two_processes_cannot_both_create_one_caseless_name(tmp_path: Path) -> None:
-    first = SqliteCatalog.open(tmp_path / "catalog.sqlite3")
-    second = SqliteCatalog.open(tmp_path / "catalog.sqlite3")
+    first = SqlCatalog(SqliteDatabase(tmp_path / "catalog.sqlite3"))
+    second = SqlCatalog(SqliteDatabase(tmp_path / "catalog.sqlite3"))
     try:
         first.faces.add_person("Straße")
         with pytest.raises(Conflict, match="Straße"):

@@ -7,26 +7,38 @@ backend runs the same suite; the migration tests are SQLite's own.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from lookalike.errors import SchemaTooNew
-from lookalike.store.base import Catalog, NewImage
-from lookalike.store.database import Database
+from lookalike.errors import Conflict, NotFound, SchemaTooNew
+from lookalike.store.base import Catalog, FaceRecord, FaceScan, NewExample, NewImage
+from lookalike.store.database import Database, Handle
 from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase
 
-# Backend name -> an empty catalog database in a temporary folder.
-DATABASES: dict[str, Callable[[Path], Database[Any]]] = {
-    "sqlite": lambda folder: SqliteDatabase(folder / "catalog.sqlite3"),
+
+def _postgres(request: pytest.FixtureRequest, folder: Path) -> Database[Handle]:
+    # Imported here: psycopg comes with the scale extra, which SQLite's tests do not need.
+    from lookalike.store.postgres_db import PostgresDatabase
+
+    return PostgresDatabase(request.getfixturevalue("postgres_catalog_url"))
+
+
+# Backend name -> an empty catalog database in a temporary folder (or, for PostgreSQL, a new
+# database on the session's server: fixture postgres_catalog_url).
+DATABASES: dict[str, Callable[[pytest.FixtureRequest, Path], Database[Handle]]] = {
+    "sqlite": lambda request, folder: SqliteDatabase(folder / "catalog.sqlite3"),
+    "postgres": _postgres,
 }
+# Tests of a backend that needs a server carry its marker.
+MARKS = {"postgres": [pytest.mark.postgres]}
 
 
 def _item(sha: str, path: str, value: float = 1.0) -> NewImage:
@@ -34,17 +46,16 @@ def _item(sha: str, path: str, value: float = 1.0) -> NewImage:
     return NewImage(sha, path, 10, 123, 8, 6, "PNG", {"cnn": ("v1", row)})
 
 
-@pytest.fixture(params=sorted(DATABASES))
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database[Any]]:
-    opened = DATABASES[request.param](tmp_path)
+@pytest.fixture(params=[pytest.param(name, marks=MARKS.get(name, [])) for name in DATABASES])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database[Handle]]:
+    opened = DATABASES[request.param](request, tmp_path)
     yield opened
     opened.close()
 
 
 @pytest.fixture()
-def catalog(database: Database[Any]) -> Catalog:
-    assert isinstance(database, SqliteDatabase)  # the only backend so far
-    return SqliteCatalog(database)
+def catalog(database: Database[Handle]) -> Catalog:
+    return SqlCatalog(database)
 
 
 def test_same_content_twice_is_one_image_with_two_paths(catalog: Catalog) -> None:
@@ -107,7 +118,7 @@ def test_missing_vectors_names_what_to_compute(catalog: Catalog) -> None:
 
 def test_failed_transaction_leaves_nothing(catalog: Catalog) -> None:
     bad = _item("bb", "/p/b.png")
-    bad.vectors = {"cnn": (["not a version"], np.zeros(4, np.float32))}  # type: ignore[dict-item]
+    bad.sha256 = None  # type: ignore[assignment]  # refused by NOT NULL, in any database
     with pytest.raises(Exception):  # noqa: B017
         catalog.record([_item("aa", "/p/a.png"), bad])
     assert catalog.count_images() == 0
@@ -189,7 +200,7 @@ def test_an_older_catalog_migrates_to_the_schema_of_a_new_one(tmp_path: Path, ve
             "VALUES ('ab', 1, 1, 'PNG', 1, 0)"
         )
     database.close()
-    migrated = SqliteCatalog.open(old)
+    migrated = SqlCatalog(SqliteDatabase(old))
     try:
         assert migrated.schema_version() == SCHEMA_VERSION
         found = migrated.image_by_sha("ab")
@@ -197,7 +208,7 @@ def test_an_older_catalog_migrates_to_the_schema_of_a_new_one(tmp_path: Path, ve
         assert migrated.faces.people() == []
     finally:
         migrated.close()
-    SqliteCatalog.open(new).close()
+    SqlCatalog(SqliteDatabase(new)).close()
     assert _schema(old) == _schema(new)
 
 
@@ -210,13 +221,13 @@ def _refusal(path: Path, found: int, supported: int) -> str:
 
 def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "catalog.sqlite3"
-    SqliteCatalog.open(path).close()
+    SqlCatalog(SqliteDatabase(path)).close()
     schema = _schema(path)
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
     with pytest.raises(SchemaTooNew, match=_refusal(path, SCHEMA_VERSION + 1, SCHEMA_VERSION)):
-        SqliteCatalog.open(path)
+        SqlCatalog(SqliteDatabase(path))
     # Code that knows fewer steps than the file has (an older lookalike) refuses it alike.
     with pytest.raises(SchemaTooNew, match=_refusal(path, SCHEMA_VERSION + 1, 2)):
         SqliteDatabase(path, MIGRATIONS[:2])
@@ -224,3 +235,112 @@ def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     db.close()
     assert _schema(path) == schema
+
+
+# -- the rest of the catalog's database, on every backend --------------------------------
+
+
+def _face(x: int, value: float) -> FaceRecord:
+    return FaceRecord(
+        (x, 0, x + 10, 10),
+        0.9,
+        0.8,
+        True,
+        ["frontal"],
+        [(1.5, 2.5)],
+        np.full(128, value, np.float32),
+        b"\xff\xd8jpeg",
+    )
+
+
+def _photo(sha: str, path: str, *values: float) -> NewImage:
+    item = _item(sha, path)
+    item.faces = FaceScan("f1", [_face(20 * i, v) for i, v in enumerate(values)])
+    return item
+
+
+def test_names_that_are_not_utf8_are_stored_and_found_exactly(catalog: Catalog) -> None:
+    odd = os.fsdecode(b"/p/x/caf\xe9.png")  # a Latin-1 name, as os.walk gives it
+    catalog.record([_item("aa", odd), _item("bb", "/p/x/b.png"), _item("cc", "/p/xy.png")])
+    assert sorted(catalog.paths_under("/p/x")) == sorted([odd, "/p/x/b.png"])
+    row = catalog.path_row(odd)
+    assert row is not None and os.fsencode(row.path) == b"/p/x/caf\xe9.png"
+    assert catalog.remove_paths([odd]) != []
+
+
+def test_vector_batches_are_the_vectors_in_bounded_pieces(catalog: Catalog) -> None:
+    catalog.record([_item(f"{i:02x}", f"/p/{i}.png", float(i)) for i in range(7)])
+    ids, raw = catalog.vectors("cnn", "v1")
+    batches = list(catalog.vector_batches("cnn", "v1", 3))
+    assert [len(b) for b, _ in batches] == [3, 3, 1]
+    assert np.array_equal(np.concatenate([b for b, _ in batches]), ids)
+    assert np.array_equal(np.concatenate([r for _, r in batches]), raw)
+    assert list(catalog.vector_batches("cnn", "v2", 3)) == []
+
+
+def test_faces_go_with_their_image_and_bump_the_face_generation(catalog: Catalog) -> None:
+    faces = catalog.faces
+    (image_id,) = catalog.record([_photo("aa", "/p/a.png", 0.1, 0.2)])
+    assert faces.face_scanned(image_id, "f1")
+    stored = faces.faces_of_image(image_id)
+    assert [(f.idx, f.box, f.flags, f.path) for f in stored] == [
+        (0, (0, 0, 10, 10), ("frontal",), "/p/a.png"),
+        (1, (20, 0, 30, 10), ("frontal",), "/p/a.png"),
+    ]
+    ids, rows = faces.vectors("face", "f1")
+    assert rows.view(np.float32)[1, 0] == np.float32(0.2)
+    assert [len(b) for b, _ in faces.vector_batches("face", "f1", 1)] == [1, 1]
+    assert faces.count_faces("f1") == {
+        "faces": 2,
+        "usable": 2,
+        "named": 0,
+        "clustered": 0,
+        "unprocessed": 2,
+    }
+    before = faces.generation("face")
+    catalog.remove_paths(["/p/a.png"])
+    assert faces.faces(ids.tolist()) == {}
+    assert faces.generation("face") > before
+
+
+def test_people_clusters_and_examples_on_the_catalogs_database(catalog: Catalog) -> None:
+    faces = catalog.faces
+    (image_id,) = catalog.record([_photo("aa", "/p/a.png", 0.1, 0.2, 0.3)])
+    f0, f1, f2 = (f.id for f in faces.faces_of_image(image_id))
+    ids = faces.assign_clusters([f0, f1], [-1, -1])
+    (cluster,) = faces.clusters()
+    assert cluster.id == ids[-1] and cluster.size == 2
+    gallery = faces.generation("gallery")
+    eileen = faces.add_person("Straße")
+    with pytest.raises(Conflict):
+        faces.add_person("STRASSE")
+    faces.set_person([f0], eileen.id, confirmed=True)
+    assert faces.generation("gallery") > gallery
+    assert faces.clusters()[0].size == 1  # named, f0 left its cluster
+    assert len(faces.gallery("f1").ids) == 1
+    sam = faces.add_person("Sam")
+    with pytest.raises(Conflict):
+        faces.rename_person(sam.id, "strasse")
+    faces.rename_person(sam.id, "Samuel")
+    example = NewExample("ex", 0, "e.jpg", "f1", _face(0, 0.5))
+    faces.add_examples(eileen.id, [example])
+    faces.add_examples(sam.id, [example])  # the same face given for both
+    faces.merge_people(eileen.id, [sam.id])
+    assert [e.sha256 for e in faces.examples(eileen.id)] == ["ex"]  # kept once
+    assert [p.name for p in faces.people()] == ["Straße"]
+    with pytest.raises(NotFound):
+        faces.set_person([f2 + 100], eileen.id, confirmed=True)
+    assert faces.reset_clusters() == 1
+    assert faces.count_faces("f1")["named"] == 1  # confirmed names survive
+
+
+def test_keys_and_jobs_on_the_catalogs_database(catalog: Catalog) -> None:
+    service = catalog.service
+    key = service.add_key("ci", "pre", "digest", "read")
+    assert service.key_by_prefix("pre") == key
+    assert service.revoke_key(key.id) and not service.revoke_key(key.id)
+    job = service.add_job("index", "/photos")
+    service.update_job(job.id, status="running", done=1, total=2, report={"added": 1})
+    found = service.job(job.id)
+    assert found is not None and (found.status, found.report) == ("running", {"added": 1})
+    assert [j.id for j in service.jobs()] == [job.id]

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from lookalike.errors import DataFolderError
+from lookalike.errors import DataFolderError, Unavailable
 from lookalike.index.manager import IndexManager
 from lookalike.settings import Settings
 from lookalike.store.base import Catalog
-from lookalike.store.sqlite import SqliteCatalog
+from lookalike.store.sql_catalog import SqlCatalog
+from lookalike.store.sqlite_db import SqliteDatabase
 
 CATALOG_FILE = "catalog.sqlite3"
 INDEX_DIR = "index"
+# URL schemes of a shared catalog (libpq's two names for PostgreSQL).
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def open_data_dir(settings: Settings) -> Path:
@@ -27,11 +31,35 @@ def open_data_dir(settings: Settings) -> Path:
 
 
 def open_catalog(settings: Settings) -> Catalog:
-    """The catalog for ``settings`` (embedded SQLite in the data folder)."""
+    """The catalog for ``settings``: the shared PostgreSQL of ``catalog_url`` when set,
+    otherwise the embedded SQLite file in the data folder."""
+    if settings.catalog_url:
+        return _shared_catalog(settings.catalog_url)
     path = settings.data_dir / CATALOG_FILE
     if path.exists() and not path.is_file():
         raise DataFolderError(f"{path}: the catalog is not a file; move it aside")
-    return SqliteCatalog.open(path)
+    return SqlCatalog(SqliteDatabase(path))
+
+
+def _shared_catalog(url: str) -> Catalog:
+    """The catalog in the PostgreSQL database at ``url``; Unavailable for another scheme,
+    or without the ``scale`` extra installed."""
+    scheme = urlsplit(url).scheme
+    if scheme not in POSTGRES_SCHEMES:
+        given = f"scheme {scheme}://" if scheme else "no scheme"
+        raise Unavailable(
+            f"catalog URL with {given}: not a PostgreSQL URL "
+            "(postgresql://user:password@host:port/dbname)"
+        )
+    try:
+        # Imported here: psycopg comes with the optional ``scale`` extra.
+        from lookalike.store.postgres_db import PostgresDatabase
+    except ImportError as exc:
+        raise Unavailable(
+            f"catalog {scheme}://...: PostgreSQL support is not installed ({exc}); "
+            "pip install 'lookalike[scale]'"
+        ) from None
+    return SqlCatalog(PostgresDatabase(url))
 
 
 def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:

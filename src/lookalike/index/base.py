@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -61,6 +61,13 @@ class VectorSource(Protocol):
     def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]: ...
 
     def vector_ids(self, name: str, version: str) -> np.ndarray: ...
+
+    def vector_batches(
+        self, name: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``vectors``, by id, at most ``size`` rows at a time: what builds an index from a
+        catalog of any size in bounded memory."""
+        ...
 
     def vectors_for(
         self, name: str, version: str, ids: Sequence[int]

@@ -64,6 +64,19 @@ def _flat(dim: int, metric: Metric) -> faiss.Index:
     return faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
 
 
+def _lists(n: int) -> int:
+    """The IVF lists for ``n`` rows.
+
+    About sqrt(n) lists (1,000 at a million vectors), with at least 39 training points
+    per list (faiss' advice). On 1280-d cnn-like vectors (bench/speed.py ann), 4 sqrt(n)
+    lists gave recall@10 0.84-0.91 at the default nprobe (48) from 30k to 100k vectors,
+    and k-means for 4,000 lists over all of 1M vectors would take ~18 minutes on 2
+    cores; sqrt(n) lists give 0.94 at 50k, 0.97 at 100k and 0.98 at 1M, where the
+    whole build (train + add) takes under 3 minutes.
+    """
+    return max(1, min(round(math.sqrt(n)), n // 39))
+
+
 class _IdMapped:
     """Rows under int64 ids in a faiss ID-map index, with the sorted ids kept beside it.
 
@@ -167,35 +180,35 @@ class FloatIndex(_IdMapped):
         """An index over ``rows``: exact below ``ann_threshold`` rows, IVF at or above it."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         n, dim = rows.shape
+        index = cls(dim, nprobe=nprobe, metric=metric)
         if n >= ann_threshold:
-            index = cls(dim, kind="ivf", nprobe=nprobe, metric=metric)
-            index._train_ivf(rows)
-        else:
-            index = cls(dim, metric=metric)
+            pick = cls.training_sample(n)
+            index.train_ivf(rows if len(pick) == n else rows[pick], n)
         index.add(ids, rows)
         return index
 
-    def _train_ivf(self, rows: np.ndarray) -> None:
-        n = rows.shape[0]
-        # About sqrt(n) lists (1,000 at a million vectors), with at least 39 training points
-        # per list (faiss' advice). On 1280-d cnn-like vectors (bench/speed.py ann), 4 sqrt(n)
-        # lists gave recall@10 0.84-0.91 at the default nprobe (48) from 30k to 100k vectors,
-        # and k-means for 4,000 lists over all of 1M vectors would take ~18 minutes on 2
-        # cores; sqrt(n) lists give 0.94 at 50k, 0.97 at 100k and 0.98 at 1M, where the
-        # whole build (train + add) takes under 3 minutes.
-        nlist = max(1, min(round(math.sqrt(n)), n // 39))
+    @staticmethod
+    def training_sample(n: int) -> np.ndarray:
+        """Which of ``n`` rows (sorted positions) an IVF index over them is trained on.
+
+        k-means on at most 256 points per list (faiss' own cap, which it would otherwise
+        apply by sampling the whole matrix): training cost grows linearly with n.
+        """
+        limit = 256 * _lists(n)
+        if n <= limit:
+            return np.arange(n)
+        return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
+
+    def train_ivf(self, sample: np.ndarray, n: int) -> None:
+        """Make this empty index an IVF one for ``n`` rows, trained on ``sample`` (the rows
+        at ``training_sample(n)``); rows are added after, at once or in batches alike."""
         quantizer = _flat(self.dim, self.metric)
         kind = faiss.METRIC_INNER_PRODUCT if self.metric == "ip" else faiss.METRIC_L2
-        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, kind)
-        # k-means on at most 256 points per list (faiss' own cap, which it would otherwise
-        # apply by sampling the whole matrix): training cost grows linearly with n.
-        sample = rows
-        if n > 256 * nlist:
-            pick = np.random.default_rng(0).choice(n, 256 * nlist, replace=False)
-            sample = rows[np.sort(pick)]
-        ivf.train(sample)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, _lists(n), kind)
+        ivf.train(np.ascontiguousarray(sample, dtype=np.float32))
         ivf.nprobe = self.nprobe
         self._index = ivf
+        self.kind = "ivf"
 
     def _rows(self, rows: np.ndarray, n: int) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(n, -1)

@@ -37,6 +37,8 @@ FORMAT_PREFIX = MAGIC[:5]
 MAX_HEADER = 4096  # bytes: a longer first line is not a header
 HEADER_FIELDS = {"version": str, "generation": int, "kind": str, "n": int, "crc32": int}
 CHECK_CHUNK = 1 << 24  # bytes read at a time while checking a file
+# Vectors read from the source at a time, building or catching up an index.
+BUILD_BATCH = 4096
 
 
 class _Damaged(Exception):
@@ -166,23 +168,35 @@ class IndexManager:
         return True
 
     def _build(self, descriptor: IndexSpec, generation: int) -> _Held:
-        ids, raw = self.source.vectors(descriptor.name, descriptor.version)
-        index: VectorIndex
+        """A new index of the source's vectors, read BUILD_BATCH rows at a time: memory is
+        the index and one batch (and, for IVF, its bounded training sample)."""
+        name, version = descriptor.name, descriptor.version
+        index = self._empty(descriptor, self.source.vector_ids(name, version))
+        for ids, raw in self.source.vector_batches(name, version, BUILD_BATCH):
+            index.add(ids, rows_as(descriptor, raw))
+        return _Held(index, version, generation)
+
+    def _empty(self, descriptor: IndexSpec, ids: np.ndarray) -> VectorIndex:
+        """An empty index of the kind ``ids`` (the vectors to come) call for; an IVF one is
+        trained on the same sample as ``FloatIndex.build`` over all of them would take."""
         if descriptor.kind == "binary":
-            index = BinaryIndex(descriptor.dim)
-            if len(ids):
-                index.add(ids, rows_as(descriptor, raw))
-        elif len(ids):
-            index = FloatIndex.build(
-                ids,
-                rows_as(descriptor, raw),
-                ann_threshold=self.ann_threshold,
-                nprobe=self.nprobe,
-                metric=self.metric,
-            )
-        else:
-            index = FloatIndex(descriptor.dim, metric=self.metric)
-        return _Held(index, descriptor.version, generation)
+            return BinaryIndex(descriptor.dim)
+        index = FloatIndex(descriptor.dim, nprobe=self.nprobe, metric=self.metric)
+        n = len(ids)
+        if n and n >= self.ann_threshold:
+            sample = self._rows_of(descriptor, ids[FloatIndex.training_sample(n)])
+            if len(sample):  # else every vector went since ``ids`` was read
+                index.train_ivf(sample, n)
+        return index
+
+    def _rows_of(self, descriptor: IndexSpec, ids: np.ndarray) -> np.ndarray:
+        """The rows of ``ids`` (those still in the source), read BUILD_BATCH at a time."""
+        parts = [np.zeros((0, descriptor.dim), dtype=np.float32)]
+        for start in range(0, len(ids), BUILD_BATCH):
+            chunk = ids[start : start + BUILD_BATCH].tolist()
+            _, raw = self.source.vectors_for(descriptor.name, descriptor.version, chunk)
+            parts.append(rows_as(descriptor, raw))
+        return np.concatenate(parts)
 
     def _sync(self, descriptor: IndexSpec, held: _Held | None, generation: int) -> _Held:
         if held is None or held.version != descriptor.version:
@@ -197,9 +211,9 @@ class IndexManager:
             return self._build(descriptor, generation)
         held.index.remove(np.setdiff1d(have, wanted))
         missing = np.setdiff1d(wanted, have)
-        for start in range(0, len(missing), 4096):
+        for start in range(0, len(missing), BUILD_BATCH):
             ids, raw = self.source.vectors_for(
-                descriptor.name, descriptor.version, missing[start : start + 4096].tolist()
+                descriptor.name, descriptor.version, missing[start : start + BUILD_BATCH].tolist()
             )
             if len(ids):
                 held.index.add(ids, rows_as(descriptor, raw))

@@ -128,6 +128,19 @@ def _postgres_in(folder: Path) -> Iterator[str]:
         )
 
 
+def postgres_database(url: str, name: str) -> str:
+    """The URL of database ``name`` on the server of ``url`` (a URL from postgres_server)."""
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+def postgres_admin(url: str, statement: str) -> None:
+    """Run ``statement`` (CREATE or DROP DATABASE: outside a transaction) at ``url``."""
+    import psycopg  # the scale extra: only what starts PostgreSQL needs it
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
 @contextlib.contextmanager
 def _redis_node(folder: Path, *extra: str) -> Iterator[int]:
     """One redis-server with its files in ``folder``, nothing saved; yields its port (a

@@ -1,13 +1,14 @@
 """The catalog interface: the source of truth for images, their paths and descriptors.
 
-The embedded default is SQLite (``lookalike.store.sqlite``); a shared PostgreSQL catalog
-implements the same protocol. Every write is idempotent by content hash.
+One implementation (``lookalike.store.sql_catalog``) runs on the embedded SQLite default and
+on a shared PostgreSQL, through their database objects. Every write is idempotent by content
+hash.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -102,6 +103,12 @@ class Catalog(Protocol):
 
     def vector_ids(self, descriptor: str, version: str) -> np.ndarray:
         """int64 ids of the images that have this descriptor version."""
+        ...
+
+    def vector_batches(
+        self, descriptor: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``vectors``, by id, at most ``size`` rows at a time (memory: one batch)."""
         ...
 
     def vectors_for(
@@ -247,6 +254,10 @@ class FaceStore(Protocol):
     def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]: ...
 
     def vector_ids(self, name: str, version: str) -> np.ndarray: ...
+
+    def vector_batches(
+        self, name: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
     def vectors_for(
         self, name: str, version: str, ids: Sequence[int]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.errors import DataFolderError
-from lookalike.store.database import Migration, pending_migrations
+from lookalike.store import sqlite_util
+from lookalike.store.database import Migration, PathParam, pending_migrations
 from lookalike.store.migrations.sqlite import MIGRATIONS
 
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
@@ -88,6 +89,13 @@ class SqliteDatabase:
     def schema_version(self) -> int:
         """The file's ``user_version``: the last schema step applied to it."""
         return int(self.query("PRAGMA user_version")[0][0])
+
+    def path_param(self, path: str) -> PathParam:
+        """UTF-8 text, or the bytes of a name that is not UTF-8 as a BLOB (one column)."""
+        return sqlite_util.path_param(path)
+
+    def path_ranges(self, root: str) -> list[tuple[PathParam, PathParam, PathParam]]:
+        return sqlite_util.path_ranges(root)
 
     def close(self) -> None:
         with self._lock:

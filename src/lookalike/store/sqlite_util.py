@@ -1,19 +1,13 @@
-"""Small helpers the SQLite stores and migrations share: scripts run inside a transaction,
-chunked ``IN (...)`` queries, blobs to arrays, paths in and out of the database, generations."""
+"""What the SQLite database and its frozen migrations share: scripts run inside a transaction,
+and how a path is stored in SQLite (text, or a BLOB for a name that is not UTF-8)."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from typing import Any
 
-import numpy as np
-
-from lookalike.store.database import Database
-
-# Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
-CHUNK = 500
+from lookalike.store.database import PathParam
+from lookalike.store.sql_util import byte_ranges
 
 
 def run_script(db: sqlite3.Connection, script: str) -> None:
@@ -27,27 +21,10 @@ def run_script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-def in_chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
-    """``ids`` in chunks of at most CHUNK: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
-    wanted = [int(i) for i in ids]
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
-
-
-def stack_blobs(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``(id, blob)`` (blobs of one size) as ``(ids int64 (n,), uint8 (n, bytes))``."""
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    if not rows:
-        return ids, np.zeros((0, 0), dtype=np.uint8)
-    blob = b"".join(bytes(r[1]) for r in rows)
-    return ids, np.frombuffer(blob, dtype=np.uint8).reshape(len(rows), -1)
-
-
-def path_param(path: str) -> str | bytes:
-    """``path`` as stored in a ``path`` column: text when it is valid UTF-8, otherwise its
-    file-system bytes as a BLOB (a name that is not UTF-8 arrives with surrogate escapes,
-    which SQLite text cannot hold). Lossless: :func:`path_value` gives ``path`` back."""
+def path_param(path: str) -> PathParam:
+    """``path`` as SQLite stores it: text when it is valid UTF-8, otherwise its file-system
+    bytes as a BLOB (a name that is not UTF-8 arrives with surrogate escapes, which SQLite
+    text cannot hold). Lossless: ``sql_util.path_value`` gives ``path`` back."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -55,13 +32,11 @@ def path_param(path: str) -> str | bytes:
     return path
 
 
-def path_value(value: str | bytes) -> str:
-    """A stored path as ``str`` (BLOBs decoded with surrogate escapes, as ``os.walk`` does)."""
-    return value if isinstance(value, str) else os.fsdecode(bytes(value))
-
-
-def read_generation(database: Database[sqlite3.Connection], name: str) -> int:
-    """The counter of the ``generations`` table named ``name`` (a descriptor, ``face`` or
-    ``gallery``): bumped by triggers on every change it tracks; 0 before the first."""
-    rows = database.query("SELECT generation FROM generations WHERE descriptor = ?", [name])
-    return int(rows[0][0]) if rows else 0
+def path_ranges(root: str) -> list[tuple[PathParam, PathParam, PathParam]]:
+    """The ranges of stored paths that may be ``root`` or inside it: text, then (BLOBs sort
+    after all text) the file-system bytes, which is where names that are not UTF-8 are."""
+    bounds: list[tuple[PathParam, PathParam, PathParam]] = []
+    if isinstance(path_param(root), str):
+        prefix = root.rstrip("/") + "/"
+        bounds.append((root, prefix, prefix[:-1] + chr(ord("/") + 1)))
+    return bounds + byte_ranges(root)

@@ -1,20 +1,19 @@
-"""API keys, background jobs and their chunks, and shared values (``meta``) in the embedded
-SQLite catalog (tables of schema steps 3 and 5 in :mod:`lookalike.store.migrations.sqlite`).
+"""API keys, background jobs and their chunks, and shared values (``meta``) in the catalog's
+database (SQLite's schema steps 3 and 5, the same tables in PostgreSQL's).
 
-Kept in the catalog's database so that every server process of one data folder sees the
-same keys and jobs.
+Kept in the catalog's database so that every server process of one data folder, or of one
+shared catalog, sees the same keys and jobs.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from lookalike.store.base import ChunkRow, JobRow, KeyRow
-from lookalike.store.database import Database
+from lookalike.store.database import Database, Handle
 
 _KEY = "id, name, prefix, scope, created_at, revoked_at, last_used_at, digest"
 _JOB = "id, kind, target, status, done, total, report, error, created_at, updated_at"
@@ -61,20 +60,19 @@ def _chunk(r: Sequence[Any]) -> ChunkRow:
     )
 
 
-class SqliteServiceStore:
-    """The ServiceStore of an open SQLite database."""
+class SqlServiceStore:
+    """The ServiceStore of an open database (SQLite or PostgreSQL)."""
 
-    def __init__(self, database: Database[sqlite3.Connection]) -> None:
+    def __init__(self, database: Database[Handle]) -> None:
         self.database = database
 
     def add_key(self, name: str, prefix: str, digest: str, scope: str) -> KeyRow:
         with self.database.transaction() as db:
-            cur = db.execute(
+            key_id = db.execute(
                 "INSERT INTO api_keys (name, prefix, digest, scope, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 [name, prefix, digest, scope, time.time()],
-            )
-            key_id = cur.lastrowid
+            ).fetchone()[0]
         rows = self.database.query(f"SELECT {_KEY} FROM api_keys WHERE id = ?", [key_id])
         return _key(rows[0])
 
@@ -100,12 +98,13 @@ class SqliteServiceStore:
     def add_job(self, kind: str, target: str) -> JobRow:
         with self.database.transaction() as db:
             now = time.time()
-            cur = db.execute(
-                "INSERT INTO jobs (kind, target, status, created_at, updated_at) "
-                "VALUES (?, ?, 'queued', ?, ?)",
-                [kind, target, now, now],
+            job_id = int(
+                db.execute(
+                    "INSERT INTO jobs (kind, target, status, created_at, updated_at) "
+                    "VALUES (?, ?, 'queued', ?, ?) RETURNING id",
+                    [kind, target, now, now],
+                ).fetchone()[0]
             )
-            job_id = int(cur.lastrowid or 0)
         found = self.job(job_id)
         assert found is not None
         return found

@@ -1,44 +1,36 @@
-"""The embedded catalog: images, paths and vectors in the data folder's SQLite database
-(:mod:`lookalike.store.sqlite_db`)."""
+"""The catalog over a SQL database object: images, paths and vectors, in the data folder's
+SQLite file (:mod:`lookalike.store.sqlite_db`) or a shared PostgreSQL
+(:mod:`lookalike.store.postgres_db`), with the same SQL on both."""
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from lookalike.store.base import ImageRow, NewImage, PathRow
-from lookalike.store.database import Database
-from lookalike.store.sqlite_db import SqliteDatabase
-from lookalike.store.sqlite_faces import SqliteFaceStore, write_scan
-from lookalike.store.sqlite_service import SqliteServiceStore
-from lookalike.store.sqlite_util import (
+from lookalike.store.database import Database, Handle
+from lookalike.store.sql_faces import SqlFaceStore, write_scan
+from lookalike.store.sql_service import SqlServiceStore
+from lookalike.store.sql_util import (
     in_chunks,
-    path_param,
+    keyset_batches,
     path_value,
     read_generation,
     stack_blobs,
 )
 
 
-class SqliteCatalog:
-    """The Catalog of an open SQLite database (:class:`SqliteDatabase`), with its face and
-    service stores on the same database (so faces are written in their image's transaction)."""
+class SqlCatalog:
+    """The Catalog of an open database (SQLite or PostgreSQL), with its face and service
+    stores on the same database (so faces are written in their image's transaction)."""
 
-    def __init__(self, database: Database[sqlite3.Connection]) -> None:
+    def __init__(self, database: Database[Handle]) -> None:
         self.database = database
-        self.faces = SqliteFaceStore(database)
-        self.service = SqliteServiceStore(database)
-
-    @classmethod
-    def open(cls, path: Path) -> SqliteCatalog:
-        """The catalog in the SQLite file ``path``: created if missing, migrated if older."""
-        return cls(SqliteDatabase(path))
+        self.faces = SqlFaceStore(database)
+        self.service = SqlServiceStore(database)
 
     def schema_version(self) -> int:
         return self.database.schema_version()
@@ -50,7 +42,8 @@ class SqliteCatalog:
 
     def path_row(self, path: str) -> PathRow | None:
         rows = self.database.query(
-            "SELECT path, image_id, size, mtime_ns FROM paths WHERE path = ?", [path_param(path)]
+            "SELECT path, image_id, size, mtime_ns FROM paths WHERE path = ?",
+            [self.database.path_param(path)],
         )
         if not rows:
             return None
@@ -58,20 +51,12 @@ class SqliteCatalog:
         return PathRow(path_value(p), int(image_id), int(size), int(mtime_ns))
 
     def paths_under(self, root: str) -> list[str]:
-        # Range scans on the primary key: every path starting with "root/". Names that are
-        # not UTF-8 are stored as BLOBs (path_param), which sort after all text: a second
-        # range over the bytes finds those.
+        # Range scans on the primary key: every path starting with "root/", in each range
+        # where the database keeps paths (SQLite: text, and BLOBs for names not UTF-8).
         found: list[str] = []
-        bounds: list[tuple[str | bytes, str | bytes, str | bytes]] = []
-        if isinstance(path_param(root), str):
-            prefix = root.rstrip("/") + "/"
-            bounds.append((root, prefix, prefix[:-1] + chr(ord("/") + 1)))
-        raw = os.fsencode(root)
-        raw_prefix = raw.rstrip(b"/") + b"/"
-        bounds.append((raw, raw_prefix, raw_prefix[:-1] + b"0"))
-        for exact, low, high in bounds:
+        for exact, low, high in self.database.path_ranges(root):
             rows = self.database.query(
-                "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?)",
+                "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?) ORDER BY path",
                 [exact, low, high],
             )
             found += [path_value(r[0]) for r in rows]
@@ -141,6 +126,17 @@ class SqliteCatalog:
         )
         return stack_blobs(rows)
 
+    def vector_batches(
+        self, descriptor: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Like ``vectors``, ``size`` rows at a time (memory: one batch)."""
+        sql = (
+            "SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
+            "AND image_id > ? ORDER BY image_id LIMIT ?"
+        )
+        for rows in keyset_batches(self.database, sql, [descriptor, version], size):
+            yield stack_blobs(rows)
+
     def vectors_for(
         self, descriptor: str, version: str, ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -181,37 +177,26 @@ class SqliteCatalog:
         with self.database.transaction() as db:
             now = time.time()
             for item in items:
-                cur = db.execute(
-                    "INSERT INTO images (sha256, width, height, format, size, added_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING",
-                    [item.sha256, item.width, item.height, item.format, item.size, now],
-                )
-                item.created = cur.rowcount == 1
-                image_id = int(
-                    db.execute("SELECT id FROM images WHERE sha256 = ?", [item.sha256]).fetchone()[
-                        0
-                    ]
-                )
-                old = db.execute(
-                    "SELECT image_id FROM paths WHERE path = ?", [path_param(item.path)]
-                ).fetchone()
+                image_id = self._image_id(db, item, now)
+                path = self.database.path_param(item.path)
+                old = db.execute("SELECT image_id FROM paths WHERE path = ?", [path]).fetchone()
                 db.execute(
                     "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES (?, ?, ?, ?) "
                     "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, "
                     "size = excluded.size, mtime_ns = excluded.mtime_ns",
-                    [path_param(item.path), image_id, item.size, item.mtime_ns],
+                    [path, image_id, item.size, item.mtime_ns],
                 )
                 if old is not None and int(old[0]) != image_id:
                     # The file changed content: its old image may now be an orphan.
                     self._drop_orphan(db, int(old[0]))
                 for name, (version, row) in item.vectors.items():
-                    blob = np.ascontiguousarray(row).tobytes()
                     db.execute(
                         "INSERT INTO vectors (descriptor, image_id, version, vector) "
                         "VALUES (?, ?, ?, ?) ON CONFLICT(descriptor, image_id) DO UPDATE SET "
                         "version = excluded.version, vector = excluded.vector "
-                        "WHERE version != excluded.version OR vector != excluded.vector",
-                        [name, image_id, version, blob],
+                        "WHERE vectors.version != excluded.version "
+                        "OR vectors.vector != excluded.vector",
+                        [name, image_id, version, np.ascontiguousarray(row).tobytes()],
                     )
                 if item.faces is not None:
                     write_scan(db, image_id, item.faces)
@@ -219,7 +204,24 @@ class SqliteCatalog:
         return ids
 
     @staticmethod
-    def _drop_orphan(db: sqlite3.Connection, image_id: int) -> bool:
+    def _image_id(db: Handle, item: NewImage, now: float) -> int:
+        """The id of ``item``'s content, stored now if new (``item.created`` says which).
+
+        Idempotent under concurrent writers: of several transactions inserting one SHA-256,
+        one inserts and the others, once it commits, find its row.
+        """
+        row = db.execute(
+            "INSERT INTO images (sha256, width, height, format, size, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING RETURNING id",
+            [item.sha256, item.width, item.height, item.format, item.size, now],
+        ).fetchone()
+        item.created = row is not None
+        if row is None:
+            row = db.execute("SELECT id FROM images WHERE sha256 = ?", [item.sha256]).fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _drop_orphan(db: Handle, image_id: int) -> bool:
         left = db.execute("SELECT 1 FROM paths WHERE image_id = ? LIMIT 1", [image_id]).fetchone()
         if left is not None:
             return False
@@ -233,7 +235,7 @@ class SqliteCatalog:
         deleted: list[int] = []
         with self.database.transaction() as db:
             for path in paths:
-                p = path_param(path)
+                p = self.database.path_param(path)
                 row = db.execute("SELECT image_id FROM paths WHERE path = ?", [p]).fetchone()
                 if row is None:
                     continue

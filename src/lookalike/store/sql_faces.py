@@ -1,17 +1,16 @@
-"""Faces, people and clusters in the embedded SQLite catalog (tables of schema steps 2 and 4
-in :mod:`lookalike.store.migrations.sqlite`).
+"""Faces, people and clusters in the catalog's database (SQLite's schema steps 2 and 4, the
+same tables in PostgreSQL's), with the same SQL on both.
 
-Shares the catalog's database (a :class:`~lookalike.store.sqlite_db.SqliteDatabase`), so
-faces are written in the same transaction as their image.
+Shares the catalog's database object, so faces are written in the same transaction as their
+image. ``"left"`` and ``"right"`` are quoted: PostgreSQL reserves them.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,15 @@ from lookalike.store.base import (
     PersonRow,
     person_key,
 )
-from lookalike.store.database import Database
-from lookalike.store.sqlite_util import in_chunks, path_value, read_generation, stack_blobs
+from lookalike.store.database import Database, Handle
+from lookalike.store.sql_util import (
+    float_blob,
+    in_chunks,
+    keyset_batches,
+    path_value,
+    read_generation,
+    stack_blobs,
+)
 
 # The generation counter (see the catalog's ``generations`` table) of face embeddings.
 FACE_GENERATION = "face"
@@ -38,14 +44,14 @@ GALLERY_GENERATION = "gallery"
 SAMPLE_SIZE = 6
 
 _FACE_COLUMNS = (
-    "f.id, f.image_id, f.idx, f.left, f.top, f.right, f.bottom, f.score, f.quality, f.usable, "
-    "f.flags, f.landmarks, f.person_id, p.name, f.confirmed, f.cluster_id, "
-    "(SELECT MIN(path) FROM paths WHERE paths.image_id = f.image_id)"
+    'f.id, f.image_id, f.idx, f."left", f.top, f."right", f.bottom, f.score, f.quality, '
+    "f.usable, f.flags, f.landmarks, f.person_id, p.name, f.confirmed, f.cluster_id, "
+    "(SELECT path FROM paths WHERE paths.image_id = f.image_id ORDER BY path LIMIT 1)"
 )
 _FACE_FROM = "faces f LEFT JOIN people p ON p.id = f.person_id"
 
 
-def write_scan(db: sqlite3.Connection, image_id: int, scan: FaceScan) -> None:
+def write_scan(db: Handle, image_id: int, scan: FaceScan) -> None:
     """Store an image's faces (inside the caller's transaction); idempotent.
 
     A scan by the same version already stored is left alone (keeping names and clusters);
@@ -57,7 +63,7 @@ def write_scan(db: sqlite3.Connection, image_id: int, scan: FaceScan) -> None:
     db.execute("DELETE FROM faces WHERE image_id = ?", [image_id])
     for i, face in enumerate(scan.faces):
         db.execute(
-            "INSERT INTO faces (image_id, idx, version, left, top, right, bottom, score, "
+            'INSERT INTO faces (image_id, idx, version, "left", top, "right", bottom, score, '
             "quality, usable, flags, landmarks, embedding, thumb) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -70,7 +76,7 @@ def write_scan(db: sqlite3.Connection, image_id: int, scan: FaceScan) -> None:
                 int(face.usable),
                 json.dumps(face.flags),
                 json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks]),
-                _blob(face.embedding),
+                float_blob(face.embedding),
                 face.thumb,
             ],
         )
@@ -88,10 +94,6 @@ def _alphabetical(name: str) -> tuple[str, str]:
     key = person_key(name)
     bare = "".join(c for c in unicodedata.normalize("NFD", key) if not unicodedata.combining(c))
     return bare, key
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
 def _face_row(r: Sequence[Any]) -> FaceRow:
@@ -130,10 +132,10 @@ def _vectors(rows: list[Any]) -> FaceVectors:
     )
 
 
-class SqliteFaceStore:
-    """The FaceStore of an open SQLite database."""
+class SqlFaceStore:
+    """The FaceStore of an open database (SQLite or PostgreSQL)."""
 
-    def __init__(self, database: Database[sqlite3.Connection]) -> None:
+    def __init__(self, database: Database[Handle]) -> None:
         self.database = database
 
     # -- faces --------------------------------------------------------------------------
@@ -156,6 +158,13 @@ class SqliteFaceStore:
             "SELECT id, embedding FROM faces WHERE version = ? ORDER BY id", [version]
         )
         return stack_blobs(rows)
+
+    def vector_batches(
+        self, name: str, version: str, size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        sql = "SELECT id, embedding FROM faces WHERE version = ? AND id > ? ORDER BY id LIMIT ?"
+        for rows in keyset_batches(self.database, sql, [version], size):
+            yield stack_blobs(rows)
 
     def vectors_for(
         self, name: str, version: str, ids: Sequence[int]
@@ -205,10 +214,9 @@ class SqliteFaceStore:
 
     def count_faces(self, version: str) -> dict[str, int]:
         (n, usable, named, clustered, todo), *_ = self.database.query(
-            "SELECT COUNT(*), COALESCE(SUM(usable), 0), "
-            "COALESCE(SUM(person_id IS NOT NULL), 0), COALESCE(SUM(cluster_id IS NOT NULL), 0), "
-            "COALESCE(SUM(usable AND person_id IS NULL AND cluster_id IS NULL), 0) "
-            "FROM faces WHERE version = ?",
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE usable <> 0), COUNT(person_id), "
+            "COUNT(cluster_id), COUNT(*) FILTER (WHERE usable <> 0 AND person_id IS NULL "
+            "AND cluster_id IS NULL) FROM faces WHERE version = ?",
             [version],
         )
         return {
@@ -236,7 +244,7 @@ class SqliteFaceStore:
         return _vectors(
             self.database.query(
                 "SELECT id, image_id, 0, quality, embedding FROM faces WHERE version = ? "
-                "AND usable AND person_id IS NULL AND cluster_id IS NULL ORDER BY id",
+                "AND usable <> 0 AND person_id IS NULL AND cluster_id IS NULL ORDER BY id",
                 [version],
             )
         )
@@ -256,7 +264,7 @@ class SqliteFaceStore:
                 "SELECT -id, 0, person_id, quality, embedding FROM examples WHERE version = ? "
                 "UNION ALL "
                 "SELECT id, image_id, person_id, quality, embedding FROM faces "
-                "WHERE version = ? AND confirmed AND person_id IS NOT NULL",
+                "WHERE version = ? AND confirmed <> 0 AND person_id IS NOT NULL",
                 [version, version],
             )
         )
@@ -272,9 +280,10 @@ class SqliteFaceStore:
                     ids[cid] = cid
                     continue
                 # New (negative), or removed meanwhile by another process: a fresh cluster.
-                cur = db.execute("INSERT INTO clusters (created_at) VALUES (?)", [now])
-                assert cur.lastrowid is not None
-                ids[cid] = int(cur.lastrowid)
+                row = db.execute(
+                    "INSERT INTO clusters (created_at) VALUES (?) RETURNING id", [now]
+                ).fetchone()
+                ids[cid] = int(row[0])
             db.executemany(
                 "UPDATE faces SET cluster_id = ? WHERE id = ?",
                 [(ids[int(c)], int(f)) for f, c in zip(face_ids, cluster_ids, strict=True)],
@@ -288,15 +297,17 @@ class SqliteFaceStore:
                 found = db.execute("SELECT 1 FROM faces WHERE id = ?", [int(fid)]).fetchone()
                 if found is None:
                     raise NotFound(f"face {fid} not found")
+            # A named face leaves its cluster; one un-named keeps it.
+            cluster = "cluster_id" if person_id is None else "NULL"
             db.executemany(
-                "UPDATE faces SET person_id = ?, confirmed = ?, "
-                "cluster_id = CASE WHEN ? IS NULL THEN cluster_id ELSE NULL END WHERE id = ?",
-                [(person_id, int(confirmed), person_id, int(f)) for f in face_ids],
+                f"UPDATE faces SET person_id = ?, confirmed = ?, cluster_id = {cluster} "
+                "WHERE id = ?",
+                [(person_id, int(confirmed), int(f)) for f in face_ids],
             )
             self._drop_empty_clusters(db)
 
     @staticmethod
-    def _drop_empty_clusters(db: sqlite3.Connection) -> None:
+    def _drop_empty_clusters(db: Handle) -> None:
         db.execute(
             "DELETE FROM clusters WHERE NOT EXISTS "
             "(SELECT 1 FROM faces WHERE faces.cluster_id = clusters.id)"
@@ -307,7 +318,7 @@ class SqliteFaceStore:
             n = int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
             db.execute("UPDATE faces SET cluster_id = NULL WHERE cluster_id IS NOT NULL")
             db.execute(
-                "UPDATE faces SET person_id = NULL WHERE person_id IS NOT NULL AND NOT confirmed"
+                "UPDATE faces SET person_id = NULL WHERE person_id IS NOT NULL AND confirmed = 0"
             )
             db.execute("DELETE FROM clusters")
             return n
@@ -381,14 +392,17 @@ class SqliteFaceStore:
         return sorted(people, key=lambda p: (_alphabetical(p.name), p.id))
 
     def rename_person(self, person_id: int, name: str) -> None:
+        key = person_key(name)
         with self.database.transaction() as db:
-            try:
-                cur = db.execute(
-                    "UPDATE people SET name = ?, name_key = ? WHERE id = ?",
-                    [name, person_key(name), person_id],
-                )
-            except sqlite3.IntegrityError:
-                raise Conflict(f"a person named {name!r} exists already") from None
+            # The transaction holds the write lock: the check stands until the update.
+            taken = db.execute(
+                "SELECT 1 FROM people WHERE name_key = ? AND id <> ?", [key, person_id]
+            ).fetchone()
+            if taken is not None:
+                raise Conflict(f"a person named {name!r} exists already")
+            cur = db.execute(
+                "UPDATE people SET name = ?, name_key = ? WHERE id = ?", [name, key, person_id]
+            )
             if cur.rowcount == 0:
                 raise NotFound(f"person {person_id} not found")
 
@@ -398,9 +412,13 @@ class SqliteFaceStore:
                 if pid == into:
                     continue
                 db.execute("UPDATE faces SET person_id = ? WHERE person_id = ?", [into, pid])
-                # An example given for both people is kept once.
+                # An example given for both people is kept once (the other copy goes with
+                # the person deleted below).
                 db.execute(
-                    "UPDATE OR IGNORE examples SET person_id = ? WHERE person_id = ?", [into, pid]
+                    "UPDATE examples SET person_id = ? WHERE person_id = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM examples e WHERE e.person_id = ? "
+                    "AND e.sha256 = examples.sha256 AND e.face_index = examples.face_index)",
+                    [into, pid, into],
                 )
                 db.execute("DELETE FROM people WHERE id = ?", [pid])
 
@@ -421,11 +439,11 @@ class SqliteFaceStore:
                 f = ex.face
                 db.execute(
                     "INSERT INTO examples (person_id, sha256, face_index, source, version, "
-                    "left, top, right, bottom, quality, embedding, thumb, added_at) "
+                    '"left", top, "right", bottom, quality, embedding, thumb, added_at) '
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(person_id, sha256, face_index) DO UPDATE SET "
                     "source = excluded.source, version = excluded.version, "
-                    "left = excluded.left, top = excluded.top, right = excluded.right, "
+                    '"left" = excluded."left", top = excluded.top, "right" = excluded."right", '
                     "bottom = excluded.bottom, quality = excluded.quality, "
                     "embedding = excluded.embedding, thumb = excluded.thumb "
                     "WHERE examples.version != excluded.version",
@@ -437,7 +455,7 @@ class SqliteFaceStore:
                         ex.version,
                         *f.box,
                         float(f.quality),
-                        _blob(f.embedding),
+                        float_blob(f.embedding),
                         f.thumb,
                         now,
                     ],
@@ -451,7 +469,8 @@ class SqliteFaceStore:
 
     def examples(self, person_id: int) -> list[ExampleRow]:
         rows = self.database.query(
-            "SELECT id, person_id, sha256, face_index, source, left, top, right, bottom, quality "
+            "SELECT id, person_id, sha256, face_index, source, "
+            '"left", top, "right", bottom, quality '
             "FROM examples WHERE person_id = ? ORDER BY id",
             [person_id],
         )

@@ -1,0 +1,178 @@
+"""The shared catalog's database: PostgreSQL through psycopg 3 and a bounded connection pool,
+shared by the catalog, face and service stores (a :class:`~lookalike.store.database.Database`).
+
+Several processes on several machines use one catalog. Each write transaction first takes
+one advisory lock, so writers take turns as SQLite's do: the stores' check-then-write steps
+(one image per SHA-256, one person per caseless name) hold, and two transactions can never
+deadlock on the rows they both touch (every vector write bumps its descriptor's one counter
+row anyway). Reads take no lock.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from lookalike.errors import Unavailable
+from lookalike.store.database import Migration, PathParam, pending_migrations
+from lookalike.store.migrations.postgres import MIGRATIONS
+from lookalike.store.sql_util import byte_ranges
+
+Connection = psycopg.Connection[tuple[object, ...]]
+
+# Connections per process: the server's threads share them, waiting at most POOL_WAIT_S.
+POOL_SIZE = 8
+POOL_WAIT_S = 10.0
+# Seconds to wait for the server to answer a new connection.
+CONNECT_TIMEOUT_S = 5
+# The advisory lock every write transaction takes first ("lookalik" in ASCII).
+WRITER_LOCK = 0x6C6F6F6B616C696B
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)"
+
+
+class PostgresDatabase:
+    """The PostgreSQL database at ``url`` (``postgresql://user:password@host:port/dbname``),
+    migrated to the last step of ``migrations`` (SchemaTooNew if it is newer).
+
+    Unavailable, naming the URL without its password, when the URL is malformed or the
+    server does not answer or refuses it, at opening and at any later statement.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        migrations: Sequence[Migration[Connection]] = MIGRATIONS,
+        *,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.where = _where(url)
+        with self._reported():
+            # Every connection in autocommit (transactions are explicit); a connect_timeout
+            # in the URL wins over ours.
+            options: dict[str, Any] = {"autocommit": True}
+            if "connect_timeout" not in conninfo_to_dict(url):
+                options["connect_timeout"] = CONNECT_TIMEOUT_S
+            # One plain connection first: its failure says why (the pool's would only
+            # time out), and it migrates before any store runs a statement.
+            with psycopg.connect(url, **options) as conn:
+                self._migrate(conn, migrations)
+            self._pool: ConnectionPool[Connection] = ConnectionPool(
+                url,
+                kwargs=options,
+                min_size=1,
+                max_size=pool_size,
+                timeout=POOL_WAIT_S,
+                # A connection the server dropped (a restart) is replaced, not handed out.
+                check=ConnectionPool.check_connection,
+                name="lookalike-catalog",
+                open=True,
+            )
+
+    @contextmanager
+    def _reported(self) -> Iterator[None]:
+        """The server not answering, refusing the connection or going away (and a malformed
+        URL) as one line of Unavailable that names the catalog."""
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+            raise Unavailable(f"catalog {self.where}: {_first_line(exc)}") from None
+        except psycopg.ProgrammingError as exc:
+            if exc.sqlstate is not None:  # an error in a statement, not in the URL
+                raise
+            raise Unavailable(f"catalog {self.where}: malformed URL ({_first_line(exc)})") from None
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection, in a transaction that holds the writer lock."""
+        with self._reported(), self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_LOCK])
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Handle]:
+        """A write transaction on one pooled connection, taken in turn with every other
+        writer of the catalog (the advisory lock), committed or rolled back whole."""
+        with self._connection() as conn:
+            yield _Handle(conn)
+
+    def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read statement (``?`` placeholders), on a pooled connection."""
+        with self._reported(), self._pool.connection() as conn:
+            return conn.execute(_native(sql), args).fetchall()
+
+    def _migrate(self, conn: Connection, migrations: Sequence[Migration[Connection]]) -> None:
+        """Apply the steps the database lacks, in one transaction with the version they
+        reach; the advisory lock makes processes opening a new catalog at once take turns."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITER_LOCK])
+            conn.execute(SCHEMA_TABLE)
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            found = 0 if row is None else int(str(row[0]))
+            steps = pending_migrations(found, migrations, self.where)
+            for step in steps:
+                step.apply(conn)
+            if steps:
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version VALUES (%s)", [steps[-1].version])
+
+    def schema_version(self) -> int:
+        """The version in the ``schema_version`` table: the last schema step applied."""
+        return int(self.query("SELECT version FROM schema_version")[0][0])
+
+    def path_param(self, path: str) -> PathParam:
+        """The path's file-system bytes (``bytea``), whatever its encoding."""
+        return os.fsencode(path)
+
+    def path_ranges(self, root: str) -> list[tuple[PathParam, PathParam, PathParam]]:
+        return byte_ranges(root)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _Handle:
+    """A transaction's connection with the stores' ``?`` placeholders."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        return self._conn.execute(_native(sql), args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(_native(sql), rows)
+
+
+@functools.lru_cache(maxsize=1024)
+def _native(sql: str) -> str:
+    """``sql`` with psycopg's ``%s`` placeholders for ``?`` (the stores' SQL holds no ``?`` or
+    ``%`` of its own: no literal needs them)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message (libpq adds hints on the lines after)."""
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """``url`` as messages show it: ``postgresql://user@host:port/dbname``, never with a
+    password (a malformed one: the password part cut out)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        cut = re.sub(r"(?<=://)([^/@:]*):[^/@]*@", r"\1@", url)
+        return re.sub(r"password=[^&\s]*", "password=...", cut)
+    user = f"{params['user']}@" if params.get("user") else ""
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"postgresql://{user}{params.get('host', '')}{port}/{params.get('dbname', '')}"
