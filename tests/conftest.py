@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -104,11 +105,23 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a Redis server started for this test session (tests/servers.py)."""
+def _redis_started(start: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    """The URL of the Redis ``start()`` starts, for the session (skipped without Redis)."""
     why = servers.missing_redis()
     if why:
         pytest.skip(why)
-    with servers.redis_server(tmp_path_factory.mktemp("redis")) as url:
+    with start() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a Redis server started for this test session (tests/servers.py)."""
+    yield from _redis_started(lambda: servers.redis_server(tmp_path_factory.mktemp("redis")))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a 3-node Redis Cluster started for this test session (tests/servers.py)."""
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    yield from _redis_started(lambda: servers.redis_cluster(folder))

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -108,18 +108,64 @@ def _postgres_in(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A Redis server with its files in ``folder``, nothing saved to disk; yields its URL."""
-    folder.mkdir(parents=True, exist_ok=True)
-    log, port = folder / "server.log", free_port()
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
-    argv += ["--save", "", "--appendonly", "no", "--logfile", str(log)]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+def redis_server(folder: Path, port: int | None = None) -> Iterator[str]:
+    """A Redis server with its files in ``folder``, nothing saved to disk, on ``port`` (or a
+    free one); yields its URL."""
+    port = port or free_port()
+    server = _redis(folder, port)
     try:
-        _wait_for(lambda: port_open(port), "Redis", log)
+        _wait_for(lambda: port_open(port), "Redis", folder / "server.log")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop(server, timeout=30)
+
+
+@contextlib.contextmanager
+def redis_cluster(folder: Path, nodes: int = 3) -> Iterator[str]:
+    """A Redis Cluster of ``nodes`` masters without replicas, each in a subfolder of
+    ``folder`` with its own port and cluster-bus port, joined by ``redis-cli --cluster
+    create``; yields its URL as the cache takes it (``redis+cluster://host:port,...``)."""
+    started: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for i in range(nodes):
+            here, port = folder / f"node{i}", free_port()
+            here.mkdir(parents=True, exist_ok=True)
+            cluster = ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+            cluster += ["--cluster-config-file", str(here / "nodes.conf")]
+            started.append(_redis(here, port, cluster))
+            ports.append(port)
+        for i, port in enumerate(ports):
+            _wait_for(lambda p=port: port_open(p), "Redis", folder / f"node{i}" / "server.log")
+        addresses = [f"127.0.0.1:{p}" for p in ports]
+        create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
+        subprocess.run(
+            [*create, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT_S,
+        )
+        _wait_for(lambda: all(_cluster_ok(p) for p in ports), "Redis Cluster", folder / "node0")
+        yield "redis+cluster://" + ",".join(addresses)
+    finally:
+        for server in started:
+            stop(server, timeout=30)
+
+
+def _redis(folder: Path, port: int, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """``redis-server`` on 127.0.0.1:``port``, its files and log in ``folder``, no saving."""
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
+    argv += ["--save", "", "--appendonly", "no", "--logfile", str(folder / "server.log")]
+    return subprocess.Popen([*argv, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def _cluster_ok(port: int) -> bool:
+    """Whether the cluster node on ``port`` says every slot is served."""
+    info = subprocess.run(
+        ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True
+    )
+    return "cluster_state:ok" in info.stdout
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from lookalike.errors import DataFolderError
+from lookalike.cache.base import ByteCache, NoCache
+from lookalike.errors import DataFolderError, Unavailable
 from lookalike.index.manager import IndexManager
 from lookalike.settings import Settings
 from lookalike.store.base import Catalog
@@ -48,3 +52,39 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
         ann_threshold=settings.ann_threshold,
         nprobe=settings.ann_nprobe,
     )
+
+
+def open_cache(settings: Settings) -> ByteCache:
+    """The result cache's store for ``settings``: Redis or a Redis Cluster (``cache_url``),
+    else none. Unavailable if the URL is malformed or redis-py is missing; Redis itself is
+    first asked on first use (a cache that does not answer is a miss, never an error)."""
+    if not settings.cache_url:
+        return NoCache()
+    try:  # only now: the default path imports nothing of Redis
+        from lookalike.cache.redis_cache import RedisCache, parse_url
+    except ImportError as exc:
+        raise Unavailable(
+            f"the cache (cache_url) needs the redis package ({exc}): pip install 'lookalike[scale]'"
+        ) from None
+    return RedisCache(
+        parse_url(settings.cache_url),
+        timeout_s=settings.cache_timeout_s,
+        retry_s=settings.cache_retry_s,
+    )
+
+
+def catalog_identity(settings: Settings) -> str:
+    """Which catalog ``settings`` open, as a string the cache keys answers by (generations
+    are per catalog): the catalog URL without its password, else this machine's name, the
+    data folder's real path and the catalog file's inode (a new file starts anew)."""
+    if settings.catalog_url:
+        parts = urlsplit(settings.catalog_url)
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return urlunsplit((parts.scheme, f"{user}@{host}", parts.path, "", ""))
+    path = settings.data_dir / CATALOG_FILE
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        inode = 0
+    return f"sqlite:{socket.gethostname()}:{os.path.realpath(path)}:{inode}"
