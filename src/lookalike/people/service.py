@@ -148,13 +148,13 @@ class FaceService:
             lambda: api.embed(named, self.settings, crop=crop),
         )
 
-    def _main_face(self, query: Query, crop: bool, face: int | None = None) -> Face:
-        """The main face of ``query`` (or its number ``face``), embedded, through the cache."""
+    def _main_face(self, query: Query, crop: bool) -> Face:
+        """The main face of ``query``, embedded, through the cache."""
         cached = self._cacheable(query)
         if cached is None:
-            return api.main_embedded_face(query, self.settings, face=face, crop=crop)
+            return api.main_embedded_face(query, self.settings, crop=crop)
         named, digest = cached
-        return choose_face(self._faces(named, digest, crop), face, named.name, main=True)
+        return choose_face(self._faces(named, digest, crop), None, named.name, main=True)
 
     def detect(self, decoded: Decoded) -> list[Face]:
         """The faces of a decoded image with their chips, not yet embedded (thread-safe:
