@@ -105,6 +105,9 @@ SECTIONS = (
         (),
         "concurrent searches in one worker, against a baseline revision",
     ),
+    Section(
+        "cache", "cache", (), (), "Redis result cache: a repeated HTTP search, hit against miss"
+    ),
     Section("memory", "memory", (), (), "a worker's peak RSS for large images, against a baseline"),
     Section(
         "int8-kernels",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -128,11 +129,23 @@ def postgres_catalog_url(postgres_url: str, postgres_template: str) -> Iterator[
     servers.postgres_admin(postgres_url, f"DROP DATABASE {name} WITH (FORCE)")
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a Redis server started for this test session (tests/servers.py)."""
+def _redis_started(start: Callable[[], AbstractContextManager[str]]) -> Iterator[str]:
+    """The URL of the Redis ``start()`` starts, for the session (skipped without Redis)."""
     why = servers.missing_redis()
     if why:
         pytest.skip(why)
-    with servers.redis_server(tmp_path_factory.mktemp("redis")) as url:
+    with start() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a Redis server started for this test session (tests/servers.py)."""
+    yield from _redis_started(lambda: servers.redis_server(tmp_path_factory.mktemp("redis")))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a 3-node Redis Cluster started for this test session (tests/servers.py)."""
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    yield from _redis_started(lambda: servers.redis_cluster(folder))

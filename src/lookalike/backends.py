@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lookalike.cache.base import ByteCache, NoCache
 from lookalike.errors import DataFolderError, Unavailable
 from lookalike.index.manager import IndexManager
 from lookalike.settings import Settings
@@ -13,6 +15,8 @@ from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase
 
 CATALOG_FILE = "catalog.sqlite3"
+# The ``meta`` key of a catalog's random id (catalog_identity).
+CATALOG_ID = "catalog_id"
 INDEX_DIR = "index"
 # URL schemes of a shared catalog (libpq's two names for PostgreSQL).
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -76,3 +80,32 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
         ann_threshold=settings.ann_threshold,
         nprobe=settings.ann_nprobe,
     )
+
+
+def open_cache(settings: Settings) -> ByteCache:
+    """The result cache's store for ``settings``: Redis or a Redis Cluster (``cache_url``),
+    else none. Unavailable if the URL is malformed or redis-py is missing; Redis itself is
+    first asked on first use (a cache that does not answer is a miss, never an error)."""
+    if not settings.cache_url:
+        return NoCache()
+    try:  # only now: the default path imports nothing of Redis
+        from lookalike.cache.redis_cache import RedisCache, parse_url
+    except ImportError as exc:
+        raise Unavailable(
+            f"the cache (cache_url) needs the redis package ({exc}): pip install 'lookalike[scale]'"
+        ) from None
+    return RedisCache(
+        parse_url(settings.cache_url),
+        timeout_s=settings.cache_timeout_s,
+        retry_s=settings.cache_retry_s,
+    )
+
+
+def catalog_identity(catalog: Catalog) -> str:
+    """Which catalog this is, as the cache keys answers by (generations are per catalog): a
+    random id its first user stores in the catalog, so a catalog made anew at the same path
+    or URL (its counters starting again from 0) is another catalog."""
+    stored = catalog.service.meta(CATALOG_ID)
+    if stored is None:
+        stored = catalog.service.put_meta_once(CATALOG_ID, uuid.uuid4().hex.encode())
+    return stored.decode("ascii", "replace")

@@ -124,9 +124,26 @@ class Settings(BaseSettings):
     # The shared catalog: postgresql://user:password@host:port/dbname (psycopg's conninfo
     # URLs). Unset: the SQLite file in the data folder.
     catalog_url: str | None = None
-    # The result cache: redis://host:port/db, rediss://..., or a Redis Cluster as
-    # redis+cluster://host1:port1,host2:port2 (any of its nodes). Unset: no cache.
+    # The result cache: redis://[:password@]host:port/db, rediss://... (TLS), or a Redis
+    # Cluster as redis+cluster://[:password@]host1:port1,host2:port2 (any of its nodes;
+    # rediss+cluster:// for TLS). Unset: no cache, nothing of Redis imported. It holds query
+    # images' vectors and faces (by the SHA-256 of their bytes and the model versions) and
+    # search/identify rankings (also by the catalog's generation counters, so a change to
+    # the collection is never answered from it).
     cache_url: str | None = None
+    # Seconds an entry lives. The memory Redis may use is Redis's own setting: give it a
+    # `maxmemory` and `maxmemory-policy allkeys-lru` so that the least used entries go.
+    cache_ttl_s: int = Field(default=24 * 3600, ge=1)
+    # Entries larger than this many bytes are not stored (a k=1000 ranking is ~80 kB).
+    cache_max_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Prefix of every key, so that several installations can share one Redis.
+    cache_prefix: str = Field(default="lookalike", min_length=1, max_length=100)
+    # Seconds to connect to Redis and to wait for an answer: a slow cache costs at most
+    # about this much per request before the answer is computed locally.
+    cache_timeout_s: float = Field(default=0.1, gt=0.0, le=10.0)
+    # After Redis failed, seconds during which it is not asked again (answers are computed
+    # locally meanwhile); then the next request tries it again.
+    cache_retry_s: float = Field(default=2.0, ge=0.0)
     # The Celery broker for distributed indexing: redis://host:port/db. Unset: indexing runs
     # in the process that asks for it.
     broker_url: str | None = None

@@ -19,7 +19,15 @@ from lookalike.faces.pipeline import main_face
 from lookalike.faces.read import Source, decode_for_faces, find_faces, source_label
 from lookalike.settings import Settings
 
-__all__ = ["Verification", "choose_face", "detect", "embed", "main_embedded_face", "verify"]
+__all__ = [
+    "Verification",
+    "choose_face",
+    "compare",
+    "detect",
+    "embed",
+    "main_embedded_face",
+    "verify",
+]
 
 
 @dataclass
@@ -127,9 +135,17 @@ def verify(
     """Compare the main faces (largest usable) of two images: their distance and whether
     it is within ``threshold`` (default: the ``face_threshold`` setting). BadInput if
     either image has no face."""
-    limit = settings.face_threshold if threshold is None else threshold
     face_a = main_embedded_face(a, settings, detector=detector, crop=crop)
     face_b = main_embedded_face(b, settings, detector=detector, crop=crop)
+    return compare(face_a, face_b, settings, threshold=threshold)
+
+
+def compare(
+    face_a: Face, face_b: Face, settings: Settings, *, threshold: float | None = None
+) -> Verification:
+    """Two embedded faces' distance, and whether it is within ``threshold`` (default: the
+    ``face_threshold`` setting)."""
+    limit = settings.face_threshold if threshold is None else threshold
     assert face_a.embedding is not None and face_b.embedding is not None
     distance = float(face_distance(face_a.embedding, face_b.embedding))
     return Verification(distance, distance <= limit, limit, face_a, face_b)

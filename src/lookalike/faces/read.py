@@ -31,6 +31,7 @@ __all__ = [
     "decode_for_faces",
     "detector_input",
     "find_faces",
+    "source_bytes",
     "source_label",
 ]
 
@@ -55,20 +56,24 @@ def source_label(source: Source) -> str:
     return "<bytes>" if isinstance(source, bytes) else "<image>"
 
 
+def source_bytes(source: str | Path | bytes | NamedBytes) -> NamedBytes:
+    """The bytes of ``source`` (a file is read), named as :func:`source_label` names it."""
+    if isinstance(source, NamedBytes):
+        return source
+    if isinstance(source, bytes):
+        return NamedBytes(source, "<bytes>")
+    return NamedBytes(read_file(Path(source)), os.fspath(source))
+
+
 def decode_for_faces(source: Source, settings: Settings, *, full: bool = False) -> Decoded:
     """``source`` decoded upright in RGB; reduced to ``face_decode_side`` unless ``full``."""
     if isinstance(source, Image.Image):
         rgb = to_rgb(source)
         return Decoded(rgb, rgb.width, rgb.height, "")
-    if isinstance(source, bytes):
-        data, label = source, "<bytes>"
-    elif isinstance(source, NamedBytes):
-        data, label = source.data, source.name
-    else:
-        data, label = read_file(Path(source)), os.fspath(source)
+    named = source_bytes(source)
     return decode(
-        data,
-        label,
+        named.data,
+        named.name,
         min_side=None if full else settings.face_decode_side,
         max_pixels=settings.max_image_pixels,
         gate=decode_gate(settings),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -28,24 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def free_cluster_port() -> int:
-    """A free port whose cluster bus port (itself + 10000, Redis Cluster's rule) is free
-    too: the system's ephemeral ports are too high for that, so one is sought below them."""
-    for port in random.sample(range(20_000, 30_000), 200):
-        if all(_bindable(p) for p in (port, port + 10_000)):
-            return port
-    raise RuntimeError("no free pair of ports for a Redis Cluster node")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def port_open(port: int) -> bool:
@@ -142,11 +123,11 @@ def postgres_admin(url: str, statement: str) -> None:
 
 
 @contextlib.contextmanager
-def _redis_node(folder: Path, *extra: str) -> Iterator[int]:
-    """One redis-server with its files in ``folder``, nothing saved; yields its port (a
-    cluster node's, ``extra`` naming ``--cluster-enabled``, leaves room for its bus port)."""
+def _redis_node(folder: Path, *extra: str, port: int | None = None) -> Iterator[int]:
+    """One redis-server on ``port`` (default: a free one) with its files in ``folder``,
+    nothing saved; yields its port."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_cluster_port() if "--cluster-enabled" in extra else free_port()
+    port = port or free_port()
     log = folder / "server.log"
     argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
     argv += ["--save", "", "--appendonly", "no", "--logfile", str(log), *extra]
@@ -159,9 +140,10 @@ def _redis_node(folder: Path, *extra: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A Redis server with its files in ``folder``, nothing saved to disk; yields its URL."""
-    with _redis_node(folder) as port:
+def redis_server(folder: Path, port: int | None = None) -> Iterator[str]:
+    """A Redis server with its files in ``folder``, nothing saved to disk, on ``port`` (or
+    a free one: a test restarts a server on its old port); yields its URL."""
+    with _redis_node(folder, port=port) as port:
         yield f"redis://127.0.0.1:{port}/0"
 
 
@@ -170,10 +152,17 @@ def redis_cluster(folder: Path, nodes: int = 3) -> Iterator[str]:
     """A Redis Cluster of ``nodes`` masters (no replicas) in sub-folders of ``folder``,
     its slots spread over them by ``redis-cli --cluster create``; yields its URL in
     lookalike's form, ``redis+cluster://127.0.0.1:p1,127.0.0.1:p2,...``."""
-    cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
     with contextlib.ExitStack() as stack:
         ports = [
-            stack.enter_context(_redis_node(folder / f"node{i}", *cluster)) for i in range(nodes)
+            stack.enter_context(
+                _redis_node(
+                    folder / f"node{i}",
+                    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                    # The bus port, else the port + 10000: past 65535 for ephemeral ports.
+                    *("--cluster-port", str(free_port())),
+                )
+            )
+            for i in range(nodes)
         ]
         addresses = [f"127.0.0.1:{p}" for p in ports]
         create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
@@ -181,6 +170,7 @@ def redis_cluster(folder: Path, nodes: int = 3) -> Iterator[str]:
             [*create, "--cluster-yes"],
             check=True,
             capture_output=True,
+            timeout=START_TIMEOUT_S,
         )
         wait_for(lambda: all(_cluster_ok(p) for p in ports), "the Redis Cluster")
         yield "redis+cluster://" + ",".join(addresses)

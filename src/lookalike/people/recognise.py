@@ -7,6 +7,7 @@ photo that match one person, the closest keeps the name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +81,15 @@ class Recogniser:
     ) -> list[Identified]:
         """Every face of ``query`` with the person it shows, or unknown."""
         faces = embed(query, self.settings, crop=crop)
+        return self.name_faces(faces, self.match_faces(faces, threshold=threshold))
+
+    def match_faces(self, faces: Sequence[Face], *, threshold: float | None = None) -> list[Match]:
+        """:meth:`identify_vectors` of embedded faces (one Match per face)."""
         vectors = [f.embedding for f in faces if f.embedding is not None]
-        answers = self.identify_vectors(np.array(vectors), threshold=threshold) if faces else []
+        return self.identify_vectors(np.array(vectors), threshold=threshold) if faces else []
+
+    def name_faces(self, faces: Sequence[Face], answers: Sequence[Match]) -> list[Identified]:
+        """Each face with the person of its Match, by the people's names now."""
         # When several faces match one person, the closest keeps the name and the others
         # are unknown (with that person a candidate).
         closest: dict[int, tuple[float, int]] = {}

@@ -7,6 +7,7 @@ theirs, caught up with the catalog before each use).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,11 @@ class FaceSearcher:
             for s, i in zip(sq[0], ids[0], strict=True)
             if i >= 0
         ]
-        pairs = [(i, d) for i, d in pairs if d <= limit]
+        return self.hits([(i, d) for i, d in pairs if d <= limit])
+
+    def hits(self, pairs: Sequence[tuple[int, float]]) -> list[FaceHit]:
+        """The hits of ``(face id, distance)`` pairs, as the face store has them now (faces
+        removed meanwhile are left out)."""
         rows = self.store.faces([i for i, _ in pairs])
         hits: list[FaceHit] = []
         for i, d in pairs:

@@ -17,11 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.decode import Decoded
+from lookalike.cache import NoCache, ResultCache
+from lookalike.cache.results import FaceRanking, Matches, Part
+from lookalike.decode import Decoded, sha256_hex
+from lookalike.errors import BadInput
 from lookalike.faces import Encoder, Face, StageTimes, api
-from lookalike.faces.api import Verification
+from lookalike.faces.api import Verification, choose_face
 from lookalike.faces.config import Detector, LandmarkCount
-from lookalike.faces.read import Source, decode_for_faces, find_faces
+from lookalike.faces.read import NamedBytes, Source, decode_for_faces, find_faces, source_bytes
 from lookalike.index.manager import IndexManager
 from lookalike.people.clustering import Clustering, ClusterReport
 from lookalike.people.gallery import Gallery
@@ -49,9 +52,18 @@ __all__ = [
 class FaceService:
     """Faces and people of one data folder (``Lookalike.people``)."""
 
-    def __init__(self, settings: Settings, store: FaceStore, index_dir: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: FaceStore,
+        index_dir: Path,
+        *,
+        cache: ResultCache | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        # Query faces and rankings by the query's SHA-256 (none: a no-op cache).
+        self.cache = cache or ResultCache(NoCache(), settings, scope="")
         self.version = face_version(settings.face_detector)
         self.encoder = Encoder.from_settings(settings)
         self.gallery = Gallery(settings, store, self.version)
@@ -95,14 +107,54 @@ class FaceService:
         )
 
     def faces_of(self, query: Query, *, crop: bool = False) -> list[Face]:
-        """Decode one query image; returns its faces, embedded."""
-        return api.embed(query, self.settings, crop=crop)
+        """Decode one query image; returns its faces, embedded (from the result cache when
+        it has them: without chips)."""
+        cached = self._cacheable(query)
+        return self._faces(*cached, crop) if cached else api.embed(query, self.settings, crop=crop)
 
     def verify(
         self, a: Query, b: Query, *, threshold: float | None = None, crop: bool = False
     ) -> Verification:
         """Compare the main faces (largest usable) of two images; BadInput if one has none."""
-        return api.verify(a, b, self.settings, threshold=threshold, crop=crop)
+        if not self.cache.enabled:
+            return api.verify(a, b, self.settings, threshold=threshold, crop=crop)
+        face_a, face_b = (self._main_face(q, crop) for q in (a, b))
+        return api.compare(face_a, face_b, self.settings, threshold=threshold)
+
+    def _cacheable(self, query: Query) -> tuple[NamedBytes, str] | None:
+        """A query's bytes and their SHA-256 when the result cache may answer for it."""
+        if not self.cache.enabled or isinstance(query, Image.Image):
+            return None
+        named = source_bytes(query)
+        return named, sha256_hex(named.data)
+
+    def _face_parts(self, digest: str, crop: bool) -> list[Part]:
+        """What a query's faces depend on: its bytes, the face model and the settings
+        that move, find or flag faces (key parts of the result cache)."""
+        s = self.settings
+        return [
+            digest,
+            self.version,
+            crop,
+            s.face_decode_side,
+            s.face_detect_max_side,
+            s.face_min_size,
+            s.face_min_quality,
+        ]
+
+    def _faces(self, named: NamedBytes, digest: str, crop: bool) -> list[Face]:
+        return self.cache.faces(
+            self._face_parts(digest, crop),
+            lambda: api.embed(named, self.settings, crop=crop),
+        )
+
+    def _main_face(self, query: Query, crop: bool) -> Face:
+        """The main face of ``query``, embedded, through the cache."""
+        cached = self._cacheable(query)
+        if cached is None:
+            return api.main_embedded_face(query, self.settings, crop=crop)
+        named, digest = cached
+        return choose_face(self._faces(named, digest, crop), None, named.name, main=True)
 
     def detect(self, decoded: Decoded) -> list[Face]:
         """The faces of a decoded image with their chips, not yet embedded (thread-safe:
@@ -193,8 +245,26 @@ class FaceService:
     def identify(
         self, query: Query, *, threshold: float | None = None, crop: bool = False
     ) -> list[Identified]:
-        """Every face of ``query`` with the person it shows, or unknown."""
-        return self.recogniser.identify(query, threshold=threshold, crop=crop)
+        """Every face of ``query`` with the person it shows, or unknown (its faces and
+        their matches from the result cache when there, names as they are now)."""
+        cached = self._cacheable(query)
+        if cached is None:
+            return self.recogniser.identify(query, threshold=threshold, crop=crop)
+        named, digest = cached
+        faces = self._faces(named, digest, crop)
+        limit = self.settings.face_threshold if threshold is None else threshold
+        # The gallery's generation is read first: a ranking is never older than its key.
+        parts = [*self._face_parts(digest, crop), self.store.generation("gallery"), limit]
+
+        def fits(ranking: Matches) -> list[Match] | None:
+            # Matches of another number of faces are of other faces: not used.
+            return ranking.matches if len(ranking.matches) == len(faces) else None
+
+        found = self.cache.answer("identify", parts, Matches, fits)
+        if found is None:
+            found = self.recogniser.match_faces(faces, threshold=limit)
+            self.cache.keep("identify", parts, Matches(matches=found))
+        return self.recogniser.name_faces(faces, found)
 
     # -- clusters: lookalike.people.clustering --------------------------------------------
 
@@ -234,8 +304,27 @@ class FaceService:
         crop: bool = False,
     ) -> FaceSearch:
         """Indexed faces nearest to the main face of ``query`` (see
-        :meth:`FaceSearcher.search`)."""
-        return self.searcher.search(query, k=k, face=face, max_distance=max_distance, crop=crop)
+        :meth:`FaceSearcher.search`; through the result cache when there is one)."""
+        cached = self._cacheable(query)
+        if cached is None:
+            return self.searcher.search(query, k=k, face=face, max_distance=max_distance, crop=crop)
+        if k <= 0:
+            raise BadInput(f"k must be a positive number, got {k}")
+        named, digest = cached
+        chosen = choose_face(self._faces(named, digest, crop), face, named.name, main=True)
+        assert chosen.embedding is not None
+        limit = self.settings.face_threshold if max_distance is None else max_distance
+        # The face index's generation is read first: a ranking is never older than its key.
+        generation = self.store.generation(self.spec.name)
+        parts = [*self._face_parts(digest, crop), generation, k, face, limit]
+        hits = self.cache.answer(
+            "face-search", parts, FaceRanking, lambda r: self.searcher.hits(r.hits)
+        )
+        if hits is None:
+            hits = self.searcher.search_vector(chosen.embedding, k=k, max_distance=limit)
+            ranking = FaceRanking(hits=[(h.face_id, h.distance) for h in hits])
+            self.cache.keep("face-search", parts, ranking)
+        return FaceSearch(named.name, chosen, hits)
 
     def search_vector(
         self, embedding: np.ndarray, *, k: int = 10, max_distance: float | None = None

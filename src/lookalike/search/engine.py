@@ -8,6 +8,7 @@ the vector index, which is brought up to the catalog's generation first.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -19,10 +20,20 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
-from lookalike.backends import INDEX_DIR, open_catalog, open_data_dir, open_indexes
-from lookalike.decode import decode, decode_gate, read_file, to_rgb
+from lookalike.backends import (
+    INDEX_DIR,
+    catalog_identity,
+    open_cache,
+    open_catalog,
+    open_data_dir,
+    open_indexes,
+)
+from lookalike.cache import ResultCache
+from lookalike.cache.results import Part, Ranking
+from lookalike.decode import decode, decode_gate, sha256_hex, to_rgb
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
 from lookalike.errors import BadArgument, ImageError, NotFound
+from lookalike.faces.read import source_bytes
 from lookalike.ingest.report import IndexReport
 from lookalike.ingest.run import IndexRun, Parts
 from lookalike.people.service import FaceService
@@ -57,14 +68,20 @@ class Lookalike:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         open_data_dir(settings)
+        store = open_cache(settings)  # first: a malformed cache URL fails before anything opens
         self.catalog = open_catalog(settings)
         try:
             self.indexes = open_indexes(settings, self.catalog)
+            scope = catalog_identity(self.catalog) if settings.cache_url else ""
         except BaseException:
             self.catalog.close()
             raise
+        # Query vectors and rankings (lookalike.cache; a no-op one without cache_url).
+        self.cache = ResultCache(store, settings, scope=scope)
         # Faces and people (lookalike.people): enrol, identify, cluster, face search.
-        self.people = FaceService(settings, self.catalog.faces, settings.data_dir / INDEX_DIR)
+        self.people = FaceService(
+            settings, self.catalog.faces, settings.data_dir / INDEX_DIR, cache=self.cache
+        )
         self._descriptors: dict[str, Descriptor] = {}
         self._lock = threading.Lock()
 
@@ -81,6 +98,7 @@ class Lookalike:
 
     def close(self) -> None:
         self.catalog.close()
+        self.cache.store.close()
 
     def descriptor(self, name: str | None = None) -> Descriptor:
         """The descriptor called ``name`` (default from settings), created once."""
@@ -185,10 +203,15 @@ class Lookalike:
     def search_one(
         self, query: Query, *, k: int = 10, descriptor: str | None = None
     ) -> SearchResult:
-        """The ``k`` most similar images to one query; raises ImageError if it can't be read."""
+        """The ``k`` most similar images to one query; raises ImageError if it can't be read.
+
+        With a result cache, a query given as bytes or a file is looked up by its SHA-256:
+        its ranking (at the catalog's current generation), else its descriptor rows."""
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
+        if self.cache.enabled and not isinstance(query, Image.Image):
+            return self._search_cached(query, k, desc)
         t0 = time.perf_counter()
         image = self._query_image(query, self.describe_side())
         t1 = time.perf_counter()
@@ -198,6 +221,50 @@ class Lookalike:
         t3 = time.perf_counter()
         timing = {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}
         return SearchResult(_label(query), hits, timing)
+
+    def _search_cached(self, query: str | Path | bytes, k: int, desc: Descriptor) -> SearchResult:
+        """:meth:`search_one` through the result cache; ``timing_ms`` has ``cache`` (the
+        lookups) and the steps that ran."""
+        t0 = time.perf_counter()
+        named = source_bytes(query)
+        side = self.describe_side()
+        vector_parts: list[Part] = [sha256_hex(named.data), desc.name, desc.version, side]
+        # Read before searching: a ranking stored under it is never older than it says.
+        answer_parts = [*vector_parts, self.catalog.generation(desc.name), k]
+        found = self.cache.answer("search", answer_parts, Ranking, self._cached_hits)
+        if found is not None:
+            return SearchResult(_label(query), found, {"cache": (time.perf_counter() - t0) * 1e3})
+        timing: dict[str, float] = {}
+
+        def compute() -> np.ndarray:
+            t1 = time.perf_counter()
+            image = self._decode(named.data, named.name, side)
+            t2 = time.perf_counter()
+            rows = desc.embed_query(image)
+            timing.update(decode=(t2 - t1) * 1e3, embed=(time.perf_counter() - t2) * 1e3)
+            return rows
+
+        rows = self.cache.rows(vector_parts, compute, functools.partial(_fits, desc))
+        t3 = time.perf_counter()
+        hits = self.search_vectors(rows, k=k, descriptor=desc.name)
+        t4 = time.perf_counter()
+        ranking = Ranking(hits=[(h.image_id, h.sha256, h.score) for h in hits])
+        self.cache.keep("search", answer_parts, ranking)
+        lookups = (t3 - t0) * 1e3 - timing.get("decode", 0.0) - timing.get("embed", 0.0)
+        timing.update(cache=lookups, search=(t4 - t3) * 1e3)
+        return SearchResult(_label(query), hits, timing)
+
+    def _cached_hits(self, ranking: Ranking) -> list[Hit] | None:
+        """The hits of a cached ranking with the catalog's paths now; None if one of its
+        images is gone or is other bytes now (a catalog made anew)."""
+        info = self.catalog.images([i for i, _, _ in ranking.hits])
+        hits: list[Hit] = []
+        for rank, (i, sha, score) in enumerate(ranking.hits, start=1):
+            row = info.get(i)
+            if row is None or row.sha256 != sha:
+                return None
+            hits.append(Hit(rank, _main_path(row), sha, score, i))
+        return hits
 
     def search_vectors(
         self, rows: np.ndarray, *, k: int = 10, descriptor: str | None = None
@@ -229,10 +296,10 @@ class Lookalike:
     def _query_image(self, query: Query, min_side: int) -> Image.Image:
         if isinstance(query, Image.Image):
             return to_rgb(query, min_side=min_side)
-        if isinstance(query, bytes):
-            data, source = query, "<bytes>"
-        else:
-            data, source = read_file(Path(query)), os.fspath(query)
+        named = source_bytes(query)
+        return self._decode(named.data, named.name, min_side)
+
+    def _decode(self, data: bytes, source: str, min_side: int) -> Image.Image:
         return decode(
             data,
             source,
@@ -291,6 +358,13 @@ def merge_variants(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndar
     _, first = np.unique(flat_ids, return_index=True)
     first.sort()
     return flat_ids[first][:k], flat_scores[first][:k]
+
+
+def _fits(desc: Descriptor, rows: np.ndarray) -> bool:
+    """Whether ``rows`` can be ``desc``'s query rows (a cached entry is checked so)."""
+    width = desc.dim // 8 if desc.kind == "binary" else desc.dim
+    dtype = np.uint8 if desc.kind == "binary" else np.float32
+    return rows.dtype == dtype and rows.ndim == 2 and len(rows) > 0 and rows.shape[1] == width
 
 
 def _main_path(row: ImageRow) -> str:

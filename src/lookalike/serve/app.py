@@ -50,6 +50,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = Lookalike(settings)
+        engine.cache.on_event = metrics.cache_event
         app.state.engine = engine
         try:
             yield

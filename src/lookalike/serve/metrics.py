@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route and status, latency, and the collection's size.
+"""Prometheus metrics: requests by route and status, latency, the result cache's hits,
+misses and errors (by kind: ``vectors``, ``answers``), and the collection's size.
 
 With several worker processes (``lookalike serve --workers N``) the CLI points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before the workers start, and ``/metrics``
@@ -22,6 +23,7 @@ from prometheus_client import (
 )
 from starlette.routing import Match
 
+from lookalike.cache import ANSWERS, VECTORS
 from lookalike.search.engine import Lookalike
 
 REQUESTS = Counter(
@@ -33,6 +35,27 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+_CACHE = {
+    outcome: Counter(f"lookalike_cache_{outcome}_total", doc, ["kind"])
+    for outcome, doc in (
+        ("hits", "Result cache lookups answered from the cache"),
+        ("misses", "Result cache lookups that found nothing usable (computed, then stored)"),
+        (
+            "errors",
+            "Result cache lookups or writes that failed: the cache did not answer in "
+            "time or held an unreadable entry (computed locally)",
+        ),
+    )
+}
+for _counter in _CACHE.values():
+    for _kind in (VECTORS, ANSWERS):
+        _counter.labels(_kind)  # present at 0 from the start
+
+
+def cache_event(kind: str, outcome: str) -> None:
+    """Count one result cache event (``ResultCache.on_event``): outcome hit, miss or error."""
+    _CACHE[{"hit": "hits", "miss": "misses", "error": "errors"}[outcome]].labels(kind).inc()
 
 
 def _route(request: Request) -> str:
