@@ -287,7 +287,7 @@ def startup_targets(runs: list[StartupRun], n: int) -> list[Target]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("parts", nargs="*", choices=["write", "startup"], default=[])
+    parser.add_argument("parts", nargs="*", metavar="PART", help="write, startup (default: both)")
     parser.add_argument("--write-size", type=int, default=WRITE_N)
     parser.add_argument("--startup-size", type=int, default=STARTUP_N)
     parser.add_argument("--child-build", type=Path, help=argparse.SUPPRESS)
@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {why}", file=sys.stderr)
         return 2
     parts = args.parts or ["write", "startup"]
+    unknown = set(parts) - {"write", "startup"}
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
     write_n = 2_000 if args.quick else args.write_size
     startup_n = 50_000 if args.quick else args.startup_size
     with common.temp_dir("catalog") as work, private_postgres() as server:

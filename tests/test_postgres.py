@@ -97,6 +97,28 @@ def test_a_newer_schema_is_refused_naming_the_catalog(postgres_catalog_url: str)
     assert row == (SCHEMA_VERSION + 1,)  # left alone
 
 
+def test_connections_the_server_dropped_are_replaced_without_an_error(
+    postgres_catalog_url: str,
+) -> None:
+    # A restart, or an idle timeout, ends the pooled connections under the catalog's feet:
+    # the next read and write each find theirs dead and run on a new one.
+    database = PostgresDatabase(postgres_catalog_url)
+    catalog = SqlCatalog(database)
+    try:
+        catalog.record(_items(0)[:2])
+        for _ in range(2):
+            with psycopg.connect(postgres_catalog_url, autocommit=True) as admin:
+                dropped = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                ).fetchone()
+            assert dropped is not None and dropped[0] >= 1
+            assert len(catalog.image_page(0, 10)) == 2
+            assert catalog.record(_items(2)[:2]) == catalog.record(_items(0)[:2])
+    finally:
+        catalog.close()
+
+
 def test_the_chain_is_numbered_in_order() -> None:
     assert [step.version for step in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 

@@ -79,6 +79,8 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
         folder,
         ann_threshold=settings.ann_threshold,
         nprobe=settings.ann_nprobe,
+        # The embedded catalog's generation costs microseconds: read before every search.
+        poll_s=settings.catalog_poll_s if settings.catalog_url else 0.0,
     )
 
 

@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # The shared catalog: postgresql://user:password@host:port/dbname (psycopg's conninfo
     # URLs). Unset: the SQLite file in the data folder.
     catalog_url: str | None = None
+    # A node on a shared catalog asks it for an index's generation (has anything changed?)
+    # at most this often, in seconds, instead of before every search (a round trip, a
+    # tenth of a search): what other nodes add is found within this time (issue target 1 s).
+    catalog_poll_s: float = Field(default=0.25, ge=0.0, le=1.0)
     # The result cache: redis://[:password@]host:port/db, rediss://... (TLS), or a Redis
     # Cluster as redis+cluster://[:password@]host1:port1,host2:port2 (any of its nodes;
     # rediss+cluster:// for TLS). Unset: no cache, nothing of Redis imported. It holds query

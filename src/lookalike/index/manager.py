@@ -16,8 +16,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import threading
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +91,14 @@ class IndexManager:
         ann_threshold: int,
         nprobe: int,
         metric: Metric = "ip",
+        poll_s: float = 0.0,
     ) -> None:
         self.source = source
+        # Seconds an index is used without asking the source for its generation again
+        # (0: before every use). A shared catalog is a round trip away: a node on one reads
+        # it at most this often, and sees other nodes' changes within this time.
+        self.poll_s = poll_s
+        self._asked: dict[str, float] = {}
         self.metric: Metric = metric
         self.directory = directory
         self.ann_threshold = ann_threshold
@@ -110,6 +118,11 @@ class IndexManager:
         """
         with self._lock:
             held = self._held.get(descriptor.name)
+            now = time.monotonic()
+            fresh = now - self._asked.get(descriptor.name, -math.inf) < self.poll_s
+            if fresh and held is not None and held.version == descriptor.version:
+                return held.index
+            self._asked[descriptor.name] = now
             generation = self.source.generation(descriptor.name)
             if held is None or held.version != descriptor.version:
                 held = self._load(descriptor)
@@ -122,6 +135,7 @@ class IndexManager:
     def rebuild(self, descriptor: IndexSpec) -> VectorIndex:
         """Build the index afresh from the catalog's vectors and persist it."""
         with self._lock:
+            self._asked[descriptor.name] = time.monotonic()
             generation = self.source.generation(descriptor.name)
             held = self._build(descriptor, generation)
             self._save(descriptor.name, held)

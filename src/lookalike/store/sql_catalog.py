@@ -70,30 +70,23 @@ class SqlCatalog:
         return self.images([image_id]).get(image_id)
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
-        out: dict[int, ImageRow] = {}
+        # One statement per chunk (a round trip each on a shared catalog): each image's
+        # row once per path, its paths in order.
+        rows: dict[int, tuple[Sequence[Any], list[str]]] = {}
         for chunk, marks in in_chunks(ids):
-            rows = self.database.query(
-                f"SELECT id, sha256, width, height, format, size FROM images WHERE id IN ({marks})",
-                chunk,
-            )
-            paths: dict[int, list[str]] = {}
-            for image_id, p in self.database.query(
-                f"SELECT image_id, path FROM paths WHERE image_id IN ({marks}) ORDER BY path",
+            for *image, p in self.database.query(
+                "SELECT i.id, i.sha256, i.width, i.height, i.format, i.size, p.path "
+                f"FROM images i LEFT JOIN paths p ON p.image_id = i.id WHERE i.id IN ({marks}) "
+                "ORDER BY i.id, p.path",
                 chunk,
             ):
-                paths.setdefault(int(image_id), []).append(path_value(p))
-            for i, sha, w, h, fmt, size in rows:
-                key = int(i)
-                out[key] = ImageRow(
-                    key,
-                    str(sha),
-                    int(w),
-                    int(h),
-                    str(fmt),
-                    int(size),
-                    tuple(paths.get(key, ())),
-                )
-        return out
+                _, paths = rows.setdefault(int(image[0]), (image, []))
+                if p is not None:
+                    paths.append(path_value(p))
+        return {
+            key: ImageRow(key, str(sha), int(w), int(h), str(fmt), int(size), tuple(paths))
+            for key, ((_, sha, w, h, fmt, size), paths) in rows.items()
+        }
 
     def image_page(self, offset: int, limit: int) -> list[ImageRow]:
         rows = self.database.query(
