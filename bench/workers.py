@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return common.EXIT_SKIPPED
     source = common.data_dir(args.data, HOLIDAYS) / HOLIDAYS
     photos = common.image_files(source)[: args.images]
+    # Files with the same bytes are one image (Holidays has a few).
+    distinct = len({hashlib.sha256(p.read_bytes()).digest() for p in photos})
     times: dict[int, list[float]] = {1: [], 2: []}
     with common.temp_dir("workers") as work:
         folder = work / "photos"
@@ -161,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for n in (1, 2):
                     took, indexed = one_run(n, folder, broker, work, args.chunk)
-                    if indexed != len(photos):
-                        print(f"error: {indexed} images stored, {len(photos)} expected")
+                    if indexed != distinct:
+                        print(f"error: {indexed} images stored, {distinct} expected")
                         return 1
                     times[n].append(took)
                     print(f"round {r + 1}, {n} worker(s): {len(photos) / took:.1f} images/s")
