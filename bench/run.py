@@ -110,6 +110,13 @@ SECTIONS = (
     ),
     Section("memory", "memory", (), (), "a worker's peak RSS for large images, against a baseline"),
     Section(
+        "workers",
+        "workers",
+        (),
+        ("holidays/images",),
+        "queued indexing throughput, 1 and 2 Celery workers",
+    ),
+    Section(
         "int8-kernels",
         "int8_kernels",
         (),

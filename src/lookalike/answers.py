@@ -36,6 +36,7 @@ from lookalike.store.base import (
     ExampleRow,
     FaceRow,
     ImageRow,
+    JobRow,
     KeyRow,
     PersonRow,
     Scope,
@@ -568,6 +569,48 @@ class IndexSummary(Answer):
             faces=report.faces,
             people=None if report.people is None else ClusterRunReport.of(report.people),
         )
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+_job_status: TypeAdapter[JobStatus] = TypeAdapter(JobStatus)
+
+
+class Job(Answer):
+    """A background index job (``GET /v1/jobs/{job_id}``, ``lookalike jobs --json``)."""
+
+    job_id: int
+    kind: str = Field(description="index")
+    target: ShownPath = Field(description="The folder (real path)")
+    status: JobStatus
+    done: int = Field(description="Files done so far")
+    total: int = Field(description="Files found so far")
+    report: IndexSummary | None = Field(
+        description="Once done; for a job queued to workers, what its finished chunks did so far"
+    )
+    error: str | None = Field(description="Once failed (queued: the chunks that failed whole)")
+    created_at: float = Field(description="Unix time")
+    updated_at: float
+
+    @classmethod
+    def of(cls, row: JobRow) -> Self:
+        return cls(
+            job_id=row.id,
+            kind=row.kind,
+            target=row.target,
+            status=_job_status.validate_python(row.status),
+            done=row.done,
+            total=row.total,
+            report=None if row.report is None else IndexSummary.model_validate(row.report),
+            error=row.error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class Jobs(Answer):
+    jobs: list[Job] = Field(description="Newest first")
 
 
 # -- API keys ------------------------------------------------------------------------------

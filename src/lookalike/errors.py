@@ -115,6 +115,14 @@ class DataFolderError(LookalikeError):
     code = "data_folder"
 
 
+class VectorMismatch(LookalikeError):
+    """This machine's models compute other vectors than the ones the shared catalog holds
+    (another CPU or library version): it must not add to that catalog."""
+
+    status = 500
+    code = "vector_mismatch"
+
+
 class ModelError(LookalikeError):
     """A model file is missing or cannot be converted."""
 

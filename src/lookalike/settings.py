@@ -151,6 +151,19 @@ class Settings(BaseSettings):
     # The Celery broker for distributed indexing: redis://host:port/db. Unset: indexing runs
     # in the process that asks for it.
     broker_url: str | None = None
+    # Files per chunk of a queued index job: one task, done by one worker in one go (and
+    # done again whole if its worker dies).
+    queue_chunk_files: int = Field(default=64, ge=1, le=10_000)
+    # Seconds after which a chunk a worker took but never acknowledged (the worker was
+    # killed, or its machine lost) is handed to another worker: the Redis transport's
+    # visibility timeout. Keep it above the longest a chunk takes, or a slow chunk is done
+    # twice (harmless: writes are idempotent, but wasted).
+    queue_redelivery_s: int = Field(default=600, ge=1)
+    # Seconds to wait for the broker to answer before giving up with an error.
+    broker_timeout_s: float = Field(default=5.0, gt=0.0)
+    # Where the server stores uploaded images (default: <data_dir>/uploads). With queued
+    # indexing, a folder every worker sees at the same path.
+    uploads_dir: Path | None = None
 
 
 @lru_cache(maxsize=1)

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from lookalike.answers import Answer
+from lookalike.answers import Answer, IndexSummary
 from lookalike.errors import BadArgument, LookalikeError
 from lookalike.files import shown
 from lookalike.people.service import ClusterReport
@@ -126,3 +126,22 @@ def cluster_summary(report: ClusterReport) -> str:
         f"{plural(report.started, 'new cluster')}{merged}; "
         f"{plural(report.clusters, 'cluster')} in all"
     )
+
+
+def print_index_summary(summary: IndexSummary, as_json: bool) -> None:
+    """What an index run or job did: JSON, or a line per failed file (stderr), the counts
+    and a line on faces."""
+    if as_json:
+        echo_json(summary)
+        return
+    for f in summary.failed:
+        click.echo(f"skipped {f.path}: {f.error}", err=True)
+    click.echo(
+        f"{summary.indexed} indexed, {summary.unchanged} unchanged, {summary.duplicates} "
+        f"duplicates, {summary.removed} removed, {len(summary.failed)} failed"
+    )
+    if summary.faces is not None:
+        line = f"faces: {summary.faces} found"
+        if summary.people is not None:
+            line += f"; {cluster_summary(ClusterReport(**summary.people.model_dump()))}"
+        click.echo(line)

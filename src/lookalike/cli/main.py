@@ -14,16 +14,17 @@ import click
 from lookalike.answers import Duplicates, Failed, IndexSummary, SearchAnswer
 from lookalike.cli.common import (
     FAILED,
-    cluster_summary,
+    USAGE,
     data_dir_option,
     echo_json,
+    print_index_summary,
     shared_parts_options,
     with_engine,
 )
 from lookalike.cli.common import fail as _fail
 from lookalike.errors import ImageError
 from lookalike.files import shown
-from lookalike.ingest.report import IndexInterrupted, IndexReport
+from lookalike.ingest.report import IndexInterrupted
 from lookalike.search.engine import Lookalike, SearchResult
 
 
@@ -36,26 +37,6 @@ def cli(ctx: click.Context, /, data_dir: Path | None, **urls: str | None) -> Non
     ctx.obj = {"data_dir": data_dir, **urls}
 
 
-def _print_index_report(report: IndexReport, as_json: bool) -> None:
-    if as_json:
-        echo_json(IndexSummary.of(report))
-        return
-    for f in report.failed:
-        click.echo(f"skipped {shown(f.path)}: {f.error}", err=True)
-    click.echo(
-        f"{report.indexed} indexed, {report.unchanged} unchanged, "
-        f"{report.duplicates} duplicates, {report.removed} removed, {len(report.failed)} failed"
-    )
-    if report.faces is not None:
-        click.echo(_faces_summary(report))
-
-
-def _faces_summary(report: IndexReport) -> str:
-    """One line on the faces of an index run: found, then what grouping them did."""
-    line = f"faces: {report.faces} found"
-    return line if report.people is None else f"{line}; {cluster_summary(report.people)}"
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -65,6 +46,13 @@ def _faces_summary(report: IndexReport) -> str:
     default=None,
     help="Find, recognise and group faces (default: the faces setting, on).",
 )
+@click.option(
+    "--queue",
+    is_flag=True,
+    help="Split the work into chunks for `lookalike worker` processes (needs a broker URL); "
+    "prints the job id.",
+)
+@click.option("--wait", is_flag=True, help="With --queue: follow the job to its end.")
 @data_dir_option
 @with_engine
 def index(
@@ -73,15 +61,24 @@ def index(
     as_json: bool,
     progress: bool | None,
     faces: bool | None,
+    queue: bool,
+    wait: bool,
 ) -> None:
     """Add the images in PATHS (files or folders, recursively)."""
+    if wait and not queue:
+        _fail("--wait goes with --queue", USAGE)
+    if queue:
+        from lookalike.cli.queue import queued_index
+
+        queued_index(engine, paths, faces=faces, wait=wait, as_json=as_json, progress=progress)
+        return
     try:
         report = engine.index(paths, faces=faces, progress=progress)
     except IndexInterrupted as stop:
-        _print_index_report(stop.report, as_json)
+        print_index_summary(IndexSummary.of(stop.report), as_json)
         click.echo("interrupted: what was committed is kept; run again to resume", err=True)
         sys.exit(130)
-    _print_index_report(report, as_json)
+    print_index_summary(IndexSummary.of(report), as_json)
     if report.failed:
         sys.exit(FAILED)
 
@@ -284,6 +281,7 @@ def _register_subcommands() -> None:
     from lookalike.cli.eval_faces import eval_faces
     from lookalike.cli.faces import faces
     from lookalike.cli.people import people
+    from lookalike.cli.queue import jobs, worker
     from lookalike.cli.serve import keys, serve
     from lookalike.cli.status import status
 
@@ -293,6 +291,8 @@ def _register_subcommands() -> None:
     cli.add_command(keys)
     cli.add_command(status)
     cli.add_command(cluster)
+    cli.add_command(worker)
+    cli.add_command(jobs)
     eval_group.add_command(eval_faces)
 
 

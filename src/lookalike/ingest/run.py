@@ -5,8 +5,11 @@ faces) -> describe (batched embedding of the descriptors an image lacks) -> scan
 (embed the faces found) -> commit (one catalog transaction per ``commit_every`` images)
 -> drop gone paths -> sync (vector indexes caught up, new faces grouped).
 
-``Lookalike.index`` runs them all (:meth:`IndexRun.run`); a queued worker can run
-:meth:`IndexRun.ingest` on one chunk of files and :meth:`IndexRun.sync` after it.
+``Lookalike.index`` runs them all (:meth:`IndexRun.run`). A queued job splits them
+(``lookalike.queue``): :meth:`IndexRun.survey` walks and drops gone paths where the job is
+made; each worker runs ``walk`` (of its chunk's files), ``plan``, :meth:`IndexRun.ingest` and
+:meth:`IndexRun.group_faces` on one chunk. Vector indexes are caught up by the nodes that
+search, from the catalog's generation, as always.
 """
 
 from __future__ import annotations
@@ -228,8 +231,21 @@ class IndexRun:
         """Bring the vector indexes up to the catalog and group the new faces."""
         for desc in self.parts.descriptors:
             self.parts.indexes.get(desc)
+        self.group_faces()
+
+    def group_faces(self) -> None:
+        """Recognise and group the new faces (when faces are indexed and grouping at index
+        time is on); what it did goes into the report."""
         if self.with_faces and self.parts.settings.face_cluster_on_index:
             self.report.people = self.parts.people.cluster()
+
+    def survey(self, paths: Sequence[str | Path]) -> Walked:
+        """Walk ``paths`` and forget recorded paths under them that are gone (a queued run,
+        whose files are read elsewhere, chunk by chunk); returns what the walk found."""
+        walked = self.walk(paths)
+        self._seen |= {path for path, _ in walked.files}
+        self.drop_gone(paths, walked)
+        return walked
 
     # -- internals ------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Uploaded images: size limits, and content-addressed storage in the data folder.
 
-Uploads are kept as ``<data>/uploads/<sha256[:2]>/<sha256>.<ext>`` and indexed like any
-file, so storing the same bytes twice is one file and one image (idempotent by hash).
+Uploads are kept as ``<uploads>/<sha256[:2]>/<sha256>.<ext>`` (``<data>/uploads`` unless the
+``uploads_dir`` setting names a shared folder) and indexed like any file, so storing the same
+bytes twice is one file and one image (idempotent by hash).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def check_image(data: bytes, name: str, settings: Settings) -> Decoded:
 
 
 def upload_dir(settings: Settings) -> Path:
-    return settings.data_dir / UPLOAD_DIR
+    """Where uploads are stored: the ``uploads_dir`` setting, else ``<data>/uploads``."""
+    return settings.uploads_dir or settings.data_dir / UPLOAD_DIR
 
 
 def remove_upload(path: str, settings: Settings) -> bool:

@@ -2,8 +2,10 @@
 
 Only folders inside ``settings.allowed_roots`` are accepted: a path with a ``..``
 component is refused, and the real path (symlinks resolved) must lie inside a root's
-real path. Jobs run in a thread of the process that accepted them (one at a time);
-their state is kept in the catalog, so every worker process can report on them.
+real path. With a broker configured, a job is split into chunks that ``lookalike worker``
+processes take (:mod:`lookalike.queue`); without, it runs in a thread of the process that
+accepted it (one at a time). Either way its state is kept in the catalog, so every server
+process can report on it.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lookalike.answers import IndexSummary
+from lookalike.answers import IndexSummary, Job, Jobs
 from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
 from lookalike.files import is_under_any
+from lookalike.queue.progress import is_queued, queued_view
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Admin, Engine
-from lookalike.serve.schemas import Job, Jobs
 from lookalike.settings import Settings
 from lookalike.store.base import JobRow, ServiceStore
 
@@ -121,7 +123,11 @@ def _heartbeat(runner: _Runner, store: ServiceStore) -> None:
 
 
 def _fresh(store: ServiceStore, job: JobRow) -> JobRow:
-    """``job``, marked failed first if its process died (no heartbeat for STALE_S)."""
+    """``job`` as it stands: a queued job's progress and report from its chunks (workers
+    take them whenever they can: no staleness rule); a thread's job marked failed first if
+    its process died (no heartbeat for STALE_S)."""
+    if is_queued(store, job):
+        return queued_view(store, job)
     if job.status in ("queued", "running") and time.time() - job.updated_at > STALE_S:
         store.update_job(job.id, status="failed", error=_STALE)
         return store.job(job.id) or job
@@ -209,6 +215,11 @@ JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id")]
 def create_job(request: Request, lk: Engine, body: JobRequest) -> Job:
     target = allowed_folder(body.path, lk.settings)
     store = lk.catalog.service
+    if lk.settings.broker_url:
+        from lookalike.queue.enqueue import enqueue_index
+
+        queued = enqueue_index(lk, [target], within=lk.settings.allowed_roots)
+        return Job.of(queued_view(store, queued))
     job = store.add_job("index", target)
     runner = _runner(request.app)
     if runner.stopping.is_set():
