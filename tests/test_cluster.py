@@ -1,0 +1,120 @@
+"""A whole scale-out lookalike on one machine (``lookalike.local_cluster``, what ``lookalike
+cluster up`` runs): one PostgreSQL catalog, Redis for the cache and the broker, two API
+servers and two Celery workers, each with a data folder of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.local_cluster.up import local_cluster
+from tests import servers
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+
+UPLOADS = 200
+CLIENTS = 4
+QUEUED = 24
+
+
+def _photo(seed: int) -> bytes:
+    """A small JPEG of coloured blocks, different for every seed."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(blocks).resize((160, 120), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def _upload(client: httpx.Client, base: str, name: str, data: bytes) -> int:
+    answer = client.post(f"{base}/v1/images", files={"files": (name, data, "image/jpeg")})
+    assert answer.status_code == 200, answer.text
+    (image,) = answer.json()["images"]
+    return int(image["image_id"])
+
+
+def _wait_for_job(client: httpx.Client, base: str, job_id: int) -> dict[str, object]:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job: dict[str, object] = client.get(f"{base}/v1/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} not done in 300 s")
+
+
+def _all_images(client: httpx.Client, base: str) -> list[dict[str, object]]:
+    page = client.get(f"{base}/v1/images", params={"limit": 1000}).json()
+    assert page["total"] == len(page["images"])
+    images: list[dict[str, object]] = page["images"]
+    return images
+
+
+def test_two_servers_and_two_workers_share_one_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for why in (servers.missing_postgres(), servers.missing_redis()):
+        if why:
+            pytest.skip(why)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    queued = {}
+    for i in range(QUEUED):
+        data = _photo(10_000 + i)
+        (photos / f"{i}.jpg").write_bytes(data)
+        queued[hashlib.sha256(data).hexdigest()] = data
+    monkeypatch.setenv("LOOKALIKE_ALLOWED_ROOTS", json.dumps([str(photos)]))
+    monkeypatch.setenv("LOOKALIKE_QUEUE_CHUNK_FILES", "4")
+    uploads = {i: _photo(i) for i in range(UPLOADS)}
+    with local_cluster(tmp_path / "cluster", servers=2, workers=2) as running:
+        a, b = running.servers
+
+        # 200 uploads from 4 clients at once, each client's spread over both servers.
+        def client(first: int) -> dict[int, int]:
+            ids = {}
+            with httpx.Client(timeout=120) as http:
+                for i in range(first, UPLOADS, CLIENTS):
+                    ids[i] = _upload(
+                        http, running.servers[(i // CLIENTS) % 2], f"{i}.jpg", uploads[i]
+                    )
+            return ids
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            ids = {k: v for part in pool.map(client, range(CLIENTS)) for k, v in part.items()}
+        with httpx.Client(timeout=120) as http:
+            # A folder queued through one server, done by the workers, watched on the other.
+            job = http.post(f"{a}/v1/jobs", json={"path": str(photos)}).json()
+            finished = _wait_for_job(http, b, int(job["job_id"]))
+            assert finished["status"] == "done", finished
+            assert finished["done"] == QUEUED
+
+            # Every image stored once, the same catalog seen from both servers.
+            seen = [_all_images(http, base) for base in (a, b)]
+            assert seen[0] == seen[1]
+            shas = [str(image["sha256"]) for image in seen[0]]
+            assert len(shas) == len(set(shas)) == UPLOADS + QUEUED
+            expected = {hashlib.sha256(d).hexdigest() for d in uploads.values()} | set(queued)
+            assert set(shas) == expected
+            assert len(set(ids.values())) == UPLOADS
+
+            # Each server finds every image, whichever server or worker indexed it.
+            everything = [*uploads.values(), *queued.values()]
+            for base in (a, b):
+                for data in everything:
+                    answer = http.post(
+                        f"{base}/v1/search", files={"file": ("q.jpg", data)}, data={"k": "1"}
+                    ).json()
+                    (top,) = answer["results"]
+                    assert top["sha256"] == hashlib.sha256(data).hexdigest()
+                    assert top["score"] == pytest.approx(1.0, abs=1e-4)
