@@ -410,6 +410,18 @@ def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
         "face": "empty",
     }
     assert states["cnn"]["vector_count"] == 6 and found["current"] and found["size_bytes"] > 0
+    # The embedded default: the data folder's catalog, no cache, no broker.
+    assert found["parts"] == [
+        {
+            "part": "catalog",
+            "kind": "sqlite",
+            "where": str(data / "catalog.sqlite3"),
+            "answers": True,
+            "error": None,
+        },
+        {"part": "cache", "kind": "none", "where": None, "answers": None, "error": None},
+        {"part": "broker", "kind": "none", "where": None, "answers": None, "error": None},
+    ]
     # Another process forgets an image (the catalog changes, the index files do not), and
     # one index file is damaged: status says so without loading or repairing anything.
     other = SqlCatalog(SqliteDatabase(data / "catalog.sqlite3"))

@@ -15,12 +15,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+import lookalike
+from lookalike.cli.main import cli
 from lookalike.local_cluster.up import local_cluster
+from lookalike.store.base import NewImage
 from tests import servers
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 UPLOADS = 200
 CLIENTS = 4
@@ -61,6 +65,39 @@ def _all_images(client: httpx.Client, base: str) -> list[dict[str, object]]:
     return images
 
 
+def test_status_on_any_node_names_the_shared_parts_and_counts_the_shared_catalog(
+    tmp_path: Path, postgres_catalog_url: str, redis_url: str
+) -> None:
+    redis = redis_url.rsplit("/", 1)[0]
+    urls = ["--catalog-url", postgres_catalog_url, "--cache-url", f"{redis}/2"]
+    urls += ["--broker-url", f"{redis}/3"]
+    with lookalike.open(tmp_path / "a", catalog_url=postgres_catalog_url) as node_a:
+        node_a.catalog.record([_new_image(i) for i in range(3)])
+    # Another node, with a data folder of its own, counts what the first recorded.
+    done = CliRunner().invoke(cli, [*urls, "--data-dir", str(tmp_path / "b"), "status", "--json"])
+    assert done.exit_code == 0, done.output
+    found = json.loads(done.stdout)
+    assert found["image_count"] == 3
+    parts = {p["part"]: p for p in found["parts"]}
+    assert {name: (p["kind"], p["answers"]) for name, p in parts.items()} == {
+        "catalog": ("postgresql", True),
+        "cache": ("redis", True),
+        "broker": ("redis", True),
+    }
+    assert parts["catalog"]["where"].startswith("postgresql://postgres@127.0.0.1:")
+    # A broker that does not answer is named as such; status itself still answers.
+    urls[-1] = f"redis://127.0.0.1:{servers.free_port()}/0"
+    done = CliRunner().invoke(cli, [*urls, "--data-dir", str(tmp_path / "b"), "status"])
+    assert done.exit_code == 0, done.output
+    assert "broker: redis redis://127.0.0.1:" in done.stdout
+    assert "does NOT answer" in done.stdout
+
+
+def _new_image(i: int) -> NewImage:
+    return NewImage(f"{i:064x}", f"/shared/{i}.jpg", 1, 0, 4, 4, "JPEG", {})
+
+
+@pytest.mark.slow
 def test_two_servers_and_two_workers_share_one_catalog(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

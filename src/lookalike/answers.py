@@ -30,7 +30,7 @@ from lookalike.people.recognise import Identified
 from lookalike.people.search import FaceHit, FaceSearch
 from lookalike.search.duplicates import DuplicateGroup, DuplicateReport
 from lookalike.search.engine import Hit, SearchResult
-from lookalike.search.status import FolderStatus
+from lookalike.search.status import FolderStatus, PartName, PartState
 from lookalike.store.base import (
     ClusterRow,
     ExampleRow,
@@ -384,6 +384,26 @@ class IndexFile(Answer):
         )
 
 
+class PartAnswer(Answer):
+    """A shared part a node uses: the catalog, the result cache or the broker."""
+
+    part: PartName
+    kind: str = Field(description="sqlite, postgresql, redis, redis-cluster; none when unset")
+    where: ShownPath | None = Field(description="A path, or a URL without its password")
+    answers: bool | None = Field(description="Whether it answers now; null when unset")
+    error: str | None = Field(default=None, description="Why it does not answer")
+
+    @classmethod
+    def of(cls, state: PartState) -> Self:
+        return cls(
+            part=state.part,
+            kind=state.kind,
+            where=state.where,
+            answers=state.answers,
+            error=state.error,
+        )
+
+
 class StatusAnswer(Answer):
     """What a data folder holds (``lookalike status``)."""
 
@@ -395,6 +415,7 @@ class StatusAnswer(Answer):
     indexes: list[IndexFile]
     current: bool = Field(description="Every index file reflects the catalog")
     size_bytes: int = Field(description="Every file in the data folder")
+    parts: list[PartAnswer] = Field(description="The catalog, cache and broker in use")
 
     @classmethod
     def of(cls, found: FolderStatus) -> Self:
@@ -407,6 +428,7 @@ class StatusAnswer(Answer):
             indexes=[IndexFile.of(s) for s in found.indexes],
             current=found.current,
             size_bytes=found.size,
+            parts=[PartAnswer.of(p) for p in found.parts],
         )
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from lookalike.cache.base import ByteCache, NoCache
-from lookalike.errors import DataFolderError, Unavailable
+from lookalike.errors import DataFolderError, LookalikeError, Unavailable
 from lookalike.index.manager import IndexManager
+from lookalike.search.status import PartState
 from lookalike.settings import Settings
 from lookalike.store.base import Catalog
 from lookalike.store.sql_catalog import SqlCatalog
@@ -111,3 +112,30 @@ def catalog_identity(catalog: Catalog) -> str:
     if stored is None:
         stored = catalog.service.put_meta_once(CATALOG_ID, uuid.uuid4().hex.encode())
     return stored.decode("ascii", "replace")
+
+
+def part_states(settings: Settings, catalog: Catalog, cache: ByteCache) -> list[PartState]:
+    """The catalog (open, so it answers), the cache and the broker of ``settings``, each
+    asked now whether it answers (within their timeouts)."""
+    catalog_kind = "postgresql" if settings.catalog_url else "sqlite"
+    parts = [PartState("catalog", catalog_kind, catalog.where, True)]
+    if settings.cache_url:
+        kind = "redis-cluster" if "+cluster" in urlsplit(settings.cache_url).scheme else "redis"
+        parts.append(PartState("cache", kind, cache.where, cache.ping()))
+    else:
+        parts.append(PartState("cache", "none", None, None))
+    parts.append(_broker_state(settings))
+    return parts
+
+
+def _broker_state(settings: Settings) -> PartState:
+    if not settings.broker_url:
+        return PartState("broker", "none", None, None)
+    from lookalike.queue.app import check_broker, hidden_url, make_app
+
+    where = hidden_url(settings.broker_url)
+    try:
+        check_broker(make_app(settings), settings)
+    except LookalikeError as exc:
+        return PartState("broker", "redis", where, False, exc.message)
+    return PartState("broker", "redis", where, True)

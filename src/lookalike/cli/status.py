@@ -9,7 +9,7 @@ from lookalike.cli.common import data_dir_option, echo_json, plural, with_engine
 from lookalike.files import shown
 from lookalike.index.manager import IndexState
 from lookalike.search.engine import Lookalike
-from lookalike.search.status import FolderStatus
+from lookalike.search.status import FolderStatus, PartState
 
 # What each state of an index file means for the next search, in words.
 _STATE_WORDS = {
@@ -49,7 +49,17 @@ def describe(found: FolderStatus) -> list[str]:
         f"{plural(faces['people'], 'person', 'people')}, {plural(faces['clusters'], 'cluster')}",
         "indexes:",
         *(f"  {_index_line(s)}" for s in found.indexes),
+        *(_part_line(p) for p in found.parts),
     ]
+
+
+def _part_line(part: PartState) -> str:
+    """``cache: redis redis://host:6379/0, answers`` (or ``cache: none``)."""
+    if part.answers is None:
+        return f"{part.part}: {part.kind}"
+    where = shown(part.where or "")
+    verdict = "answers" if part.answers else f"does NOT answer ({part.error or 'no reply'})"
+    return f"{part.part}: {part.kind} {where}, {verdict}"
 
 
 def _index_line(state: IndexState) -> str:

@@ -32,10 +32,10 @@ def broker_url(settings: Settings) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
     except ValueError as exc:
-        raise Unavailable(f"broker: malformed URL {_hidden(url)!r}: {exc}") from None
+        raise Unavailable(f"broker: malformed URL {hidden_url(url)!r}: {exc}") from None
     if parts.scheme not in _SCHEMES or not parts.hostname:
         raise Unavailable(
-            f"broker: malformed URL {_hidden(url)!r}: expected redis://host:port/db or rediss://..."
+            f"broker: malformed URL {hidden_url(url)!r}: expected redis://host:port/db or rediss://..."
         )
     return url
 
@@ -88,11 +88,11 @@ def check_broker(app: Celery, settings: Settings) -> None:
             conn.ensure_connection(max_retries=1, timeout=settings.broker_timeout_s)
     except Exception as exc:  # kombu and redis-py raise many kinds; all mean "no broker"
         raise Unavailable(
-            f"broker: no answer from {_hidden(app.conf.broker_url)} ({_first_line(exc)})"
+            f"broker: no answer from {hidden_url(app.conf.broker_url)} ({_first_line(exc)})"
         ) from None
 
 
-def _hidden(url: str) -> str:
+def hidden_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (it goes into error messages)."""
     try:
         parts = urlsplit(url)

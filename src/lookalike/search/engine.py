@@ -27,6 +27,7 @@ from lookalike.backends import (
     open_catalog,
     open_data_dir,
     open_indexes,
+    part_states,
 )
 from lookalike.cache import ResultCache
 from lookalike.cache.results import Part, Ranking
@@ -336,6 +337,7 @@ class Lookalike:
             faces=self.people.stats(),
             indexes=indexes,
             size=folder_size(self.settings.data_dir),
+            parts=part_states(self.settings, self.catalog, self.cache.store),
         )
 
     def image(self, image_id: int) -> ImageRow:

@@ -5,8 +5,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from lookalike.index.manager import IndexState
+
+PartName = Literal["catalog", "cache", "broker"]
+
+
+@dataclass(frozen=True)
+class PartState:
+    """One shared part a node uses (the catalog, the cache, the broker), and whether it
+    answers now."""
+
+    part: PartName
+    kind: str  # sqlite, postgresql, redis, redis-cluster; none when not configured
+    where: str | None  # a path, or a URL without its password
+    answers: bool | None  # None when not configured
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -22,6 +37,8 @@ class FolderStatus:
     indexes: list[IndexState] = field(default_factory=list)
     # Bytes of every file in the data folder (catalog, indexes, uploads).
     size: int = 0
+    # The catalog, cache and broker this node uses.
+    parts: list[PartState] = field(default_factory=list)
 
     @property
     def current(self) -> bool:

@@ -65,6 +65,10 @@ class Catalog(Protocol):
     @property
     def service(self) -> ServiceStore: ...
 
+    # Where the catalog is, for messages and status: a file, or a URL without its password.
+    @property
+    def where(self) -> str: ...
+
     def close(self) -> None: ...
 
     def path_row(self, path: str) -> PathRow | None:

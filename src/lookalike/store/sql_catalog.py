@@ -32,6 +32,10 @@ class SqlCatalog:
         self.faces = SqlFaceStore(database)
         self.service = SqlServiceStore(database)
 
+    @property
+    def where(self) -> str:
+        return self.database.where
+
     def schema_version(self) -> int:
         return self.database.schema_version()
 
