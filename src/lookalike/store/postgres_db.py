@@ -92,8 +92,11 @@ class PostgresDatabase:
             raise Unavailable(f"catalog {self.where}: malformed URL ({_first_line(exc)})") from None
 
     @contextmanager
-    def _pooled(self, first: str, args: Sequence[object]) -> Iterator[tuple[Connection, Any]]:
-        """A pooled connection in a transaction, and the rows of its ``first`` statement.
+    def _pooled(
+        self, first: str, args: Sequence[object], *, transaction: bool
+    ) -> Iterator[tuple[Connection, Any]]:
+        """A pooled connection (in a transaction, or in autocommit for a lone read), and the
+        rows of its ``first`` statement.
 
         A connection the server dropped since it was pooled (a restart, an idle timeout)
         fails that statement before anything else ran on it: the pool then checks its idle
@@ -103,7 +106,8 @@ class PostgresDatabase:
             with self._reported(), contextlib.ExitStack() as stack:
                 conn = stack.enter_context(self._pool.connection())
                 try:
-                    stack.enter_context(conn.transaction())
+                    if transaction:
+                        stack.enter_context(conn.transaction())
                     rows = conn.execute(first, args).fetchall()
                 except psycopg.OperationalError:
                     if attempt == 2 or not conn.closed:
@@ -117,7 +121,8 @@ class PostgresDatabase:
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         """A pooled connection, in a transaction that holds the writer lock."""
-        with self._pooled("SELECT pg_advisory_xact_lock(%s)", [WRITER_LOCK]) as (conn, _):
+        lock = "SELECT pg_advisory_xact_lock(%s)"
+        with self._pooled(lock, [WRITER_LOCK], transaction=True) as (conn, _):
             yield conn
 
     @contextmanager
@@ -129,7 +134,7 @@ class PostgresDatabase:
 
     def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         """The rows of one read statement (``?`` placeholders), on a pooled connection."""
-        with self._pooled(_native(sql), args) as (_, rows):
+        with self._pooled(_native(sql), args, transaction=False) as (_, rows):
             return list(rows)
 
     def _migrate(self, conn: Connection, migrations: Sequence[Migration[Connection]]) -> None:

@@ -15,6 +15,7 @@ from lookalike.store.database import Database, Handle
 from lookalike.store.sql_faces import SqlFaceStore, write_scan
 from lookalike.store.sql_service import SqlServiceStore
 from lookalike.store.sql_util import (
+    CHUNK,
     in_chunks,
     keyset_batches,
     path_value,
@@ -75,14 +76,15 @@ class SqlCatalog:
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         # One statement per chunk (a round trip each on a shared catalog): each image's
-        # row once per path, its paths in order.
+        # row once per path, its paths in order. The ids are named for both tables:
+        # PostgreSQL does not carry them across an outer join, and would scan all paths.
         rows: dict[int, tuple[Sequence[Any], list[str]]] = {}
-        for chunk, marks in in_chunks(ids):
+        for chunk, marks in in_chunks(ids, CHUNK // 2):
             for *image, p in self.database.query(
                 "SELECT i.id, i.sha256, i.width, i.height, i.format, i.size, p.path "
-                f"FROM images i LEFT JOIN paths p ON p.image_id = i.id WHERE i.id IN ({marks}) "
-                "ORDER BY i.id, p.path",
-                chunk,
+                f"FROM images i LEFT JOIN paths p ON p.image_id = i.id AND p.image_id IN ({marks}) "
+                f"WHERE i.id IN ({marks}) ORDER BY i.id, p.path",
+                [*chunk, *chunk],
             ):
                 _, paths = rows.setdefault(int(image[0]), (image, []))
                 if p is not None:

@@ -17,11 +17,11 @@ CHUNK = 500
 FIRST_KEY = -(2**63)
 
 
-def in_chunks(ids: Sequence[int]) -> Iterator[tuple[list[int], str]]:
-    """``ids`` in chunks of at most CHUNK: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
+def in_chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[tuple[list[int], str]]:
+    """``ids`` in chunks of at most ``size``: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
     wanted = [int(i) for i in ids]
-    for start in range(0, len(wanted), CHUNK):
-        chunk = wanted[start : start + CHUNK]
+    for start in range(0, len(wanted), size):
+        chunk = wanted[start : start + size]
         yield chunk, ",".join("?" * len(chunk))
 
 
