@@ -8,9 +8,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -155,3 +159,33 @@ def test_two_servers_and_two_workers_share_one_catalog(
                     (top,) = answer["results"]
                     assert top["sha256"] == hashlib.sha256(data).hexdigest()
                     assert top["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cluster_up_prints_where_its_parts_answer_and_stops_them_all(tmp_path: Path) -> None:
+    for why in (servers.missing_postgres(), servers.missing_redis()):
+        if why:
+            pytest.skip(why)
+    folder = tmp_path / "trial"
+    argv = [sys.executable, "-m", "lookalike.cli", "cluster", "up", "--servers", "1"]
+    argv += ["--workers", "1", "--folder", str(folder)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        while not lines or lines[-1] != "Ctrl-C stops it.":
+            line = process.stdout.readline()
+            assert line, f"cluster up ended early: {lines}"
+            lines.append(line.rstrip("\n"))
+        base = lines[0].split()[1]
+        settings = dict(line.split()[1].split("=", 1) for line in lines if "export " in line)
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+        assert settings["LOOKALIKE_CATALOG_URL"].startswith("postgresql://")
+        ports = [urlsplit(settings[f"LOOKALIKE_{p}_URL"]).port for p in ("CATALOG", "CACHE")]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 0
+    assert not any(p is not None and servers.port_open(p) for p in ports)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/healthz", timeout=2)
+    assert (folder / "logs" / "worker0.log").exists()
