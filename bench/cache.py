@@ -38,23 +38,18 @@ for entry in list(sys.path):
 sys.path.append(str(BENCH))
 
 import argparse
-import contextlib
 import functools
-import importlib.util
-import io
 import os
 import re
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
-from PIL import Image
 
 import common
 import lookalike
+from lookalike.local_cluster.servers import redis_server
 from lookalike.models import effnet
 from lookalike.serve.keys import create_key
 from sections import Target, check, informational
@@ -67,31 +62,15 @@ QUICK = "2,000 images, 10 distinct queries, 2 hits each"
 REDIS_MEMORY = "256mb"
 
 
-def photo(name: str) -> Image.Image:
-    """A photo shipped in scikit-image's wheel (no download)."""
-    spec = importlib.util.find_spec("skimage")
-    assert spec is not None and spec.submodule_search_locations, "scikit-image is needed"
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
-    (path,) = folder.glob(f"{name}.*")
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def jpeg(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
 def queries(count: int) -> list[bytes]:
     """``count`` distinct JPEGs: crops of the photos at shifting offsets, ~480 px high."""
-    sources = [photo(n) for n in PHOTOS]
+    sources = [common.skimage_photo(n) for n in PHOTOS]
     out: list[bytes] = []
     for i in range(count):
         image = sources[i % len(sources)]
         dx, dy = 3 * (i // len(sources)) + 1, 2 * (i // len(sources)) + 1
         crop = image.crop((dx, dy, image.width - dx, image.height - dy))
-        out.append(jpeg(crop.resize((crop.width * 480 // crop.height, 480))))
+        out.append(common.jpeg(crop.resize((crop.width * 480 // crop.height, 480))))
     assert len(set(out)) == count, "the queries must differ"
     return out
 
@@ -101,7 +80,7 @@ def build(work: Path, size: int) -> Path:
     album = work / "album"
     album.mkdir()
     for name in PHOTOS:
-        (album / f"{name}.jpg").write_bytes(jpeg(photo(name)))
+        (album / f"{name}.jpg").write_bytes(common.jpeg(common.skimage_photo(name)))
     data_dir = work / "data"
     with lookalike.open(data_dir) as lk:
         desc = lk.descriptor("cnn")
@@ -111,29 +90,6 @@ def build(work: Path, size: int) -> Path:
         assert lk.catalog.count_images() == size, lk.catalog.count_images()
     print(f"collection: {size:,} images (synthetic ones recorded in {record_s:.1f}s)", flush=True)
     return data_dir
-
-
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A private ``redis-server`` (nothing saved, an LRU memory bound); yields its URL."""
-    folder.mkdir()
-    port = common.free_port()
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
-    argv += ["--save", "", "--appendonly", "no", "--logfile", str(folder / "redis.log")]
-    argv += ["--maxmemory", REDIS_MEMORY, "--maxmemory-policy", "allkeys-lru"]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True
-        ).stdout != (b"PONG\n"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {folder / 'redis.log'}")
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def search(client: httpx.Client, data: bytes) -> tuple[float, dict[str, object]]:
@@ -235,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         images = queries(args.distinct)
         log = work / "server.log"
         server_args = ["--workers", "1", "--data-dir", str(data_dir)]
-        with redis_server(work / "redis") as url:
+        lru = ("--maxmemory", REDIS_MEMORY, "--maxmemory-policy", "allkeys-lru")
+        with redis_server(work / "redis", options=lru) as url:
             env = {**os.environ, "LOOKALIKE_CACHE_URL": url}
             with (
                 common.lookalike_server(server_args, log, env=env) as (base, _),
                 httpx.Client(base_url=base, headers=headers, timeout=600) as client,
             ):
-                search(client, jpeg(photo("chelsea").rotate(1)))  # models loaded, index built
+                search(
+                    client, common.jpeg(common.skimage_photo("chelsea").rotate(1))
+                )  # models loaded, index built
                 missed, hit = measure_cached(client, images, args.hits)
                 seen = counters(client)
         plain = {k: v for k, v in os.environ.items() if k != "LOOKALIKE_CACHE_URL"}

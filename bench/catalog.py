@@ -45,9 +45,8 @@ from lookalike.local_cluster.servers import (
     postgres_database,
     postgres_server,
 )
-from lookalike.store.base import NewImage
 from sections import Target, check, informational
-from speed import Mixture
+from speed import Mixture, synthetic_items
 
 WRITE_N = 20_000
 QUERIES = 200
@@ -76,23 +75,6 @@ class StartupRun:
 # --------------------------------------------------------------------------- helpers
 
 
-def items(x: np.ndarray, first: int, version: str) -> list[NewImage]:
-    """Rows of ``x`` as new images numbered from ``first`` (sha256 = the number in hex)."""
-    return [
-        NewImage(
-            sha256=f"{first + i:064x}",
-            path=f"/synthetic/{(first + i) // 1000:04d}/{first + i:07d}.jpg",
-            size=100_000,
-            mtime_ns=0,
-            width=640,
-            height=480,
-            format="JPEG",
-            vectors={"cnn": (version, row)},
-        )
-        for i, row in enumerate(x)
-    ]
-
-
 def record_stream(lk: lookalike.Lookalike, mixture: Mixture, n: int, batch: int) -> float:
     """Record ``n`` synthetic images in transactions of ``batch``, generated as they go
     (bounded memory); the seconds spent recording."""
@@ -100,7 +82,7 @@ def record_stream(lk: lookalike.Lookalike, mixture: Mixture, n: int, batch: int)
     rng = np.random.default_rng(1)
     spent = 0.0
     for first in range(0, n, batch):
-        chunk = items(mixture.sample(min(batch, n - first), rng), first, version)
+        chunk = synthetic_items(mixture.sample(min(batch, n - first), rng), first, version)
         t0 = time.perf_counter()
         lk.catalog.record(chunk)
         spent += time.perf_counter() - t0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import io
 import os
 import platform
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
+
+from PIL import Image
 
 import sections
 from sections import Target
@@ -477,3 +480,22 @@ class Output:
         """Section ``name`` saying that it was not measured, and why (its targets listed)."""
         missed = [sections.skipped(t, why) for t in targets]
         self.write(name, f"{heading}\n\nNot measured: {why}.", missed)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def skimage_photo(name: str) -> Image.Image:
+    """A photo shipped in scikit-image's wheel (no download)."""
+    spec = importlib.util.find_spec("skimage")
+    assert spec is not None and spec.submodule_search_locations, "scikit-image is needed"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    (path,) = folder.glob(f"{name}.*")
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()

@@ -54,8 +54,6 @@ import contextlib
 import csv
 import dataclasses
 import functools
-import importlib.util
-import io
 import json
 import os
 import shutil
@@ -121,22 +119,6 @@ class Collection:
     record_s: float
 
 
-def skimage_photo(name: str) -> Image.Image:
-    """A photo shipped in scikit-image's wheel (no download)."""
-    spec = importlib.util.find_spec("skimage")
-    assert spec is not None and spec.submodule_search_locations, "scikit-image is needed"
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
-    (path,) = folder.glob(f"{name}.*")
-    with Image.open(path) as image:
-        return image.convert("RGB")
-
-
-def jpeg(image: Image.Image, quality: int = 90) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def faces_folder(given: Path | None) -> Path | None:
     """``faces-photos`` of the evaluation data, if there (this benchmark runs without)."""
     env = os.environ.get(common.DATA_ENV)
@@ -151,12 +133,12 @@ def enrol_people(
     """Enrol a few people; returns their names, examples per person, identification
     queries (photos of them that were not enrolled) and where the faces came from."""
     if folder is None:
-        astronaut = skimage_photo("astronaut")
-        lk.people.enrol("Eileen Collins", [NamedBytes(jpeg(astronaut), "astronaut.jpg")])
+        astronaut = common.skimage_photo("astronaut")
+        lk.people.enrol("Eileen Collins", [NamedBytes(common.jpeg(astronaut), "astronaut.jpg")])
         mirrored = astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         queries = [
-            Query("astronaut-mirrored.jpg", jpeg(mirrored)),
-            Query("astronaut-small.jpg", jpeg(astronaut.resize((300, 300)))),
+            Query("astronaut-mirrored.jpg", common.jpeg(mirrored)),
+            Query("astronaut-small.jpg", common.jpeg(astronaut.resize((300, 300)))),
         ]
         return ["Eileen Collins"], 1, queries, "scikit-image's astronaut (no faces-photos found)"
     by_person: dict[str, list[Path]] = {}
@@ -191,7 +173,7 @@ def build(work: Path, size: int, faces_from: Path | None, people: bool = True) -
     photos.mkdir()
     searches = []
     for name in QUERIES:
-        data = jpeg(skimage_photo(name))
+        data = common.jpeg(common.skimage_photo(name))
         (photos / f"{name}.jpg").write_bytes(data)
         searches.append(Query(f"{name}.jpg", data))
     data_dir = work / "data"

@@ -452,23 +452,27 @@ def engine_search(lk: lookalike.Lookalike, rows: np.ndarray, k: int) -> list[Hit
     return lk.search_vectors(rows, k=k, descriptor="cnn")
 
 
+def synthetic_items(x: np.ndarray, first: int, version: str) -> list[NewImage]:
+    """Rows of ``x`` as new images numbered from ``first`` (sha256 = the number in hex)."""
+    return [
+        NewImage(
+            sha256=f"{first + i:064x}",
+            path=f"/synthetic/{(first + i) // 1000:04d}/{first + i:07d}.jpg",
+            size=100_000,
+            mtime_ns=0,
+            width=640,
+            height=480,
+            format="JPEG",
+            vectors={"cnn": (version, row)},
+        )
+        for i, row in enumerate(x)
+    ]
+
+
 def record_synthetic(lk: lookalike.Lookalike, x: np.ndarray, version: str) -> None:
     chunk = 2_000
     for start in range(0, len(x), chunk):
-        items = [
-            NewImage(
-                sha256=f"{i:064x}",
-                path=f"/synthetic/{i // 1000:04d}/{i:07d}.jpg",
-                size=100_000,
-                mtime_ns=0,
-                width=640,
-                height=480,
-                format="JPEG",
-                vectors={"cnn": (version, x[i])},
-            )
-            for i in range(start, min(len(x), start + chunk))
-        ]
-        lk.catalog.record(items)
+        lk.catalog.record(synthetic_items(x[start : start + chunk], start, version))
 
 
 def bench_search(n: int, queries: int, mixture: Mixture) -> SearchTiming:

@@ -32,37 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common
+from lookalike.local_cluster.servers import redis_server
 from sections import Target, check, informational
 
 TARGET = 1.8
 HOLIDAYS = "holidays/images"
 READY_S = 300.0
 QUICK = "60 images, one round"
-
-
-@contextlib.contextmanager
-def redis_server(folder: Path) -> Iterator[str]:
-    """A throwaway Redis on a free loopback port, nothing saved; yields its URL."""
-    port = common.free_port()
-    argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder)]
-    argv += ["--save", "", "--appendonly", "no", "--logfile", str(folder / "redis.log")]
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _answers(port: int) -> bool:
-    ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True)
-    return ping.stdout.strip() == b"PONG"
 
 
 def worker_env(broker: str, data_dir: Path, chunk: int) -> dict[str, str]:
@@ -188,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir()
         for p in photos:
             (folder / p.name).symlink_to(p)
-        with redis_server(work) as broker:
+        with redis_server(work / "redis") as broker:
             for r in range(args.rounds):
                 for n in (1, 2):
                     run = one_run(n, folder, broker, work, args.chunk)

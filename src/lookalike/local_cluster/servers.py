@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -140,10 +140,13 @@ def _redis_node(folder: Path, *extra: str, port: int | None = None) -> Iterator[
 
 
 @contextlib.contextmanager
-def redis_server(folder: Path, port: int | None = None) -> Iterator[str]:
+def redis_server(
+    folder: Path, port: int | None = None, *, options: Sequence[str] = ()
+) -> Iterator[str]:
     """A Redis server with its files in ``folder``, nothing saved to disk, on ``port`` (or
-    a free one: a test restarts a server on its old port); yields its URL."""
-    with _redis_node(folder, port=port) as port:
+    a free one: a test restarts a server on its old port), with more ``redis-server``
+    ``options`` (e.g. ``--maxmemory``); yields its URL."""
+    with _redis_node(folder, *options, port=port) as port:
         yield f"redis://127.0.0.1:{port}/0"
 
 
