@@ -10,17 +10,20 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from lookalike.errors import Conflict, NotFound, SchemaTooNew
-from lookalike.store.base import Catalog, FaceRecord, FaceScan, NewExample, NewImage
+from lookalike.store.base import Catalog, FaceRecord, FaceScan, NewExample, NewImage, PathRow
 from lookalike.store.database import Database, Handle
 from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
 from lookalike.store.sql_catalog import SqlCatalog
+from lookalike.store.sql_util import CHUNK
 from lookalike.store.sqlite_db import SqliteDatabase
 
 
@@ -103,6 +106,101 @@ def test_changed_file_content_drops_old_image(catalog: Catalog) -> None:
     catalog.record([_item("bb", "/p/a.png", 3.0)])
     assert catalog.count_images() == 1
     assert catalog.image_by_sha("aa") is None
+
+
+def test_changed_content_drops_the_old_images_vectors_and_bumps_its_generation(
+    catalog: Catalog,
+) -> None:
+    (old,) = catalog.record([_item("aa", "/p/a.png")])
+    gen = catalog.generation("cnn")
+    (new,) = catalog.record([_item("bb", "/p/a.png", 3.0)])
+    assert catalog.vector_ids("cnn", "v1").tolist() == [new]
+    assert catalog.images([old]) == {}
+    assert catalog.generation("cnn") > gen
+
+
+def test_one_sha_in_a_batch_is_created_once_and_stored_content_is_not_created(
+    catalog: Catalog,
+) -> None:
+    (stored,) = catalog.record([_item("aa", "/p/a.png")])
+    batch = [_item("aa", "/p/a2.png"), _item("bb", "/p/b.png"), _item("bb", "/p/b2.png")]
+    ids = catalog.record(batch)
+    assert [item.created for item in batch] == [False, True, False]
+    assert ids[0] == stored and ids[1] == ids[2] != stored
+    assert catalog.count_images() == 2
+
+
+def test_one_path_twice_in_a_batch_ends_at_the_last_content(catalog: Catalog) -> None:
+    first, last = _item("aa", "/p/a.png"), _item("bb", "/p/a.png", 2.0)
+    last.size, last.mtime_ns = 99, 456
+    gone, kept = catalog.record([first, last])
+    assert (first.created, last.created) == (True, True)
+    assert catalog.path_row("/p/a.png") == PathRow("/p/a.png", kept, 99, 456)
+    assert catalog.images([gone]) == {}  # no path led to it any more: dropped
+    assert catalog.vector_ids("cnn", "v1").tolist() == [kept]
+
+
+def test_a_file_moved_in_the_batch_that_replaced_it_keeps_its_image(catalog: Catalog) -> None:
+    # a.png was renamed z.png and a new a.png written; the run reads z.png's content as
+    # stored (no vectors computed). Its image must keep its id and vectors, not be dropped
+    # when a.png moves away from it and stored anew, empty, for z.png.
+    (moved,) = catalog.record([_item("aa", "/p/a.png")])
+    replaced, renamed = _item("bb", "/p/a.png", 2.0), _item("aa", "/p/z.png")
+    renamed.vectors = {}
+    ids = catalog.record([replaced, renamed])
+    assert ids[1] == moved and not renamed.created
+    assert sorted(catalog.vector_ids("cnn", "v1").tolist()) == sorted(ids)
+    assert catalog.count_images() == 2
+
+
+def test_batches_larger_than_a_statements_chunk_keep_order_and_flags(catalog: Catalog) -> None:
+    half = CHUNK // 2  # each SHA-256 twice, far apart: in other chunks of every statement
+    batch = [_item(f"{i % half:04x}", f"/p/{i}.png", float(i % half)) for i in range(2 * half)]
+    ids = catalog.record(batch)
+    assert [item.created for item in batch] == [True] * half + [False] * half
+    assert ids[:half] == ids[half:] and len(set(ids)) == half
+    assert catalog.count_paths() == 2 * half
+    row = catalog.vectors_for("cnn", "v1", [ids[7]])[1].view(np.float32)
+    assert row[0, 0] == 7.0
+
+
+class _CountingHandle:
+    """A transaction's handle that counts the statements run on it."""
+
+    def __init__(self, db: Handle) -> None:
+        self.db = db
+        self.statements = 0
+
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> Any:
+        self.statements += 1
+        return self.db.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
+        self.statements += 1
+        return self.db.executemany(sql, rows)
+
+
+def test_a_batch_takes_as_many_statements_for_one_image_as_for_many(
+    database: Database[Handle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a shared catalog every statement is a network round trip.
+    counts: list[int] = []
+    begin = database.transaction
+
+    @contextmanager
+    def counted() -> Iterator[Handle]:
+        with begin() as db:
+            handle = _CountingHandle(db)
+            yield handle
+        counts.append(handle.statements)
+
+    monkeypatch.setattr(database, "transaction", counted)
+    catalog = SqlCatalog(database)
+    catalog.record([_item("00", "/p/0.png")])
+    catalog.record([_item(f"{i:02x}", f"/p/{i}.png") for i in range(1, 64)])
+    catalog.record([_item(f"{i:02x}", f"/p/{i}.png") for i in range(1, 2)])
+    catalog.record([_item(f"{i:02x}", f"/p/{i}.png") for i in range(64)])
+    assert counts[0] == counts[1] and counts[2] == counts[3]
 
 
 def test_paths_under_is_a_folder_prefix(catalog: Catalog) -> None:

@@ -96,7 +96,7 @@ class PostgresDatabase:
         self, first: str, args: Sequence[object], *, transaction: bool
     ) -> Iterator[tuple[Connection, Any]]:
         """A pooled connection (in a transaction, or in autocommit for a lone read), and the
-        rows of its ``first`` statement.
+        rows of its ``first`` statement (PostgreSQL's ``$1`` placeholders).
 
         A connection the server dropped since it was pooled (a restart, an idle timeout)
         fails that statement before anything else ran on it: the pool then checks its idle
@@ -108,7 +108,7 @@ class PostgresDatabase:
                 try:
                     if transaction:
                         stack.enter_context(conn.transaction())
-                    rows = conn.execute(first, args).fetchall()
+                    rows = psycopg.RawCursor(conn).execute(first, args).fetchall()
                 except psycopg.OperationalError:
                     if attempt == 2 or not conn.closed:
                         raise
@@ -121,7 +121,7 @@ class PostgresDatabase:
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         """A pooled connection, in a transaction that holds the writer lock."""
-        lock = "SELECT pg_advisory_xact_lock(%s)"
+        lock = "SELECT pg_advisory_xact_lock($1)"
         with self._pooled(lock, [WRITER_LOCK], transaction=True) as (conn, _):
             yield conn
 
@@ -134,7 +134,7 @@ class PostgresDatabase:
 
     def query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         """The rows of one read statement (``?`` placeholders), on a pooled connection."""
-        with self._pooled(_native(sql), args, transaction=False) as (_, rows):
+        with self._pooled(_numbered(sql), args, transaction=False) as (_, rows):
             return list(rows)
 
     def _migrate(self, conn: Connection, migrations: Sequence[Migration[Connection]]) -> None:
@@ -173,19 +173,21 @@ class _Handle:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
-        return self._conn.execute(_native(sql), args)
+    def execute(self, sql: str, args: Sequence[Any] = (), /) -> psycopg.RawCursor[Any]:
+        return psycopg.RawCursor(self._conn).execute(_numbered(sql), args)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
-        with self._conn.cursor() as cur:
-            cur.executemany(_native(sql), rows)
+        with psycopg.RawCursor(self._conn) as cur:
+            cur.executemany(_numbered(sql), rows)
 
 
 @functools.lru_cache(maxsize=1024)
-def _native(sql: str) -> str:
-    """``sql`` with psycopg's ``%s`` placeholders for ``?`` (the stores' SQL holds no ``?`` or
-    ``%`` of its own: no literal needs them)."""
-    return sql.replace("%", "%%").replace("?", "%s")
+def _numbered(sql: str) -> str:
+    """``sql`` with PostgreSQL's own ``$1, $2, ...`` for its ``?`` placeholders (the stores'
+    SQL holds no ``?`` of its own: no literal needs one), for a raw cursor: psycopg need not
+    parse the statement, which it does anew for each long multi-row ``VALUES``."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
 
 
 def _first_line(exc: BaseException) -> str:

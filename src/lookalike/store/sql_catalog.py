@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 
 from lookalike.store.base import ImageRow, NewImage, PathRow
-from lookalike.store.database import Database, Handle
+from lookalike.store.database import Database, Handle, PathParam
 from lookalike.store.sql_faces import SqlFaceStore, write_scan
 from lookalike.store.sql_service import SqlServiceStore
 from lookalike.store.sql_util import (
     CHUNK,
+    chunks,
     in_chunks,
+    insert_rows,
     keyset_batches,
     path_value,
     read_generation,
@@ -172,52 +174,45 @@ class SqlCatalog:
     # -- writes ---------------------------------------------------------------------
 
     def record(self, items: Iterable[NewImage]) -> list[int]:
-        ids: list[int] = []
+        # A few statements per batch, not per image: on a shared catalog each is a round trip.
+        batch = list(items)
         with self.database.transaction() as db:
-            now = time.time()
-            for item in items:
-                image_id = self._image_id(db, item, now)
-                path = self.database.path_param(item.path)
-                old = db.execute("SELECT image_id FROM paths WHERE path = ?", [path]).fetchone()
-                db.execute(
-                    "INSERT INTO paths (path, image_id, size, mtime_ns) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, "
-                    "size = excluded.size, mtime_ns = excluded.mtime_ns",
-                    [path, image_id, item.size, item.mtime_ns],
-                )
-                if old is not None and int(old[0]) != image_id:
-                    # The file changed content: its old image may now be an orphan.
-                    self._drop_orphan(db, int(old[0]))
-                for name, (version, row) in item.vectors.items():
-                    db.execute(
-                        "INSERT INTO vectors (descriptor, image_id, version, vector) "
-                        "VALUES (?, ?, ?, ?) ON CONFLICT(descriptor, image_id) DO UPDATE SET "
-                        "version = excluded.version, vector = excluded.vector "
-                        "WHERE vectors.version != excluded.version "
-                        "OR vectors.vector != excluded.vector",
-                        [name, image_id, version, np.ascontiguousarray(row).tobytes()],
-                    )
+            ids = _image_ids(db, batch)
+            left = self._write_paths(db, batch, ids)
+            # The files that changed content: the images they left may now be orphans.
+            dropped = {image_id for image_id in sorted(left) if self._drop_orphan(db, image_id)}
+            kept = [(item, i) for item, i in zip(batch, ids, strict=True) if i not in dropped]
+            _write_vectors(db, kept)
+            for item, image_id in kept:
                 if item.faces is not None:
                     write_scan(db, image_id, item.faces)
-                ids.append(image_id)
         return ids
 
-    @staticmethod
-    def _image_id(db: Handle, item: NewImage, now: float) -> int:
-        """The id of ``item``'s content, stored now if new (``item.created`` says which).
-
-        Idempotent under concurrent writers: of several transactions inserting one SHA-256,
-        one inserts and the others, once it commits, find its row.
-        """
-        row = db.execute(
-            "INSERT INTO images (sha256, width, height, format, size, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING RETURNING id",
-            [item.sha256, item.width, item.height, item.format, item.size, now],
-        ).fetchone()
-        item.created = row is not None
-        if row is None:
-            row = db.execute("SELECT id FROM images WHERE sha256 = ?", [item.sha256]).fetchone()
-        return int(row[0])
+    def _write_paths(self, db: Handle, batch: Sequence[NewImage], ids: Sequence[int]) -> set[int]:
+        """Point each item's path at its image (of one path twice, the last item wins);
+        returns the ids of the images that paths were moved away from."""
+        keys = [self.database.path_param(item.path) for item in batch]
+        select = "SELECT path, image_id FROM paths WHERE path"
+        pointing = {
+            _as_bound(p): image_id
+            for p, image_id in _ids_where_in(db, select, list(dict.fromkeys(keys)))
+        }
+        rows: dict[PathParam, tuple[PathParam, int, int, int]] = {}
+        left: set[int] = set()
+        for key, item, image_id in zip(keys, batch, ids, strict=True):
+            old = pointing.get(key)
+            if old is not None and old != image_id:
+                left.add(old)
+            pointing[key] = image_id
+            rows[key] = (key, image_id, item.size, item.mtime_ns)
+        insert_rows(
+            db,
+            "paths (path, image_id, size, mtime_ns)",
+            list(rows.values()),
+            "ON CONFLICT(path) DO UPDATE SET image_id = excluded.image_id, "
+            "size = excluded.size, mtime_ns = excluded.mtime_ns",
+        )
+        return left
 
     @staticmethod
     def _drop_orphan(db: Handle, image_id: int) -> bool:
@@ -242,3 +237,64 @@ class SqlCatalog:
                 if self._drop_orphan(db, int(row[0])):
                     deleted.append(int(row[0]))
         return deleted
+
+
+def _image_ids(db: Handle, batch: Sequence[NewImage]) -> list[int]:
+    """The id of each item's content, stored now if new: ``item.created`` is True for the
+    first item of each SHA-256 whose content this batch stored.
+
+    Idempotent under concurrent writers: of several transactions inserting one SHA-256,
+    one inserts and the others, once it commits, find its row.
+    """
+    first: dict[str, NewImage] = {}
+    for item in batch:
+        first.setdefault(item.sha256, item)
+    now = time.time()
+    rows = [(i.sha256, i.width, i.height, i.format, i.size, now) for i in first.values()]
+    inserted = insert_rows(
+        db,
+        "images (sha256, width, height, format, size, added_at)",
+        rows,
+        "ON CONFLICT(sha256) DO NOTHING RETURNING id, sha256",
+        returning=True,
+    )
+    found = {str(sha): int(image_id) for image_id, sha in inserted}
+    created = set(found)
+    stored = [sha for sha in first if sha not in found]
+    select = "SELECT sha256, id FROM images WHERE sha256"
+    found |= {str(sha): image_id for sha, image_id in _ids_where_in(db, select, stored)}
+    for item in batch:
+        item.created = item.sha256 in created and first[item.sha256] is item
+    return [found[item.sha256] for item in batch]
+
+
+def _ids_where_in(db: Handle, select: str, values: Sequence[Any]) -> list[tuple[Any, int]]:
+    """The ``(value, id)`` rows of ``{select} IN (...)`` for ``values``, a statement per chunk."""
+    found: list[tuple[Any, int]] = []
+    for chunk, marks in chunks(values):
+        rows = db.execute(f"{select} IN ({marks})", chunk).fetchall()
+        found += [(value, int(key)) for value, key in rows]
+    return found
+
+
+def _as_bound(value: Any) -> PathParam:
+    """A ``path`` column's value as ``Database.path_param`` binds it (bytes, not a view)."""
+    return value if isinstance(value, str) else bytes(value)
+
+
+def _write_vectors(db: Handle, kept: Sequence[tuple[NewImage, int]]) -> None:
+    """Store each item's vectors for its image (of one image twice, the last item's); a
+    vector stored as it is stays untouched, so its descriptor's generation is not bumped."""
+    rows = {
+        (name, image_id): (name, image_id, version, np.ascontiguousarray(row).tobytes())
+        for item, image_id in kept
+        for name, (version, row) in item.vectors.items()
+    }
+    insert_rows(
+        db,
+        "vectors (descriptor, image_id, version, vector)",
+        list(rows.values()),
+        "ON CONFLICT(descriptor, image_id) DO UPDATE SET "
+        "version = excluded.version, vector = excluded.vector "
+        "WHERE vectors.version != excluded.version OR vectors.vector != excluded.vector",
+    )

@@ -30,6 +30,7 @@ from lookalike.store.database import Database, Handle
 from lookalike.store.sql_util import (
     float_blob,
     in_chunks,
+    insert_rows,
     keyset_batches,
     path_value,
     read_generation,
@@ -61,25 +62,29 @@ def write_scan(db: Handle, image_id: int, scan: FaceScan) -> None:
     if row is not None and str(row[0]) == scan.version:
         return
     db.execute("DELETE FROM faces WHERE image_id = ?", [image_id])
-    for i, face in enumerate(scan.faces):
-        db.execute(
-            'INSERT INTO faces (image_id, idx, version, "left", top, "right", bottom, score, '
-            "quality, usable, flags, landmarks, embedding, thumb) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                image_id,
-                i,
-                scan.version,
-                *face.box,
-                float(face.score),
-                float(face.quality),
-                int(face.usable),
-                json.dumps(face.flags),
-                json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks]),
-                float_blob(face.embedding),
-                face.thumb,
-            ],
-        )
+    rows = [
+        [
+            image_id,
+            i,
+            scan.version,
+            *face.box,
+            float(face.score),
+            float(face.quality),
+            int(face.usable),
+            json.dumps(face.flags),
+            json.dumps([[round(x, 2), round(y, 2)] for x, y in face.landmarks]),
+            float_blob(face.embedding),
+            face.thumb,
+        ]
+        for i, face in enumerate(scan.faces)
+    ]
+    insert_rows(
+        db,
+        'faces (image_id, idx, version, "left", top, "right", bottom, score, quality, usable, '
+        "flags, landmarks, embedding, thumb)",
+        rows,
+        "",
+    )
     db.execute(
         "INSERT INTO face_scans (image_id, version, scanned_at) VALUES (?, ?, ?) "
         "ON CONFLICT(image_id) DO UPDATE SET version = excluded.version, "

@@ -5,24 +5,52 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from lookalike.store.database import Database, PathParam
+from lookalike.store.database import Database, Handle, PathParam
 
 # Ids per ``IN (...)`` query: well under SQLite's limit on bound parameters.
 CHUNK = 500
 # Below every id a table holds: where keyset batches start.
 FIRST_KEY = -(2**63)
 
+T = TypeVar("T")
+
+
+def chunks(values: Sequence[T], size: int = CHUNK) -> Iterator[tuple[list[T], str]]:
+    """``values`` in chunks of at most ``size``: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
+    for start in range(0, len(values), size):
+        chunk = list(values[start : start + size])
+        yield chunk, ",".join("?" * len(chunk))
+
 
 def in_chunks(ids: Sequence[int], size: int = CHUNK) -> Iterator[tuple[list[int], str]]:
-    """``ids`` in chunks of at most ``size``: ``(chunk, "?,?,...")`` for an ``IN (...)``."""
-    wanted = [int(i) for i in ids]
-    for start in range(0, len(wanted), size):
-        chunk = wanted[start : start + size]
-        yield chunk, ",".join("?" * len(chunk))
+    """``ids`` as ints in chunks of at most ``size``: ``(chunk, "?,?,...")``."""
+    return chunks([int(i) for i in ids], size)
+
+
+def insert_rows(
+    db: Handle, into: str, rows: Sequence[Sequence[Any]], then: str, *, returning: bool = False
+) -> list[Any]:
+    """Run ``INSERT INTO {into} VALUES (...), (...) {then}`` for ``rows`` (all of one width),
+    one statement per chunk of them; returns the rows it returned when ``returning``.
+
+    One statement for many rows: one round trip on a shared catalog. ``then`` may not
+    update one row twice (PostgreSQL refuses that within one statement).
+    """
+    found: list[Any] = []
+    width = len(rows[0]) if rows else 1
+    for chunk, _ in chunks(rows, max(1, CHUNK // width)):
+        row = "(" + ", ".join("?" * width) + ")"
+        cursor = db.execute(
+            f"INSERT INTO {into} VALUES {', '.join([row] * len(chunk))} {then}",
+            [value for values in chunk for value in values],
+        )
+        if returning:
+            found += cursor.fetchall()
+    return found
 
 
 def keyset_batches(
