@@ -463,3 +463,39 @@ def test_an_index_is_built_in_bounded_batches_and_is_the_one_built_at_once(
     assert max(source.reads) <= 128
     assert sum(source.reads) >= 1000  # every vector (and, for IVF, a training sample)
     catalog.close()
+
+
+@dataclass
+class _WideDesc(_Desc):
+    dim: int = 256
+
+
+def test_saving_an_index_streams_it_to_the_file_without_a_copy_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 1M-vector index is GBs: saving it must not hold its bytes (nor two copies) in memory.
+    # numpy and Python report their allocations to tracemalloc; faiss's is the index itself.
+    import tracemalloc
+
+    from lookalike.index import faiss_index
+
+    monkeypatch.setattr(faiss_index, "WRITE_PIECE", 1 << 16)
+    catalog = SqlCatalog(SqliteDatabase(tmp_path / "c.sqlite3"))
+    rows = _unit(np.random.default_rng(0), 1000, 256)
+    catalog.record(
+        NewImage(f"sha{i}", f"/p/{i}.png", 1, 1, 1, 1, "PNG", {"cnn": ("v1", r)})
+        for i, r in enumerate(rows)
+    )
+    desc = _WideDesc()
+    manager = IndexManager(catalog, tmp_path / "index", ann_threshold=10**9, nprobe=4)
+    size = len(manager.rebuild(desc).to_bytes())  # type: ignore[arg-type]
+    tracemalloc.start()
+    manager._save("cnn", manager._held["cnn"])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < size / 4, f"saving held {peak:,} bytes for a {size:,}-byte index"
+    # What was saved loads back, its checksum (known only after the body) checked.
+    again = IndexManager(catalog, tmp_path / "index", ann_threshold=10**9, nprobe=4)
+    loaded = again.get(desc)  # type: ignore[arg-type]
+    assert loaded.to_bytes() == manager._held["cnn"].index.to_bytes()
+    catalog.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, Protocol
 
 import numpy as np
@@ -31,6 +31,11 @@ class VectorIndex(Protocol):
         ...
 
     def to_bytes(self) -> bytes: ...
+
+    def write_to(self, write: Callable[[bytes], object]) -> None:
+        """The bytes ``to_bytes`` gives, handed to ``write`` piece by piece (memory: one
+        piece, not a copy of the index)."""
+        ...
 
 
 class IndexSpec(Protocol):

@@ -27,6 +27,8 @@ from lookalike.index.rwlock import ReadWriteLock
 SMALL_BATCH = 32
 # Bytes faiss asks a reader for at a time when it loads an index from a stream.
 READ_CHUNK = 1 << 24
+# Bytes per piece when an index is written out (write_to).
+WRITE_PIECE = 1 << 24
 
 Metric = Literal["ip", "l2"]
 # ``read(n)``: up to ``n`` more bytes of a stream (a file's ``read``).
@@ -142,10 +144,23 @@ class _IdMapped:
         return self._scores(distances), ids
 
     def to_bytes(self) -> bytes:
-        with self._guard.reading():
-            return self._serialize()
+        pieces: list[bytes] = []
+        self.write_to(pieces.append)
+        return b"".join(pieces)
 
-    def _serialize(self) -> bytes:
+    def write_to(self, write: Callable[[bytes], object]) -> None:
+        def piece(data: bytes) -> int:
+            write(bytes(data))
+            return len(data)
+
+        with self._guard.reading():
+            writer = faiss.PyCallbackIOWriter(piece, WRITE_PIECE)  # type: ignore[attr-defined]
+            try:
+                self._write(writer)
+            finally:
+                del writer  # flushes its last piece
+
+    def _write(self, writer: Any) -> None:
         raise NotImplementedError
 
 
@@ -222,8 +237,8 @@ class FloatIndex(_IdMapped):
             raise BadInput(f"query shape {q.shape} does not match the index width {self.dim}")
         return q
 
-    def _serialize(self) -> bytes:
-        return bytes(faiss.serialize_index(self._index).tobytes())
+    def _write(self, writer: Any) -> None:
+        faiss.write_index(self._index, writer)
 
     @classmethod
     def read(cls, read: Reader, ids: np.ndarray, *, kind: str, nprobe: int) -> FloatIndex:
@@ -269,8 +284,8 @@ class BinaryIndex(_IdMapped):
     def _scores(self, distances: np.ndarray) -> np.ndarray:
         return 1.0 - distances.astype(np.float32) / self.bits
 
-    def _serialize(self) -> bytes:
-        return bytes(faiss.serialize_index_binary(self._index).tobytes())
+    def _write(self, writer: Any) -> None:
+        faiss.write_index_binary(self._index, writer)
 
     @classmethod
     def read(cls, read: Reader, ids: np.ndarray) -> BinaryIndex:

@@ -276,21 +276,40 @@ class IndexManager:
         return _Held(index, descriptor.version, head["generation"])
 
     def _save(self, name: str, held: _Held) -> None:
+        """Write the index file: header, ids, faiss bytes streamed from the index (memory:
+        a piece, not a copy of a possibly many-GB index). The header's checksum is known
+        only at the end: the header line has room for it, and is written again then."""
         ids = np.ascontiguousarray(held.index.ids(), dtype=np.int64).tobytes()
-        body = held.index.to_bytes()
         head: dict[str, Any] = {
             "version": held.version,
             "generation": held.generation,
             "kind": held.index.kind,
             "n": len(ids) // 8,
         }
-        crc = zlib.crc32(body, zlib.crc32(ids, zlib.crc32(_canonical(head))))
+
+        # Every header line as wide as the widest checksum's (JSON allows the spaces).
+        width = len(json.dumps({**head, "crc32": 0xFFFFFFFF}))
+
+        def header(crc: int) -> bytes:
+            return json.dumps({**head, "crc32": crc}).encode().ljust(width) + b"\n"
 
         def write(f: BinaryIO) -> None:
+            crc = zlib.crc32(ids, zlib.crc32(_canonical(head)))
+
+            def piece(data: bytes) -> None:
+                nonlocal crc
+                crc = zlib.crc32(data, crc)
+                f.write(data)
+
             f.write(MAGIC)
-            f.write(json.dumps({**head, "crc32": crc}).encode() + b"\n")
+            start = f.tell()
+            f.write(header(0))
             f.write(ids)
-            f.write(body)
+            held.index.write_to(piece)
+            end = f.tell()
+            f.seek(start)
+            f.write(header(crc))
+            f.seek(end)
 
         atomic_write(self._file(name), write, durable=True)
 
