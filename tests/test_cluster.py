@@ -45,6 +45,13 @@ def _photo(seed: int) -> bytes:
     return out.getvalue()
 
 
+def _client() -> httpx.Client:
+    """A client that opens a new connection per request: a server closes a keep-alive
+    connection idle for 5 s (uvicorn's default), and a request sent on it at that moment
+    is reset, which httpx does not retry for a POST (seen on a loaded 2-core machine)."""
+    return httpx.Client(timeout=120, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _upload(client: httpx.Client, base: str, name: str, data: bytes) -> int:
     answer = client.post(f"{base}/v1/images", files={"files": (name, data, "image/jpeg")})
     assert answer.status_code == 200, answer.text
@@ -124,7 +131,7 @@ def test_two_servers_and_two_workers_share_one_catalog(
         # 200 uploads from 4 clients at once, each client's spread over both servers.
         def client(first: int) -> dict[int, int]:
             ids = {}
-            with httpx.Client(timeout=120) as http:
+            with _client() as http:
                 for i in range(first, UPLOADS, CLIENTS):
                     ids[i] = _upload(
                         http, running.servers[(i // CLIENTS) % 2], f"{i}.jpg", uploads[i]
@@ -133,7 +140,7 @@ def test_two_servers_and_two_workers_share_one_catalog(
 
         with ThreadPoolExecutor(CLIENTS) as pool:
             ids = {k: v for part in pool.map(client, range(CLIENTS)) for k, v in part.items()}
-        with httpx.Client(timeout=120) as http:
+        with _client() as http:
             # A folder queued through one server, done by the workers, watched on the other.
             job = http.post(f"{a}/v1/jobs", json={"path": str(photos)}).json()
             finished = _wait_for_job(http, b, int(job["job_id"]))
