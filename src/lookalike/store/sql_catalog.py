@@ -16,6 +16,7 @@ from lookalike.store.sql_faces import SqlFaceStore, write_scan
 from lookalike.store.sql_service import SqlServiceStore
 from lookalike.store.sql_util import (
     CHUNK,
+    blobs_for,
     chunks,
     in_chunks,
     insert_rows,
@@ -142,14 +143,11 @@ class SqlCatalog:
         self, descriptor: str, version: str, ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like ``vectors`` but only for ``ids`` (those that have this version)."""
-        rows: list[Any] = []
-        for chunk, marks in in_chunks(ids):
-            rows += self.database.query(
-                f"SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
-                f"AND image_id IN ({marks}) ORDER BY image_id",
-                [descriptor, version, *chunk],
-            )
-        return stack_blobs(rows)
+        sql = (
+            "SELECT image_id, vector FROM vectors WHERE descriptor = ? AND version = ? "
+            "AND image_id IN ({marks}) ORDER BY image_id"
+        )
+        return blobs_for(self.database, sql, [descriptor, version], ids)
 
     def generation(self, descriptor: str) -> int:
         return read_generation(self.database, descriptor)

@@ -28,6 +28,7 @@ from lookalike.store.base import (
 )
 from lookalike.store.database import Database, Handle
 from lookalike.store.sql_util import (
+    blobs_for,
     float_blob,
     in_chunks,
     insert_rows,
@@ -174,14 +175,8 @@ class SqlFaceStore:
     def vectors_for(
         self, name: str, version: str, ids: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        rows: list[Any] = []
-        for chunk, marks in in_chunks(ids):
-            rows += self.database.query(
-                f"SELECT id, embedding FROM faces WHERE version = ? AND id IN ({marks}) "
-                "ORDER BY id",
-                [version, *chunk],
-            )
-        return stack_blobs(rows)
+        sql = "SELECT id, embedding FROM faces WHERE version = ? AND id IN ({marks}) ORDER BY id"
+        return blobs_for(self.database, sql, [version], ids)
 
     def faces(self, ids: Sequence[int]) -> dict[int, FaceRow]:
         out: dict[int, FaceRow] = {}

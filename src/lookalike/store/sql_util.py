@@ -70,6 +70,17 @@ def keyset_batches(
         after = int(rows[-1][0])
 
 
+def blobs_for(
+    database: Database[Any], sql: str, args: Sequence[object], ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``stack_blobs`` of the ``(id, blob)`` rows ``sql`` selects for ``ids``, in chunks:
+    ``sql`` ends in ``IN ({marks})`` (and an ORDER BY), ``args`` bind what comes before."""
+    rows: list[Any] = []
+    for chunk, marks in in_chunks(ids):
+        rows += database.query(sql.format(marks=marks), [*args, *chunk])
+    return stack_blobs(rows)
+
+
 def stack_blobs(rows: Sequence[Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``(id, blob)`` (blobs of one size) as ``(ids int64 (n,), uint8 (n, bytes))``."""
     ids = np.array([r[0] for r in rows], dtype=np.int64)
