@@ -55,6 +55,12 @@ def skimage_data() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
+def converted_models(folder: Path) -> list[str]:
+    """The models converted into a model cache folder, by kind: ``["face", "mmod"]`` once
+    the face ResNet and the CNN detector have run (anything else there shows up too)."""
+    return sorted(p.name.split("-")[1] if p.suffix == ".onnx" else p.name for p in folder.iterdir())
+
+
 def sample(name: str) -> Image.Image:
     """A scikit-image sample photo (file stem, e.g. "chelsea") as an RGB PIL image."""
     (path,) = skimage_data().glob(f"{name}.*")

@@ -145,7 +145,9 @@ def test_converted_model_is_cached(cache_dir: Path, monkeypatch: pytest.MonkeyPa
     assert not list(cache_dir.glob("*.tmp"))
     # A new converter never reuses an old graph.
     monkeypatch.setattr(dlib_resnet, "CONVERTER_VERSION", "dlib-face-resnet-onnx/test")
-    assert dlib_resnet._cache_name(dlib_resnet.weights_path()) != first.name
+    monkeypatch.setattr(dlib_resnet, "build_onnx", lambda net: pytest.fail("built again"))
+    with pytest.raises(pytest.fail.Exception, match="built again"):
+        dlib_resnet.onnx_model_path(cache_dir)
 
 
 def test_truncated_or_padded_files_are_refused(dat: bytes) -> None:

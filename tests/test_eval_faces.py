@@ -28,7 +28,7 @@ from lookalike.eval.runner import run_face_pairs_eval
 from lookalike.people.cluster import cluster_faces, pairwise_scores
 from lookalike.settings import clear_settings_cache, get_settings
 
-from .conftest import sample
+from .conftest import converted_models, sample
 
 # --------------------------------------------------------------------------- verification
 
@@ -306,7 +306,7 @@ def test_eval_faces_works_under_the_settings_given(
     report = run_face_pairs_eval(pairs, settings)
     # At 0.01 the two copies of one face are told apart: the settings' threshold was used.
     assert report.scores.threshold == 0.01 and report.scores.accuracy == 0.5
-    assert [p.suffix for p in (tmp_path / "models").iterdir()] == [".onnx"]
+    assert converted_models(tmp_path / "models") == ["face", "mmod"]
     # The command line reads the settings once and passes them down the same way.
     monkeypatch.setenv("LOOKALIKE_FACE_THRESHOLD", "0.01")
     clear_settings_cache()

@@ -24,6 +24,7 @@ from lookalike.faces import (
     StageTimes,
     analyze,
     api,
+    config,
     crop_face,
     detect_faces,
     embed_chips,
@@ -32,10 +33,13 @@ from lookalike.faces import (
     pairwise_distances,
 )
 from lookalike.faces import models as face_models
+from lookalike.faces.config import Detector
 from lookalike.faces.detect import detect_boxes, detection_scale
 from lookalike.faces.quality import estimate_yaw
 from lookalike.faces.read import decode_for_faces, detector_input, find_faces
 from lookalike.settings import get_settings
+
+from .conftest import converted_models
 
 ASTRONAUT_BOX = (176, 77, 266, 167)
 
@@ -104,8 +108,8 @@ def test_resized_and_reencoded_copy_is_the_same_face(astronaut: Image.Image, fac
 def test_mirrored_copy_is_the_same_face(astronaut: Image.Image, face: Face) -> None:
     (mirrored,) = analyze(astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
     assert distance(face, mirrored) < 0.5
-    # The box mirrors too.
-    assert abs(mirrored.box[0] - (512 - face.box[2])) <= 15
+    # The box mirrors too, within the CNN's grid (8 pixels of the pyramid level it is on).
+    assert abs(mirrored.box[0] - (512 - face.box[2])) <= 0.2 * face.width
 
 
 def test_images_without_faces_give_empty_lists() -> None:
@@ -120,10 +124,13 @@ def test_tiny_image_gives_empty_list_quickly(face: Face) -> None:
     assert time.perf_counter() - t0 < 0.5
 
 
-def test_huge_photo_is_shrunk_for_detection(astronaut: Image.Image, face: Face) -> None:
+@pytest.mark.parametrize("detector", ["hog", "cnn"])
+def test_huge_photo_is_shrunk_for_detection(
+    astronaut: Image.Image, face: Face, detector: Detector
+) -> None:
     big = astronaut.resize((6000, 6000), Image.Resampling.BILINEAR)
     times = StageTimes()
-    (found,) = analyze(big, timings=times)
+    (found,) = analyze(big, timings=times, detector=detector, max_side=800)
     scale = 6000 / 512
     expected = [round(v * scale) for v in ASTRONAUT_BOX]
     assert all(abs(a - b) <= 15 * scale for a, b in zip(found.box, expected, strict=True))
@@ -138,24 +145,33 @@ def test_detector_input_is_the_copy_find_faces_detects_on(astronaut: Image.Image
     reduced decode, and the face where find_faces finds it (scaled)."""
     buf = io.BytesIO()
     astronaut.resize((4000, 4000), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
-    settings = get_settings(face_detect_max_side=800)
+    settings = get_settings(face_detect_max_side=800, face_detector="hog")
     decoded = decode_for_faces(buf.getvalue(), settings)
     assert decoded.image.width < 4000  # drafted
     small = detector_input(decoded, settings)
     assert small.size == (800, 800)
-    ((box, _),) = detect_boxes(small, max_side=800)
+    ((box, _),) = detect_boxes(small, detector="hog", max_side=800)
     (found,) = find_faces(decoded, settings, embeddings=False)
     assert all(abs(a * 5 - b) <= 5 for a, b in zip(box, found.box, strict=True))
     # A small photo is enlarged (at most 2x) so that a face_min_size face can be found.
-    plain = decode_for_faces(skimage_file("astronaut.png").read_bytes(), get_settings())
-    assert detector_input(plain, get_settings()).size == (1024, 1024)
+    plain = decode_for_faces(skimage_file("astronaut.png").read_bytes(), settings)
+    assert detector_input(plain, get_settings(face_detector="hog")).size == (1024, 1024)
+    # The CNN's input is the top of its pyramid: a face_min_size face made 80 px wide.
+    assert detector_input(plain, get_settings(face_detector="cnn")).size == (1024, 1024)
+    assert detector_input(plain, get_settings(face_min_size=80)).size == (512, 512)
 
 
-def test_small_faces_are_found_but_not_usable(astronaut: Image.Image) -> None:
+@pytest.mark.parametrize(("detector", "min_face"), [("hog", 40), ("cnn", 24)])
+def test_small_faces_are_found_but_not_usable(
+    astronaut: Image.Image, detector: Detector, min_face: int
+) -> None:
+    """HOG's copy is enlarged 2x at most; the CNN's pyramid starts where a ``min_face``
+    face is 80 px: below 40 it finds faces it flags small."""
     small = astronaut.resize((180, 180), Image.Resampling.LANCZOS)  # face ~32 px
-    (found,) = analyze(small)
+    (found,) = analyze(small, detector=detector, min_face=min_face)
     assert found.width < 40
-    assert "small" in found.flags and not found.usable
+    assert ("small" in found.flags) == (found.width < min_face)
+    assert found.usable == ("small" not in found.flags)
     assert found.embedding is not None
 
 
@@ -320,7 +336,7 @@ def test_face_functions_work_without_a_data_folder(astronaut: Image.Image, tmp_p
     with pytest.raises(BadInput, match=r"coffee\.png: no face found"):
         api.verify(path, skimage_file("coffee.png"), settings)
     assert not (tmp_path / "data").exists()
-    assert [p.suffix for p in (tmp_path / "models").iterdir()] == [".onnx"]
+    assert converted_models(tmp_path / "models") == ["face", "mmod"]
 
 
 def test_one_encoder_session_per_model_folder_and_thread_count(tmp_path: Path) -> None:
@@ -329,3 +345,41 @@ def test_one_encoder_session_per_model_folder_and_thread_count(tmp_path: Path) -
     assert Encoder(tmp_path, 2).session() is not one
     assert Encoder(tmp_path / "other", 1).session() is not one
     assert not one.loaded  # opened on first use only
+
+
+def crowd(rows: int, cols: int, face_px: int) -> Image.Image:
+    """A grid of astronaut portraits, each about ``face_px`` pixels of face."""
+    portrait = load("astronaut.png").crop((110, 20, 320, 230))  # the face ~100 of 210 px
+    tile = portrait.resize((face_px * 21 // 10,) * 2, Image.Resampling.LANCZOS)
+    grid = Image.new("RGB", (tile.width * cols, tile.height * rows))
+    for r in range(rows):
+        for c in range(cols):
+            grid.paste(tile, (c * tile.width, r * tile.height))
+    return grid
+
+
+def test_a_crowd_is_found_face_by_face() -> None:
+    """64 faces of ~90 px in one photo: each found once, in its own cell of the grid."""
+    group = crowd(8, 8, 90)
+    faces = analyze(group, detector="cnn", min_face=80, max_side=max(group.size))
+    cell = group.width // 8
+    cells = {
+        (int(f.box[0] + f.width / 2) // cell, int((f.box[1] + f.box[3]) / 2) // cell) for f in faces
+    }
+    assert len(faces) == len(cells) >= 60
+
+
+def test_faces_per_photo_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = crowd(3, 3, 90)
+    monkeypatch.setattr(config, "MAX_FACES", 4)
+    faces = analyze(group, detector="cnn", min_face=80, max_side=max(group.size), embeddings=False)
+    assert len(faces) == 4
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+
+
+@pytest.mark.parametrize("detector", ["hog", "cnn"])
+def test_a_photo_that_is_all_face_is_found(detector: Detector) -> None:
+    """A 4000 px close-up: the face fills the photo; the pyramid's small levels find it."""
+    closeup = load("astronaut.png").crop((150, 60, 290, 200)).resize((4000, 4000))
+    (found,) = analyze(closeup, detector=detector, embeddings=False)
+    assert found.width > 2000

@@ -27,7 +27,7 @@ from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
 from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase
 
-from .conftest import sample
+from .conftest import converted_models, sample
 
 RNG = np.random.default_rng(7)
 # Identity centres ~1.3 apart; faces scattered ~0.3 around them (dlib: same < 0.6).
@@ -470,7 +470,10 @@ def test_open_runs_the_face_model_from_the_settings_given(
         assert lk.people.encoder.session().loaded
         with lk.people.encoder.session().use() as session:
             assert session.get_session_options().intra_op_num_threads == 1
-    assert [p.suffix for p in chosen.iterdir()] == [".onnx"]
+        with lk.people.encoder.detector_session().use() as session:
+            assert session.get_session_options().intra_op_num_threads == 1
+    # The face ResNet and the CNN detector, converted into the folder given.
+    assert converted_models(chosen) == ["face", "mmod"]
     # (ONNX Runtime keeps a device id of its own under XDG_CACHE_HOME.)
     assert not env_cache.exists() and not (xdg_cache / "lookalike").exists()
 

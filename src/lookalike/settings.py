@@ -75,9 +75,10 @@ class Settings(BaseSettings):
     # photos) and faces_cluster.py; BENCHMARKS.md has the figures.
     # Find, embed and group faces when indexing (``lookalike index --no-faces`` turns it off).
     faces: bool = True
-    # dlib's HOG detector (default; ~0.1 s per photo) or its CNN (MMOD) one ("cnn": ~1.7 s
-    # per photo on a CPU, finds more profile and small faces).
-    face_detector: Literal["hog", "cnn"] = "hog"
+    # Face detector: dlib's MMOD CNN run in ONNX Runtime over an image pyramid ("cnn",
+    # default: finds small, turned and blurred faces HOG misses) or dlib's HOG detector
+    # ("hog": the fast option, frontal faces of ~80 px and more in its copy of the photo).
+    face_detector: Literal["hog", "cnn"] = "cnn"
     # Euclidean distance between 128-d embeddings at or below which two faces are one person:
     # verification, identification and recognition at index time. dlib's published value,
     # confirmed on the LFW pairs: the thresholds that maximise accuracy are 0.60 (detector)
@@ -98,12 +99,17 @@ class Settings(BaseSettings):
     # Photos are decoded with a shorter side of at least this for face detection (JPEG
     # draft decoding); all 62 press photos' faces are found at 1024 (faces-speed).
     face_decode_side: int = 1024
-    # The HOG detector runs on a copy shrunk to this longer side (CNN: half of it, see
-    # lookalike.faces.config.detect_side). Faces narrower than ~80 px in that copy are
-    # missed: at 1280 a 4000 px photo keeps faces from ~250 px; raise it for group photos
-    # (cost grows with the square: median 31 ms at 800, 49 at 1024, 76 at 1280, 169 at 2048
-    # per photo on a shared 2-core machine, faces-speed).
+    # The HOG detector runs on a copy shrunk to this longer side. Faces narrower than ~80 px
+    # in that copy are missed: at 1280 a 4000 px photo keeps faces from ~250 px; raise it
+    # for group photos (cost grows with the square: median 31 ms at 800, 49 at 1024, 76 at
+    # 1280, 169 at 2048 per photo on a shared 2-core machine, faces-speed).
     face_detect_max_side: int = 1280
+    # The CNN detector looks at the photo scaled so that a face_min_size face is 80 px wide
+    # (its window), but at most this long side: the bound on its time and memory (~3,700
+    # multiply-adds per pixel of a pyramid of 3.3x the top level's pixels). Faces narrower
+    # than ~70 px at that scale, under ~6% of a photo's longer side at 1280, are missed:
+    # raise it (and lower face_min_size) for crowds; the time grows with its square.
+    face_cnn_max_side: int = 1280
     # Group new unknown faces into clusters at the end of ``index`` (incremental, cheap).
     face_cluster_on_index: bool = True
 

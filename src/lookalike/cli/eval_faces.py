@@ -73,7 +73,7 @@ def _images(faces: MainFaces) -> str:
     "--detector",
     type=click.Choice(["hog", "cnn"]),
     default=None,
-    help="Face detector (default: the face_detector setting, hog).",
+    help="Face detector: cnn (default: the face_detector setting) or hog (fast, frontal).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_faces(

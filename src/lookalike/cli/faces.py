@@ -100,7 +100,7 @@ detector_option = click.option(
     "--detector",
     type=click.Choice(["hog", "cnn"]),
     default=None,
-    help="Face detector (default: the face_detector setting, hog).",
+    help="Face detector: cnn (default: the face_detector setting) or hog (fast, frontal).",
 )
 crop_option = click.option("--crop", is_flag=True, help="Images are face crops: no detector.")
 annotate_option = click.option(

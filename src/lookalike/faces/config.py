@@ -29,14 +29,10 @@ def _setting_default(field: str) -> Any:
     return Settings.model_fields[field].default
 
 
-def detect_side(detector: Detector, max_side: int) -> int:
-    """The longer side the detector runs at, for the ``face_detect_max_side`` setting.
-
-    The CNN (MMOD) detector gets half of it, a quarter of the pixels: dlib-bin runs it
-    without BLAS, ~1.7 s per photo at 640 px (15x HOG's time at 1280 px), with the same
-    detection rate on the press photos.
-    """
-    return max_side if detector == "hog" else max(1, max_side // 2)
+def detect_side(detector: Detector, hog_side: int, cnn_side: int) -> int:
+    """The longer side ``detector`` looks at most: ``face_detect_max_side`` for HOG (its
+    copy of the photo), ``face_cnn_max_side`` for the CNN (the top of its pyramid)."""
+    return hog_side if detector == "hog" else cnn_side
 
 
 DEFAULT_DETECTOR: Final[Detector] = _setting_default("face_detector")
@@ -49,8 +45,10 @@ DEFAULT_CLUSTER_THRESHOLD: Final[float] = _setting_default("face_cluster_thresho
 MIN_FACE_SIZE: Final[int] = _setting_default("face_min_size")
 # Usable quality cut-off (``face_min_quality``).
 MIN_QUALITY: Final[float] = _setting_default("face_min_quality")
-# Longer side of the copy HOG detection runs on (``face_detect_max_side``); CNN: half.
+# Longer side of the copy HOG detection runs on (``face_detect_max_side``).
 DETECT_MAX_SIDE: Final[int] = _setting_default("face_detect_max_side")
+# Longer side of the top of the CNN's pyramid at most (``face_cnn_max_side``).
+CNN_MAX_SIDE: Final[int] = _setting_default("face_cnn_max_side")
 
 # Smallest face (box width, pixels of the detector's input) both detectors find reliably:
 # smaller images are enlarged so that a MIN_FACE_SIZE face reaches this width.
@@ -63,6 +61,10 @@ MAX_UPSCALE: Final[float] = 2.0
 # MMOD's are CNN confidences.
 HOG_THRESHOLD: Final[float] = 0.3
 CNN_THRESHOLD: Final[float] = 0.3
+
+# At most this many faces are kept per photo, best detector score first: bounds the time a
+# crowd takes (landmarks and an embedding per face, ~3 ms each) and what one photo stores.
+MAX_FACES: Final[int] = 1000
 
 # Aligned chip fed to the ResNet: the size and padding it was trained with.
 CHIP_SIZE: Final[int] = 150

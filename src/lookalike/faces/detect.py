@@ -16,16 +16,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from lookalike.decode import to_rgb
 from lookalike.errors import BadInput
-from lookalike.faces import config, models
+from lookalike.faces import config, mmod, models
 from lookalike.faces.config import Detector, LandmarkCount, PadMode
 from lookalike.faces.quality import assess
+
+if TYPE_CHECKING:
+    from lookalike.faces.embed import Encoder
 
 __all__ = [
     "Box",
@@ -127,41 +130,59 @@ def detect_boxes(
     min_face: int = config.MIN_FACE_SIZE,
     max_side: int | None = None,
     threshold: float | None = None,
+    encoder: Encoder | None = None,
 ) -> list[tuple[Box, float]]:
     """Face boxes in an RGB image: ``[((left, top, right, bottom), score), ...]``.
 
     Coordinates are floats in the original image's pixels (not clipped: a face cut by the
     border has a box reaching beyond it); the best-scoring faces come first.
-    ``max_side`` defaults to the ``face_detect_max_side`` setting's default for HOG, half
-    of it for the CNN (:func:`~lookalike.faces.config.detect_side`); ``threshold`` to
-    ``HOG_THRESHOLD`` / ``CNN_THRESHOLD``.
+    ``max_side``: the longest side the detector looks at (default: the settings' default
+    for ``detector``, :func:`~lookalike.faces.config.detect_side`); ``threshold``:
+    ``HOG_THRESHOLD`` / ``CNN_THRESHOLD``. The CNN runs in ONNX Runtime over a pyramid from
+    ``min_face`` up (:mod:`lookalike.faces.mmod`); ``encoder`` says where its converted model
+    is cached and on how many threads it runs (default: the settings' defaults).
     """
     if detector not in ("hog", "cnn"):
         raise BadInput(f"unknown face detector {detector!r} (hog or cnn)")
     if max_side is None:
-        max_side = config.detect_side(detector, config.DETECT_MAX_SIDE)
-    if threshold is None:
-        threshold = config.HOG_THRESHOLD if detector == "hog" else config.CNN_THRESHOLD
+        max_side = config.detect_side(detector, config.DETECT_MAX_SIDE, config.CNN_MAX_SIDE)
+    if detector == "cnn":
+        if encoder is None:
+            from lookalike.faces.embed import Encoder
+
+            encoder = Encoder()
+        return mmod.detect(
+            image,
+            min_face=min_face,
+            max_side=max_side,
+            threshold=config.CNN_THRESHOLD if threshold is None else threshold,
+            session=encoder.detector_session(),
+        )
+    return _hog_boxes(
+        image,
+        min_face=min_face,
+        max_side=max_side,
+        threshold=config.HOG_THRESHOLD if threshold is None else threshold,
+    )
+
+
+def _hog_boxes(
+    image: Image.Image, *, min_face: int, max_side: int, threshold: float
+) -> list[tuple[Box, float]]:
+    """dlib's HOG detector on the copy :func:`detection_copy` makes, boxes in ``image``'s
+    pixels, best first."""
     small, scale = detection_copy(image, min_face=min_face, max_side=max_side)
     if min(small.size) < _MIN_DETECT_SIDE:
         return []
-    pixels = np.asarray(small)
-    found: list[tuple[Any, float]] = []
-    if detector == "hog":
-        with models.HOG_DETECTOR.use() as hog:
-            # run(image, upsample 0 (resizing is done above), score cut-off).
-            rects, scores, _ = hog.run(pixels, 0, threshold)
-        found = list(zip(rects, scores, strict=True))
-    else:
-        with models.CNN_DETECTOR.use() as cnn:
-            found = [(d.rect, float(d.confidence)) for d in cnn(pixels, 0)]
-        found = [(r, s) for r, s in found if s >= threshold]
+    with models.HOG_DETECTOR.use() as hog:
+        # run(image, upsample 0 (resizing is done above), score cut-off).
+        rects, scores, _ = hog.run(np.asarray(small), 0, threshold)
     out = [
         (
             (r.left() / scale, r.top() / scale, (r.right() + 1) / scale, (r.bottom() + 1) / scale),
             float(s),
         )
-        for r, s in found
+        for r, s in zip(rects, scores, strict=True)
     ]
     out.sort(key=lambda item: -item[1])
     return out
@@ -266,24 +287,32 @@ def detect_faces(
     max_side: int | None = None,
     threshold: float | None = None,
     timings: StageTimes | None = None,
+    encoder: Encoder | None = None,
 ) -> list[Face]:
     """The faces in ``image`` (any mode; converted to RGB), best detector score first.
 
     Each Face has its box, score, landmarks (``landmarks`` = 5 or 68 points), chip and
     quality; faces under ``min_face`` pixels or of low quality are kept with ``usable``
-    False. No face gives an empty list. ``timings``, if given, gets the detect and
-    landmark times added. See :func:`detect_boxes` for ``max_side`` and ``threshold``.
+    False; at most ``MAX_FACES``, the best. No face gives an empty list. ``timings``, if
+    given, gets the detect and landmark times added. See :func:`detect_boxes` for
+    ``max_side``, ``threshold`` and ``encoder``.
     """
     if landmarks not in (5, 68):
         raise BadInput(f"landmarks must be 5 or 68, not {landmarks}")
     rgb = to_rgb(image)
     t0 = time.perf_counter()
     boxes = detect_boxes(
-        rgb, detector=detector, min_face=min_face, max_side=max_side, threshold=threshold
+        rgb,
+        detector=detector,
+        min_face=min_face,
+        max_side=max_side,
+        threshold=threshold,
+        encoder=encoder,
     )
     t1 = time.perf_counter()
     faces = [
-        locate_face(rgb, box, score, landmarks=landmarks, min_face=min_face) for box, score in boxes
+        locate_face(rgb, box, score, landmarks=landmarks, min_face=min_face)
+        for box, score in boxes[: config.MAX_FACES]
     ]
     if timings is not None:
         timings.detect_ms += (t1 - t0) * 1000.0

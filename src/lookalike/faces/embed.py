@@ -13,7 +13,6 @@ jitter, which only it has. Which converted model file and how many threads: an
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +57,9 @@ ENCODER_BACKEND: EncoderBackend = "onnx"
 
 @dataclass(frozen=True)
 class Encoder:
-    """Where the converted face ResNet is cached (``model_cache_dir``) and how many threads
-    ONNX Runtime runs it on (``inference_threads``; 0: one per core).
+    """Where the converted face models (the ResNet, the CNN detector) are cached
+    (``model_cache_dir``) and how many threads ONNX Runtime runs them on
+    (``inference_threads``; 0: one per core).
 
     The default is the settings' defaults; :meth:`from_settings` takes the user's.
     """
@@ -74,28 +74,31 @@ class Encoder:
 
     def session(self) -> models.LazyModel[Any]:
         """This encoder's ONNX Runtime session: one per cache folder and thread count in the
-        process, converted and opened on first use (its lock makes calls take turns, since
-        ONNX Runtime already spreads each call over the cores)."""
-        with _SESSIONS_LOCK:
-            found = _SESSIONS.get(self)
-            if found is None:
-                found = models.LazyModel(
-                    f"face encoder (onnx, converted from {models.ENCODER_FILE} "
-                    f"into {self.cache_dir})",
-                    self._open,
-                )
-                _SESSIONS[self] = found
-            return found
+        process, converted and opened on first use (:func:`models.shared_session`)."""
+        return models.shared_session(
+            f"face encoder (onnx, converted from {models.ENCODER_FILE} into {self.cache_dir})",
+            ("resnet", self.cache_dir, self.threads),
+            self._open,
+        )
+
+    def detector_session(self) -> models.LazyModel[Any]:
+        """The converted CNN face detector's session, in the same place (:mod:`.mmod`)."""
+        return models.shared_session(
+            f"cnn face detector (onnx, converted from {models.CNN_FILE} into {self.cache_dir})",
+            ("mmod", self.cache_dir, self.threads),
+            self._open_detector,
+        )
+
+    def _open_detector(self) -> Any:
+        from lookalike.models import dlib_mmod
+
+        return dlib_mmod.create_session(self.cache_dir, self.threads)
 
     def _open(self) -> Any:
         # Imported here: ONNX Runtime is only needed once a face is embedded.
         from lookalike.models import dlib_resnet
 
         return dlib_resnet.create_session(self.cache_dir, self.threads)
-
-
-_SESSIONS: dict[Encoder, models.LazyModel[Any]] = {}
-_SESSIONS_LOCK = threading.Lock()
 
 
 def _embed_dlib(batch: list[np.ndarray], jitter: int) -> list[np.ndarray]:

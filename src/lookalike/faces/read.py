@@ -22,6 +22,7 @@ from lookalike.decode import Decoded, decode, decode_gate, read_file, to_rgb
 from lookalike.faces.config import Detector, LandmarkCount, detect_side
 from lookalike.faces.detect import Face, StageTimes, detection_copy
 from lookalike.faces.embed import Encoder
+from lookalike.faces.mmod import plan_levels
 from lookalike.faces.pipeline import analyze
 from lookalike.settings import Settings
 
@@ -110,9 +111,17 @@ def find_faces(
 
 def detector_input(decoded: Decoded, settings: Settings) -> Image.Image:
     """The resized copy of ``decoded`` that :func:`find_faces` runs the detector on under
-    ``settings`` (benchmarks give another detector these very pixels)."""
-    min_face, max_side = _detect_limits(decoded, settings, settings.face_detector)
-    return detection_copy(decoded.image, min_face=min_face, max_side=max_side)[0]
+    ``settings`` (benchmarks give another detector these very pixels): HOG's copy, or the
+    top level of the CNN's pyramid."""
+    chosen = settings.face_detector
+    min_face, max_side = _detect_limits(decoded, settings, chosen)
+    image = decoded.image
+    if chosen == "hog":
+        return detection_copy(image, min_face=min_face, max_side=max_side)[0]
+    levels = plan_levels(image.width, image.height, min_face=min_face, max_side=max_side)
+    if not levels:
+        return image
+    return image.resize((levels[0].width, levels[0].height), Image.Resampling.BILINEAR)
 
 
 def _decoded_scale(decoded: Decoded) -> float:
@@ -123,7 +132,9 @@ def _decoded_scale(decoded: Decoded) -> float:
 def _detect_limits(decoded: Decoded, settings: Settings, detector: Detector) -> tuple[int, int]:
     """(min_face, max_side) for ``detector`` on ``decoded``, in the decoded image's pixels."""
     min_face = max(1, round(settings.face_min_size / _decoded_scale(decoded)))
-    return min_face, detect_side(detector, settings.face_detect_max_side)
+    return min_face, detect_side(
+        detector, settings.face_detect_max_side, settings.face_cnn_max_side
+    )
 
 
 def _rescale(face: Face, scale: float, min_quality: float) -> Face:

@@ -6,6 +6,8 @@ into a checked model, writes it atomically to the cache and opens ONNX Runtime o
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,27 @@ def save_model(model: onnx.ModelProto, target: Path) -> Path:
     except OSError as exc:
         raise ModelError(f"cannot write the converted model to {target.parent}: {exc}") from exc
     return target
+
+
+def cached_conversion(
+    cache_dir: Path, weights: Path, prefix: str, version: str, build: Callable[[], onnx.ModelProto]
+) -> Path:
+    """The model converted from ``weights`` in ``cache_dir``, built by ``build`` on first use.
+
+    The file is named ``prefix`` and a hash of the converter ``version`` and the weights
+    file's size and mtime (they stand in for its content: hashing tens of MB on every start
+    would cost more than it guards against), and written atomically (:func:`save_model`).
+    ModelError if the weights cannot be read.
+    """
+    try:
+        stat = weights.stat()
+    except OSError as exc:
+        raise ModelError(f"cannot read model weights {weights}: {exc}") from exc
+    key = f"{version}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    target = Path(cache_dir) / f"{prefix}-{hashlib.sha256(key).hexdigest()[:16]}.onnx"
+    if target.is_file():
+        return target
+    return save_model(build(), target)
 
 
 def open_session(model: Path | bytes, threads: int = 0) -> onnxruntime.InferenceSession:

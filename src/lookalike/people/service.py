@@ -138,6 +138,7 @@ class FaceService:
             crop,
             s.face_decode_side,
             s.face_detect_max_side,
+            s.face_cnn_max_side,
             s.face_min_size,
             s.face_min_quality,
         ]

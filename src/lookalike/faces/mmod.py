@@ -1,0 +1,217 @@
+"""Faces with dlib's MMOD CNN detector in ONNX Runtime, over an image pyramid built for speed.
+
+The network (:mod:`lookalike.models.dlib_mmod`) scores every 80x80 window of its input, one
+score per 8 pixels, so a face is found when some pyramid level shows it about 80 pixels
+wide. The pyramid is chosen from the smallest face wanted:
+
+- the top level is the image scaled so that a ``min_face``-pixel face becomes a window
+  (enlarging small faces, shrinking big photos), but never past ``max_side`` pixels on its
+  longer side (the cost, ~3,700 multiply-adds per input pixel, grows with the square);
+- each level below is 5/6 of the one above (as dlib's), down to the last level that can
+  still hold a window: smaller levels could only find faces larger than the image;
+- all levels are packed side by side into one canvas (shelves, 10 black pixels apart, an
+  11-pixel black border, as dlib pads its tiled pyramid) and scored in one call;
+- each score above the threshold is mapped back to its level and to the image's pixels, and
+  overlapping boxes are suppressed, best first, across levels by dlib's own overlap rule.
+
+Levels are resized with PIL's bilinear filter (a box filter first when shrinking a lot),
+each from the level above.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Final
+
+import numpy as np
+from PIL import Image
+
+from lookalike.errors import BadInput
+from lookalike.faces import models
+
+__all__ = ["Level", "detect", "plan_levels", "suppress"]
+
+Box = tuple[float, float, float, float]
+
+# Each level is this fraction of the one above (dlib's pyramid_down<6>).
+RATE: Final = 5.0 / 6.0
+# Black pixels between packed levels and around the canvas (dlib's pyramid padding).
+GAP: Final = 10
+BORDER: Final = 11
+# Levels whose shorter side is below this fraction of the window are skipped: a face there
+# would be larger than the whole image.
+_MIN_LEVEL: Final = 1.0
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level: its scale (level / image pixels), size and place in the canvas."""
+
+    scale: float
+    width: int
+    height: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class _Net:
+    """What detection needs to know of the network, read once from the model file."""
+
+    window: tuple[int, int]
+    stride: int
+    offset: int
+    nms_iou: float
+    nms_covered: float
+
+
+@cache
+def _net() -> _Net:
+    from lookalike.models import dlib_mmod
+
+    net = dlib_mmod.load_net(dlib_mmod.weights_path())
+    return _Net(net.window, net.stride, net.offset, net.nms_iou, net.nms_covered)
+
+
+def plan_levels(
+    width: int, height: int, *, min_face: int, max_side: int, window: int = 80
+) -> list[Level]:
+    """The pyramid for a ``width`` x ``height`` image, packed in shelves (module docstring).
+
+    Returns the levels, largest first, each with its offset in the canvas; empty when even
+    the top level cannot hold a window. BadInput for a non-positive size.
+    """
+    if width <= 0 or height <= 0:
+        raise BadInput(f"image has no pixels ({width}x{height})")
+    if max_side <= 0 or min_face <= 0:
+        raise BadInput(f"detection side and face size must be positive ({max_side}, {min_face})")
+    scale = min(window / min_face, max_side / max(width, height))
+    sizes: list[tuple[float, int, int]] = []
+    while True:
+        w, h = math.floor(width * scale), math.floor(height * scale)
+        if min(w, h) < window * _MIN_LEVEL:
+            break
+        sizes.append((scale, w, h))
+        scale *= RATE
+    if not sizes:
+        return []
+    # Shelves as wide as the two largest levels side by side: ~80% of the canvas is image.
+    shelf_width = sizes[0][1] + (GAP + sizes[1][1] if len(sizes) > 1 else 0)
+    levels: list[Level] = []
+    x = y = BORDER
+    shelf_height = 0
+    for s, w, h in sizes:
+        if x > BORDER and x + w > BORDER + shelf_width:
+            x, y = BORDER, y + shelf_height + GAP
+            shelf_height = 0
+        levels.append(Level(s, w, h, x, y))
+        x += w + GAP
+        shelf_height = max(shelf_height, h)
+    return levels
+
+
+def _canvas(image: Image.Image, levels: list[Level]) -> np.ndarray:
+    """The levels of ``image`` drawn into one black canvas, (1, H, W, 3) uint8.
+
+    The top level is resized from the image, each level below from the one above it (as
+    dlib builds its pyramid): a 100 MP photo is read once, not once per level.
+    """
+    width = max(level.x + level.width for level in levels) + BORDER
+    height = max(level.y + level.height for level in levels) + BORDER
+    canvas = np.zeros((1, height, width, 3), dtype=np.uint8)
+    source = image
+    for level in levels:
+        source = source.resize(
+            (level.width, level.height), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
+        canvas[0, level.y : level.y + level.height, level.x : level.x + level.width] = np.asarray(
+            source
+        )
+    return canvas
+
+
+def _boxes(
+    scores: np.ndarray, levels: list[Level], net: _Net, threshold: float
+) -> list[tuple[Box, float]]:
+    """Every window scoring above ``threshold``, in the image's pixels."""
+    rows, cols = np.nonzero(scores > threshold)
+    found: list[tuple[Box, float]] = []
+    half_w, half_h = (net.window[0] - 1) / 2.0, (net.window[1] - 1) / 2.0
+    for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        x = c * net.stride + net.offset
+        y = r * net.stride + net.offset
+        level = _nearest_level(levels, x, y)
+        if level is None:
+            continue
+        cx, cy = (x - level.x) / level.scale, (y - level.y) / level.scale
+        hw, hh = half_w / level.scale, half_h / level.scale
+        found.append(((cx - hw, cy - hh, cx + hw + 1, cy + hh + 1), float(scores[r, c])))
+    return found
+
+
+def _nearest_level(levels: list[Level], x: float, y: float) -> Level | None:
+    """The level whose pixels hold (x, y) of the canvas; None in the gaps and border."""
+    for level in levels:
+        if level.x <= x < level.x + level.width and level.y <= y < level.y + level.height:
+            return level
+    return None
+
+
+def _overlapping(box: Box, kept: np.ndarray, iou: float, covered: float) -> bool:
+    """Whether ``box`` overlaps any of ``kept`` (rows of left, top, right, bottom) by dlib's
+    test_box_overlap: the intersection over the box bounding both, or over either box
+    alone, is above its threshold."""
+    if len(kept) == 0:
+        return False
+    left, top, right, bottom = box
+    iw = np.minimum(right, kept[:, 2]) - np.maximum(left, kept[:, 0])
+    ih = np.minimum(bottom, kept[:, 3]) - np.maximum(top, kept[:, 1])
+    inner = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    outer = (np.maximum(right, kept[:, 2]) - np.minimum(left, kept[:, 0])) * (
+        np.maximum(bottom, kept[:, 3]) - np.minimum(top, kept[:, 1])
+    )
+    area = (right - left) * (bottom - top)
+    areas = (kept[:, 2] - kept[:, 0]) * (kept[:, 3] - kept[:, 1])
+    hit = (inner / outer > iou) | (inner / area > covered) | (inner / areas > covered)
+    return bool(np.any(hit & (inner > 0)))
+
+
+def suppress(found: list[tuple[Box, float]], iou: float, covered: float) -> list[tuple[Box, float]]:
+    """Non-maximum suppression: best score first, a box is kept unless it overlaps one kept
+    (a crowd's thousands of windows are checked against the kept boxes as one array)."""
+    kept: list[tuple[Box, float]] = []
+    boxes = np.zeros((len(found), 4))
+    for box, score in sorted(found, key=lambda item: -item[1]):
+        if not _overlapping(box, boxes[: len(kept)], iou, covered):
+            boxes[len(kept)] = box
+            kept.append((box, score))
+    return kept
+
+
+def detect(
+    image: Image.Image,
+    *,
+    min_face: int,
+    max_side: int,
+    threshold: float,
+    session: models.LazyModel[Any],
+) -> list[tuple[Box, float]]:
+    """Face boxes in an RGB image, ``[((left, top, right, bottom), score), ...]`` in the
+    image's pixels, best first (not clipped: a face cut by the border reaches beyond it).
+
+    ``session``: the converted detector's ONNX Runtime session
+    (:meth:`lookalike.faces.embed.Encoder.detector_session`).
+    """
+    net = _net()
+    levels = plan_levels(
+        image.width, image.height, min_face=min_face, max_side=max_side, window=min(net.window)
+    )
+    if not levels:
+        return []
+    canvas = _canvas(image, levels)
+    with session.use() as runner:
+        (scores,) = runner.run(["scores"], {"image": canvas})
+    found = _boxes(scores[0, 0], levels, net, threshold)
+    return suppress(found, net.nms_iou, net.nms_covered)
