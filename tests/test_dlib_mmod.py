@@ -161,3 +161,16 @@ def test_converted_model_is_cached(tmp_path: Path) -> None:
     assert first.is_file() and first.name.startswith("dlib-mmod-")
     assert dlib_mmod.onnx_model_path(tmp_path) == first
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left
+
+
+def test_large_canvases_are_scored_in_bands_with_the_same_scores(encoder: Encoder) -> None:
+    """A canvas over the band size is run in bands (bounded memory): the score map equals
+    one run over the whole canvas."""
+    image = astronaut().resize((300, 700), Image.Resampling.BILINEAR)
+    levels = mmod.plan_levels(300, 700, min_face=60, max_side=900)
+    canvas = mmod._canvas(image, levels)
+    with encoder.detector_session().use() as session:
+        whole = mmod.score_canvas(canvas, session, band_pixels=10**9)
+        banded = mmod.score_canvas(canvas, session, band_pixels=canvas.shape[2] * 64)
+    assert banded.shape == whole.shape
+    np.testing.assert_allclose(banded, whole, atol=1e-4)

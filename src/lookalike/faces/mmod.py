@@ -40,6 +40,9 @@ RATE: Final = 5.0 / 6.0
 # Black pixels between packed levels and around the canvas (dlib's pyramid padding).
 GAP: Final = 10
 BORDER: Final = 11
+# Canvases of more pixels are scored in bands of about this many (score_canvas): bounds
+# the memory of the network's layers (~120 bytes per pixel) to ~0.5 GB.
+BAND_PIXELS: Final = 4_000_000
 # Levels whose shorter side is below this fraction of the window are skipped: a face there
 # would be larger than the whole image.
 _MIN_LEVEL: Final = 1.0
@@ -63,6 +66,7 @@ class _Net:
     window: tuple[int, int]
     stride: int
     offset: int
+    reach: int
     nms_iou: float
     nms_covered: float
 
@@ -72,7 +76,7 @@ def _net() -> _Net:
     from lookalike.models import dlib_mmod
 
     net = dlib_mmod.load_net(dlib_mmod.weights_path())
-    return _Net(net.window, net.stride, net.offset, net.nms_iou, net.nms_covered)
+    return _Net(net.window, net.stride, net.offset, net.reach, net.nms_iou, net.nms_covered)
 
 
 def plan_levels(
@@ -212,6 +216,48 @@ def detect(
         return []
     canvas = _canvas(image, levels)
     with session.use() as runner:
-        (scores,) = runner.run(["scores"], {"image": canvas})
-    found = _boxes(scores[0, 0], levels, net, threshold)
+        scores = score_canvas(canvas, runner, net)
+    found = _boxes(scores, levels, net, threshold)
     return suppress(found, net.nms_iou, net.nms_covered)
+
+
+def _score_cells(pixels: int, stride: int) -> int:
+    """Score cells along a side of ``pixels``: each stride-2 5x5 convolution (unpadded) keeps
+    (n - 5) // 2 + 1."""
+    for _ in range(stride.bit_length() - 1):
+        pixels = (pixels - 5) // 2 + 1
+    return max(0, pixels)
+
+
+def score_canvas(
+    canvas: np.ndarray, runner: Any, net: _Net | None = None, band_pixels: int = BAND_PIXELS
+) -> np.ndarray:
+    """The score map (rows, cols) of a (1, H, W, 3) canvas, run by ``runner`` (an ONNX
+    Runtime session) in horizontal bands of about ``band_pixels`` pixels.
+
+    Each band is run with the canvas rows above and below it that its scores depend on (the
+    network's reach around a window's centre, rounded up to the stride), so the map equals
+    one run over the whole canvas while the layers (~120 bytes per canvas pixel) hold one
+    band at a time.
+    """
+    net = net or _net()
+    height, width = canvas.shape[1:3]
+    stride = net.stride
+    margin = -(-(net.reach + net.offset) // stride) * stride
+    band = max(stride, (band_pixels // max(width, 1)) // stride * stride)
+    if height <= band + 2 * margin:
+        (scores,) = runner.run(["scores"], {"image": canvas})
+        return np.asarray(scores[0, 0])
+    rows = _score_cells(height, stride)
+    out = np.full((rows, _score_cells(width, stride)), -np.inf, dtype=np.float32)
+    for top in range(0, height, band):
+        start = max(0, top - margin)
+        (part,) = runner.run(["scores"], {"image": canvas[:, start : top + band + margin]})
+        # Score row r of the part is centred on canvas row start + r * stride + offset.
+        first = (top - start) // stride
+        count = min(band // stride, part.shape[2] - first, rows - top // stride)
+        if count > 0:
+            out[top // stride : top // stride + count, : part.shape[3]] = part[
+                0, 0, first : first + count
+            ]
+    return out
