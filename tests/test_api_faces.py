@@ -376,6 +376,59 @@ def test_list_and_show_clusters(client: Client) -> None:
     assert_error(c.get("/v1/clusters/0", headers=keys["read"]), 422)
 
 
+def faces_by_image(faces: list[dict[str, Any]]) -> dict[int, list[int]]:
+    """Image id -> the ids of those of ``faces`` it holds, in detector order (a page of
+    images of a person or cluster, as it should be: newest image first)."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    for f in faces:
+        out.setdefault(f["image_id"], []).append((f["face_index"], f["face_id"]))
+    return {image: [face for _, face in sorted(out[image])] for image in sorted(out, reverse=True)}
+
+
+def check_photo_page(c: TestClient, keys: dict[str, dict[str, str]], url: str, faces: Any) -> None:
+    """``url`` pages the images of ``faces`` (their StoredFace answers), newest first, each
+    as its image's answer with the face ids it holds."""
+    want = faces_by_image(faces)
+    r = c.get(url, headers=keys["read"])
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert (page["total"], page["offset"], page["limit"]) == (len(want), 0, 100)
+    assert {i["image_id"]: i["face_ids"] for i in page["images"]} == want
+    assert [i["image_id"] for i in page["images"]] == list(want)
+    for item in page["images"]:
+        image = c.get(f"/v1/images/{item['image_id']}", headers=keys["read"]).json()
+        shown = {k: v for k, v in image.items() if k != "faces"}
+        assert item == {**shown, "face_ids": want[item["image_id"]]}
+    # A page at a time; past the end, none (but the total still).
+    second = c.get(url, params={"offset": 1, "limit": 1}, headers=keys["read"]).json()
+    assert second["images"] == page["images"][1:2] and second["total"] == len(want)
+    assert c.get(url, params={"offset": 9}, headers=keys["read"]).json()["images"] == []
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"limit": "x"}):
+        assert_error(c.get(url, params=bad, headers=keys["read"]), 422)
+    assert_error(c.get(url), 401)
+
+
+def test_the_images_of_a_cluster(client: Client) -> None:
+    c, keys = client
+    clusters = c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]
+    for row in clusters:
+        cid = row["cluster_id"]
+        faces = c.get(f"/v1/clusters/{cid}", headers=keys["read"]).json()["faces"]
+        check_photo_page(c, keys, f"/v1/clusters/{cid}/images", faces)
+    # Her two clusters: astronaut.png and pair.jpg (her left face), and pair.jpg again.
+    names = [
+        sorted(Path(p).name for i in page["images"] for p in i["paths"])
+        for page in (
+            c.get(f"/v1/clusters/{row['cluster_id']}/images", headers=keys["read"]).json()
+            for row in clusters
+        )
+    ]
+    assert names == [["astronaut.png", "pair.jpg"], ["pair.jpg"]]
+    r = c.get("/v1/clusters/999/images", headers=keys["read"])
+    assert_error(r, 404, "cluster 999 not found")
+    assert_error(c.get("/v1/clusters/0/images", headers=keys["read"]), 422)
+
+
 def test_name_clusters(fresh: Client, photos: dict[str, bytes]) -> None:
     c, keys = fresh
     big, small = (

@@ -13,7 +13,7 @@ and the face pipeline.
 
 Deterministic (a fixed seed, derandomized Hypothesis) and bounded (MAX_EXAMPLES generated
 cases per operation in the fuzzing phase, plus the coverage phase's): about 2,300 requests
-over 38 operations, some 20 s on two cores.
+over 40 operations, some 20 s on two cores.
 """
 
 from __future__ import annotations

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from .test_api_faces import JPEG, api, assert_error, is_jpeg, make_photos, upload
+from .test_api_faces import (
+    JPEG,
+    api,
+    assert_error,
+    check_photo_page,
+    is_jpeg,
+    make_photos,
+    upload,
+)
 
 Client = tuple[TestClient, dict[str, dict[str, str]]]
 
@@ -150,6 +158,32 @@ def test_show_rename_merge_remove(client: Client, photos: dict[str, bytes]) -> N
     assert_error(c.get(f"/v1/people/{eid}", headers=keys["read"]), 404)
     for bad in ("0", "x", str(2**64)):
         assert_error(c.get(f"/v1/people/{bad}", headers=keys["read"]), 422, "person_id")
+
+
+def test_the_images_of_a_person(client: Client, photos: dict[str, bytes]) -> None:
+    c, keys = client
+    files = [("files", upload(n, photos)) for n in ("astronaut.png", "pair.jpg", "coffee.png")]
+    uploaded = c.post("/v1/images", files=files, headers=keys["write"]).json()["images"]
+    # Her two clusters named as one person: her face in astronaut.png, both in pair.jpg.
+    for cluster in c.get("/v1/clusters", headers=keys["read"]).json()["clusters"]:
+        body = {"name": "Eileen", "merge": True}
+        r = c.post(f"/v1/clusters/{cluster['cluster_id']}/name", json=body, headers=keys["write"])
+        assert r.status_code == 200, r.text
+    (eileen,) = c.get("/v1/people", headers=keys["read"]).json()["people"]
+    url = f"/v1/people/{eileen['person_id']}/images"
+    faces = c.get(f"/v1/people/{eileen['person_id']}", headers=keys["read"]).json()["faces"]
+    check_photo_page(c, keys, url, faces)
+    page = c.get(url, headers=keys["read"]).json()
+    ids = {u["filename"]: u["image_id"] for u in uploaded}
+    shown = [(i["image_id"], len(i["face_ids"])) for i in page["images"]]
+    assert shown == [(ids["pair.jpg"], 2), (ids["astronaut.png"], 1)]
+
+    # Someone with examples only is in no indexed image; someone unknown is a 404.
+    _, bob = enrol(client, "Bob", photos, "mirror.jpg")
+    r = c.get(f"/v1/people/{bob['person_id']}/images", headers=keys["read"])
+    assert r.json() == {"total": 0, "offset": 0, "limit": 100, "images": []}
+    assert_error(c.get("/v1/people/999/images", headers=keys["read"]), 404, "person 999")
+    assert_error(c.get("/v1/people/0/images", headers=keys["read"]), 422, "person_id")
 
 
 def test_examples(client: Client, photos: dict[str, bytes]) -> None:

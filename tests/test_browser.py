@@ -1,6 +1,7 @@
 """The web page in a real headless Chromium (Debian's, driven by Playwright) against a real
 ``lookalike serve``: the key form, search by a dropped photo, adding photos, the image view
-with face boxes, near duplicates, naming face clusters (and the 409 -> merge path), renaming.
+with face boxes, near duplicates, naming face clusters (and the 409 -> merge path), renaming;
+faces boxed where the API says and leading to their person's or cluster's photos.
 
 Photos: scikit-image's samples; the astronaut three times (as is, mirrored and shrunk, and
 twice side by side), so that her faces form two clusters (two faces of one photo never
@@ -238,7 +239,7 @@ def test_key_search_view_and_people(server: Server, page: Any, tmp_path: Path) -
     # Adding a photo already there says so; its view shows her face boxed.
     again = tmp_path / "again.png"
     again.write_bytes(png(sample("astronaut")))
-    page.get_by_label("Photos").set_input_files(str(again))
+    page.get_by_label("Photos to add").set_input_files(str(again))
     page.get_by_role("button", name="Add", exact=True).click()
     expect(page.locator("#added")).to_contain_text("again.png duplicate, 1 face(s)")
     page.locator("#added").get_by_role("button", name="again.png").click()
@@ -358,7 +359,152 @@ def test_other_sites_cannot_use_a_server_without_keys(
         expect(page.locator("#key-form")).to_be_hidden()
         mine = tmp_path / "mine.jpg"
         mine.write_bytes(jpeg(sample("astronaut")))
-        page.get_by_label("Photos").set_input_files(str(mine))
+        page.get_by_label("Photos to add").set_input_files(str(mine))
         page.get_by_role("button", name="Add", exact=True).click()
         # (the server's first upload: the models load first)
     expect(page.locator("#added")).to_contain_text("mine.jpg added, 1 face(s)", timeout=120_000)
+
+
+def photos_with_faces() -> dict[str, bytes]:
+    """Uploads of the face test: her face too small to recognise (37 px on a grey ground),
+    and her photo (cut wider than tall) stored on its side with an EXIF orientation that
+    turns it upright."""
+    astronaut = sample("astronaut")
+    small = Image.new("RGB", (512, 512), (120, 120, 120))
+    small.paste(astronaut.resize((205, 205), Image.Resampling.LANCZOS), (50, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    sideways = io.BytesIO()
+    wide = astronaut.crop((0, 0, 512, 384)).transpose(Image.Transpose.ROTATE_90)
+    wide.save(sideways, "JPEG", exif=exif.tobytes())
+    return {"small.jpg": jpeg(small), "sideways.jpg": sideways.getvalue()}
+
+
+def add_and_view(page: Any, api: httpx.Client, folder: Path, name: str) -> Any:
+    """Add ``name`` (of photos_with_faces, one face) with the page's form and open it from
+    the list of added photos; returns the API's answer for the image."""
+    path = folder / name
+    path.write_bytes(photos_with_faces()[name])
+    page.get_by_label("Photos to add").set_input_files([str(path)])
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator("#added")).to_contain_text(f"{name} added, 1 face(s)")
+    page.locator("#added").get_by_role("button", name=name).click()
+    image = api.get(f"/v1/images/{viewed(page)}").json()
+    open_view(page, image)
+    return image
+
+
+def assert_boxed(page: Any, face: dict[str, Any], image: dict[str, Any]) -> Any:
+    """The face's box on the page is the API's box, scaled to the displayed photo; returns
+    the box's locator."""
+    box = page.locator(f'#viewer-photo .box[data-face-id="{face["face_id"]}"]')
+    photo = page.locator("#viewer-photo img").bounding_box()
+    shown = box.bounding_box()
+    assert photo is not None and shown is not None
+    sx, sy = photo["width"] / image["width"], photo["height"] / image["height"]
+    assert abs(sx - sy) < 0.01, (photo, image)  # the photo is shown the way up it is
+    left, top, right, bottom = face["box"]
+    want = [photo["x"] + left * sx, photo["y"] + top * sy, (right - left) * sx, (bottom - top) * sy]
+    got = [shown["x"], shown["y"], shown["width"], shown["height"]]
+    assert all(abs(a - b) < 1.5 for a, b in zip(got, want, strict=True)), (got, want)
+    return box
+
+
+def open_view(page: Any, image: dict[str, Any]) -> None:
+    """Wait until the image view shows ``image``'s photo, decoded."""
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-title")).to_contain_text(f"Image {image['image_id']} ")
+    loaded(page, f'#viewer-photo img[alt="Image {image["image_id"]}"]')
+
+
+def viewed(page: Any) -> int:
+    """The id of the image the view opens (it opens once its metadata has come)."""
+    expect(page.locator("#viewer")).to_be_visible()
+    found = re.match(r"Image (\d+) ", page.locator("#viewer-title").text_content() or "")
+    assert found is not None
+    return int(found.group(1))
+
+
+def expect_photos(page: Any, title: str, api: httpx.Client, url: str) -> None:
+    """The photos view shows ``title`` and exactly the images ``url`` answers, in order."""
+    expect(page.locator("#tab-photos")).to_be_visible()
+    expect(page.locator("#photos-title")).to_have_text(title)
+    want = [str(i["image_id"]) for i in api.get(url).json()["images"]]
+    assert want
+    tiles = page.locator("#photos li")
+    expect(tiles).to_have_count(len(want))
+    assert [tiles.nth(i).get_attribute("data-image-id") for i in range(len(want))] == want
+    loaded(page, "#photos li img")
+
+
+def test_faces_in_the_image_view_lead_to_their_photos(
+    server: Server, page: Any, tmp_path: Path
+) -> None:
+    headers = {"X-API-Key": server.key}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as api:
+        # pair.jpg: her left face confirmed as a person, her right one in a cluster of its own.
+        pair = api.get(f"/v1/images/{server.images['pair.jpg']['image_id']}").json()
+        left, right = sorted(pair["faces"], key=lambda f: f["box"][0])
+        r = api.post(f"/v1/faces/{left['face_id']}/assign", json={"person": "Eileen Collins"})
+        person = r.json()
+        cluster = api.post(f"/v1/faces/{right['face_id']}/move", json={"cluster_id": None})
+        cluster_id = cluster.json()["cluster_id"]
+        pair = api.get(f"/v1/images/{pair['image_id']}").json()
+
+        page.set_viewport_size({"width": 1000, "height": 800})
+        page.goto(server.url)
+        page.evaluate("key => localStorage.setItem('lookalike.key', key)", server.key)
+        page.reload()
+
+        # People -> her photos -> pair.jpg.
+        page.get_by_role("button", name="People").click()
+        row = page.locator(f'#people li[data-person-id="{person["person_id"]}"]')
+        row.get_by_role("button", name="Photos").click()
+        person_url = f"/v1/people/{person['person_id']}/images"
+        expect_photos(page, "Photos of Eileen Collins", api, person_url)
+        page.locator(f'#photos li[data-image-id="{pair["image_id"]}"] button').click()
+        open_view(page, pair)
+        expect(page.locator("#viewer-title")).to_contain_text("2 faces")
+
+        # Both faces boxed where the API says, scaled: the photo is shown smaller than it is.
+        assert page.locator("#viewer-photo img").bounding_box()["width"] < pair["width"]
+        shown = {f["face_id"]: f for f in pair["faces"]}
+        person_box = assert_boxed(page, shown[left["face_id"]], pair)
+        cluster_box = assert_boxed(page, shown[right["face_id"]], pair)
+        expect(person_box).to_have_text(f"{left['face_index'] + 1}: Eileen Collins")
+        expect(cluster_box).to_have_text(f"{right['face_index'] + 1}: unnamed (group {cluster_id})")
+
+        # The cluster's face, from the keyboard: its photos (pair.jpg alone); back to it.
+        group = f"Photos of unnamed group {cluster_id}"
+        button = page.get_by_role("button", name=f"unnamed (group {cluster_id}). Show the photos")
+        expect(button).to_have_attribute("data-face-id", str(right["face_id"]))
+        button.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#viewer")).to_be_hidden()
+        expect_photos(page, group, api, f"/v1/clusters/{cluster_id}/images")
+        expect(page.locator("#photos li")).to_have_count(1)
+        page.locator("#photos li button").click()
+        open_view(page, pair)
+
+        # Her face: the person's photos again.
+        her = f"Face {left['face_index'] + 1}: Eileen Collins. Show the photos of Eileen Collins"
+        page.get_by_role("button", name=her, exact=True).click()
+        expect_photos(page, "Photos of Eileen Collins", api, person_url)
+
+        # An upload with a face too small to recognise: a dashed outline, not a button.
+        page.get_by_role("button", name="Search").click()
+        small = add_and_view(page, api, tmp_path, "small.jpg")
+        (face,) = small["faces"]
+        assert not face["usable"] and face["cluster_id"] is None and face["person_id"] is None
+        outline = assert_boxed(page, face, small)
+        assert outline.evaluate("e => e.tagName") == "DIV"
+        assert outline.evaluate("e => getComputedStyle(e).borderTopStyle") == "dashed"
+        expect(outline).to_have_attribute("aria-label", re.compile("too small or blurred"))
+        expect(page.locator("#viewer-photo button")).to_have_count(0)
+        page.keyboard.press("Escape")
+
+        # A photo stored on its side: photo and box both upright (it is wider than tall).
+        sideways = add_and_view(page, api, tmp_path, "sideways.jpg")
+        assert sideways["width"] > sideways["height"]
+        (face,) = sideways["faces"]
+        assert_boxed(page, face, sideways)

@@ -432,6 +432,30 @@ def test_people_clusters_and_examples_on_the_catalogs_database(catalog: Catalog)
     assert faces.count_faces("f1")["named"] == 1  # confirmed names survive
 
 
+def test_images_of_a_person_and_of_a_cluster_are_paged_newest_first(catalog: Catalog) -> None:
+    faces = catalog.faces
+    photos = [_photo(f"{i:02x}", f"/p/{i}.png", 0.1, 0.2, 0.3) for i in range(4)]
+    image_ids = catalog.record(photos)
+    by_image = [[f.id for f in faces.faces_of_image(i)] for i in image_ids]
+    sam = faces.add_person("Sam")
+    # Sam twice in the first photo, once in the third; a cluster in the second and fourth.
+    faces.set_person([by_image[0][0], by_image[0][2], by_image[2][1]], sam.id, confirmed=True)
+    (cluster,) = set(faces.assign_clusters([by_image[1][1], by_image[3][0]], [-1, -1]).values())
+
+    page = faces.images_of_person(sam.id, 0, 10)
+    assert page.total == 2
+    assert page.images == [
+        (image_ids[2], (by_image[2][1],)),
+        (image_ids[0], (by_image[0][0], by_image[0][2])),
+    ]
+    assert faces.images_of_person(sam.id, 1, 1).images == page.images[1:]
+    assert faces.images_of_person(sam.id, 2, 10).images == []
+    assert faces.images_of_cluster(cluster, 0, 1).images == [(image_ids[3], (by_image[3][0],))]
+    assert faces.images_of_cluster(cluster, 0, 1).total == 2
+    empty = faces.images_of_person(sam.id + 1, 0, 10)
+    assert (empty.total, empty.images) == (0, [])
+
+
 def test_keys_and_jobs_on_the_catalogs_database(catalog: Catalog) -> None:
     service = catalog.service
     key = service.add_key("ci", "pre", "digest", "read")

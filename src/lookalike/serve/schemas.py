@@ -1,4 +1,5 @@
-"""The answers only the server gives: health, uploads, pages of images.
+"""The answers only the server gives: health, uploads, pages of images (of the catalog, of a
+person, of a cluster).
 
 Every other answer, shared with the command line, is a model of ``lookalike.answers``
 (its naming rules hold here too).
@@ -6,11 +7,13 @@ Every other answer, shared with the command line, is a model of ``lookalike.answ
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, Self
 
 from pydantic import Field
 
 from lookalike.answers import Answer, Image, ShownPath, StoredFace
+from lookalike.store.base import FacePhotos, ImageRow
 
 # The documented 200 answer of a route that answers a stored JPEG.
 JPEG_ANSWER: dict[int | str, dict[str, Any]] = {
@@ -48,6 +51,29 @@ class ImagePage(Answer):
     offset: int
     limit: int
     images: list[Image]
+
+
+class FacePhoto(Image):
+    """An image showing a person or a cluster, and which of their faces are in it."""
+
+    face_ids: list[int] = Field(description="Their faces in this image, in detector order")
+
+
+class FacePhotoPage(Answer):
+    total: int = Field(description="Images showing them")
+    offset: int
+    limit: int
+    images: list[FacePhoto] = Field(description="Newest (highest image_id) first")
+
+    @classmethod
+    def of(cls, found: FacePhotos, rows: Mapping[int, ImageRow], offset: int, limit: int) -> Self:
+        """The page ``found``, with the images of ``rows`` (one deleted meanwhile is left out)."""
+        images = [
+            FacePhoto.of(rows[image_id], face_ids=list(face_ids))
+            for image_id, face_ids in found.images
+            if image_id in rows
+        ]
+        return cls(total=found.total, offset=offset, limit=limit, images=images)
 
 
 class DeletedImage(Answer):

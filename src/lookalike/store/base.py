@@ -233,6 +233,15 @@ class ClusterRow:
 
 
 @dataclass(frozen=True)
+class FacePhotos:
+    """A page of the images that show some faces (a person's, a cluster's), newest first."""
+
+    total: int  # such images in all, not only on this page
+    # (image id, its faces among those, in detector order), newest image (highest id) first
+    images: list[tuple[int, tuple[int, ...]]]
+
+
+@dataclass(frozen=True)
 class FaceVectors:
     """Faces with their embeddings, as arrays (what clustering and search work on)."""
 
@@ -276,6 +285,15 @@ class FaceStore(Protocol):
     def faces_of_cluster(self, cluster_id: int) -> list[FaceRow]: ...
 
     def face_thumb(self, face_id: int) -> bytes | None: ...
+
+    def images_of_person(self, person_id: int, offset: int, limit: int) -> FacePhotos:
+        """Up to ``limit`` of the images holding the person's faces, after the first
+        ``offset``, newest first."""
+        ...
+
+    def images_of_cluster(self, cluster_id: int, offset: int, limit: int) -> FacePhotos:
+        """Like ``images_of_person``, for a cluster's faces."""
+        ...
 
     def count_faces(self, version: str) -> dict[str, int]:
         """Counts: faces, usable, named (with a person), clustered, unprocessed."""

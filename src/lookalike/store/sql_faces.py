@@ -19,6 +19,7 @@ from lookalike.errors import Conflict, NotFound
 from lookalike.store.base import (
     ClusterRow,
     ExampleRow,
+    FacePhotos,
     FaceRow,
     FaceScan,
     FaceVectors,
@@ -207,6 +208,27 @@ class SqlFaceStore:
 
     def faces_of_cluster(self, cluster_id: int) -> list[FaceRow]:
         return self._faces_where("f.cluster_id = ?", [cluster_id])
+
+    def _images_where(self, column: str, owner: int, offset: int, limit: int) -> FacePhotos:
+        """A page of the images with faces whose ``column`` is ``owner``, newest first."""
+        where = f"FROM faces WHERE {column} = ?"
+        (total,), *_ = self.database.query(f"SELECT COUNT(DISTINCT image_id) {where}", [owner])
+        rows = self.database.query(
+            f"SELECT image_id, id {where} AND image_id IN (SELECT image_id {where} "
+            "GROUP BY image_id ORDER BY image_id DESC LIMIT ? OFFSET ?) "
+            "ORDER BY image_id DESC, idx",
+            [owner, owner, max(0, limit), max(0, offset)],
+        )
+        images: dict[int, list[int]] = {}
+        for image_id, face_id in rows:
+            images.setdefault(int(image_id), []).append(int(face_id))
+        return FacePhotos(int(total), [(i, tuple(f)) for i, f in images.items()])
+
+    def images_of_person(self, person_id: int, offset: int, limit: int) -> FacePhotos:
+        return self._images_where("person_id", person_id, offset, limit)
+
+    def images_of_cluster(self, cluster_id: int, offset: int, limit: int) -> FacePhotos:
+        return self._images_where("cluster_id", cluster_id, offset, limit)
 
     def face_thumb(self, face_id: int) -> bytes | None:
         rows = self.database.query("SELECT thumb FROM faces WHERE id = ?", [face_id])

@@ -16,8 +16,11 @@ from lookalike.answers import (
     MergedClusters,
     Person,
 )
+from lookalike.errors import NotFound
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_ID, Id, Name
+from lookalike.serve.routers.images import Limit, Offset, face_photo_page
+from lookalike.serve.schemas import FacePhotoPage
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
 
@@ -68,6 +71,20 @@ def run_clustering(lk: Engine, body: ClusterRun | None = None) -> ClusterRunRepo
 @router.get("/clusters/{cluster_id}", summary="The faces of a cluster", dependencies=[Read])
 def get_cluster(lk: Engine, cluster_id: ClusterId) -> ClusterDetail:
     return ClusterDetail.of(cluster_id, lk.people.cluster_faces(cluster_id))
+
+
+@router.get(
+    "/clusters/{cluster_id}/images",
+    summary="The images showing a cluster's faces, newest first, a page at a time",
+    dependencies=[Read],
+)
+def cluster_images(
+    lk: Engine, cluster_id: ClusterId, offset: Offset = 0, limit: Limit = 100
+) -> FacePhotoPage:
+    found = lk.people.store.images_of_cluster(cluster_id, offset, limit)
+    if not found.total:  # a cluster is its faces: none, no cluster
+        raise NotFound(f"cluster {cluster_id} not found")
+    return face_photo_page(lk, found, offset, limit)
 
 
 class NameCluster(BaseModel):

@@ -22,6 +22,7 @@ from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.schemas import (
     JPEG_ANSWER,
     DeletedImage,
+    FacePhotoPage,
     ImageDetail,
     ImagePage,
     Uploaded,
@@ -35,12 +36,16 @@ from lookalike.serve.uploads import (
     upload_name,
 )
 from lookalike.sheet import load_thumbnail
+from lookalike.store.base import FacePhotos
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
 # SQLite integers are signed 64-bit: larger ids could never exist (and would not bind).
 MAX_ID = 2**63 - 1
 ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="An image id")]
+# Paging of lists of images (the catalog's, a person's, a cluster's).
+Offset = Annotated[int, Query(ge=0, le=2**62, description="Images to skip")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Images per page")]
 
 
 @dataclass
@@ -123,8 +128,8 @@ def _store_and_index(
 @router.get("/images", dependencies=[Read], summary="A page of indexed images, by id")
 def list_images(
     lk: Engine,
-    offset: Annotated[int, Query(ge=0, le=2**62, description="Images to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Images per page")] = 100,
+    offset: Offset = 0,
+    limit: Limit = 100,
 ) -> ImagePage:
     rows = lk.catalog.image_page(offset, limit)
     return ImagePage(
@@ -139,6 +144,12 @@ def list_images(
 def get_image(lk: Engine, image_id: ImageId) -> ImageDetail:
     row = lk.image(image_id)
     return ImageDetail.of(row, faces=_faces(lk, row.id))
+
+
+def face_photo_page(lk: Lookalike, found: FacePhotos, offset: int, limit: int) -> FacePhotoPage:
+    """The answer for a page of the images showing a person or a cluster."""
+    rows = lk.catalog.images([image_id for image_id, _ in found.images])
+    return FacePhotoPage.of(found, rows, offset, limit)
 
 
 def _faces(lk: Lookalike, image_id: int) -> list[StoredFace]:

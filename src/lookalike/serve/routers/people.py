@@ -19,7 +19,8 @@ from lookalike.faces.read import NamedBytes
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_FACE_INDEX, MAX_ID, Crop, Id, Name, jpeg, named_upload
-from lookalike.serve.schemas import JPEG_ANSWER
+from lookalike.serve.routers.images import Limit, Offset, face_photo_page
+from lookalike.serve.schemas import JPEG_ANSWER, FacePhotoPage
 from lookalike.settings import Settings
 from lookalike.store.base import PersonRow
 
@@ -99,6 +100,18 @@ def get_person(lk: Engine, person_id: PersonId) -> PersonDetail:
         examples=[Example.of(e) for e in lk.people.store.examples(person.id)],
         faces=[StoredFace.of(f) for f in lk.people.store.faces_of_person(person.id)],
     )
+
+
+@router.get(
+    "/people/{person_id}/images",
+    summary="The images showing a person, newest first, a page at a time",
+    dependencies=[Read],
+)
+def person_images(
+    lk: Engine, person_id: PersonId, offset: Offset = 0, limit: Limit = 100
+) -> FacePhotoPage:
+    found = lk.people.store.images_of_person(person_by_id(lk, person_id).id, offset, limit)
+    return face_photo_page(lk, found, offset, limit)
 
 
 class Rename(BaseModel):

@@ -1,4 +1,5 @@
-// lookalike's web page: search by photo, duplicates, people. One ES module, no build step.
+// lookalike's web page: search by photo, duplicates, people, an image with its faces, the
+// photos of a person or cluster. One ES module, no build step.
 // Every call sends the API key as X-API-Key; images are fetched the same way and shown
 // through blob URLs, since <img src> cannot send headers.
 
@@ -113,7 +114,12 @@ $("#change-key").addEventListener("click", () => askKey(""));
 // -- tabs ----------------------------------------------------------------------------------
 
 let current = "search";
-const loaders = { search: async () => {}, duplicates: loadDuplicates, people: loadPeople };
+const loaders = {
+  search: async () => {},
+  duplicates: loadDuplicates,
+  people: loadPeople,
+  photos: () => loadPhotos(),
+};
 
 function showTab(name) {
   current = name;
@@ -219,38 +225,73 @@ $("#add-form").addEventListener(
 // -- image view ----------------------------------------------------------------------------
 
 let viewing = null;
+// More faces than this: names show on hover and focus only, or they would hide the photo.
+const LABELLED_FACES = 8;
 
 async function openImage(id) {
+  const still = newest("viewer");
   const info = await getJson(`/v1/images/${id}`);
+  if (!still()) return;
   viewing = info.image_id;
-  $("#viewer-title").textContent = `Image ${viewing} (${info.width} × ${info.height})`;
+  const faces = info.faces;
+  const count = faces.length === 1 ? "1 face" : `${faces.length} faces`;
+  $("#viewer-title").textContent = `Image ${viewing} (${info.width} × ${info.height}), ${count}`;
   $("#viewer-paths").textContent = info.paths.join("\n");
   const photo = $("#viewer-photo");
-  photo.replaceChildren(image(thumb(viewing, 1024), `Image ${viewing}`));
-  const faces = info.faces;
-  for (const [i, face] of faces.entries()) {
-    // Boxes are in the original's pixels: as percentages they follow the displayed size.
-    const [left, top, right, bottom] = face.box;
-    const box = el("div", { className: face.usable === false ? "box poor" : "box" });
-    Object.assign(box.style, {
-      left: `${(100 * left) / info.width}%`,
-      top: `${(100 * top) / info.height}%`,
-      width: `${(100 * (right - left)) / info.width}%`,
-      height: `${(100 * (bottom - top)) / info.height}%`,
-    });
-    box.append(el("span", {}, `${i + 1}: ${faceName(face)}`));
-    photo.append(box);
-  }
-  $("#viewer-faces").replaceChildren(
-    ...faces.map((face, i) => el("li", {}, `Face ${i + 1}: ${faceName(face)}`)),
+  photo.classList.toggle("crowded", faces.length > LABELLED_FACES);
+  photo.replaceChildren(
+    image(thumb(viewing, 1024), `Image ${viewing}`),
+    ...faces.map((face) => faceBox(face, info)),
   );
+  $("#viewer-hint").hidden = !faces.some(owner);
   if (!$("#viewer").open) $("#viewer").showModal();
+}
+
+// A face boxed over the photo: a button showing its person's or cluster's photos, or (no
+// one to show) a plain outline. Boxes are in the original's pixels: as percentages of it
+// they follow the displayed size.
+function faceBox(face, info) {
+  const who = owner(face);
+  const number = face.face_index + 1;
+  const poor = face.usable ? "" : ", too small or blurred to recognise";
+  const label = `Face ${number}: ${faceName(face)}${poor}`;
+  const box = el(who ? "button" : "div", { className: face.usable ? "box" : "box poor" });
+  if (who) {
+    box.type = "button";
+    box.setAttribute("aria-label", `${label}. Show the photos of ${who.name}`);
+    box.addEventListener("click", guard(() => showPhotos(who)));
+  } else {
+    box.setAttribute("role", "img");
+    box.setAttribute("aria-label", label);
+  }
+  // A box may reach past the photo's edge (a face cut by it): drawn up to the edge.
+  const clamp = (value, k) => Math.min(Math.max(value, 0), k % 2 ? info.height : info.width);
+  const [left, top, right, bottom] = face.box.map(clamp);
+  Object.assign(box.style, {
+    left: `${(100 * left) / info.width}%`,
+    top: `${(100 * top) / info.height}%`,
+    width: `${(100 * (right - left)) / info.width}%`,
+    height: `${(100 * (bottom - top)) / info.height}%`,
+  });
+  box.title = label;
+  box.dataset.faceId = face.face_id;
+  box.append(el("span", {}, `${number}: ${faceName(face)}${face.usable ? "" : " (unclear)"}`));
+  return box;
 }
 
 function faceName(face) {
   if (face.person) return face.person;
   return face.cluster_id != null ? `unnamed (group ${face.cluster_id})` : "unknown";
 }
+
+// Whose photos a face leads to: its person's, else its cluster's; null for neither.
+function owner(face) {
+  if (face.person_id != null) return { kind: "people", id: face.person_id, name: face.person };
+  if (face.cluster_id != null) return clusterOwner(face.cluster_id);
+  return null;
+}
+
+const clusterOwner = (id) => ({ kind: "clusters", id, name: `unnamed group ${id}` });
 
 $("#viewer-close").addEventListener("click", () => $("#viewer").close());
 $("#viewer-similar").addEventListener(
@@ -265,6 +306,61 @@ $("#viewer-similar").addEventListener(
     showResults(found.results, `${found.results.length} results like image ${viewing}`);
   }),
 );
+
+// -- the photos of a person or a cluster --------------------------------------------------
+
+let showing = null; // { kind: "people" | "clusters", id, name }
+const PHOTOS_PAGE = 60;
+
+// Show ``who``'s photos (from a face in the image view, or a row of the people tab).
+function showPhotos(who) {
+  showing = who;
+  if ($("#viewer").open) $("#viewer").close();
+  $("#photos").replaceChildren();
+  $("#photos-title").textContent = `Photos of ${who.name}`;
+  showTab("photos");
+  $("#photos-title").focus();
+}
+
+async function loadPhotos(more = false) {
+  if (!showing) return;
+  const who = showing;
+  const still = newest("photos");
+  const offset = more ? $("#photos").children.length : 0;
+  const url = `/v1/${who.kind}/${who.id}/images?offset=${offset}&limit=${PHOTOS_PAGE}`;
+  const page = await getJson(url);
+  if (!still()) return;
+  const tiles = page.images.map(photoTile);
+  if (more) $("#photos").append(...tiles);
+  else $("#photos").replaceChildren(...tiles);
+  const shown = $("#photos").children.length;
+  const total = page.total === 1 ? "1 photo" : `${page.total} photos`;
+  $("#photos-status").textContent = shown < page.total ? `${total}, ${shown} shown` : total;
+  $("#photos-more").hidden = shown >= page.total;
+}
+
+function photoTile(photo) {
+  const name = basename(photo.paths[0] || photo.sha256);
+  const open = el(
+    "button",
+    { type: "button", className: "tile", title: photo.paths.join("\n") },
+    image(thumb(photo.image_id), name),
+    el("span", {}, name),
+  );
+  open.addEventListener("click", guard(() => openImage(photo.image_id)));
+  const li = el("li", {}, open);
+  li.dataset.imageId = photo.image_id;
+  return li;
+}
+
+// A "Photos" button of a row of the people tab.
+function photosButton(who) {
+  const button = el("button", { type: "button" }, "Photos");
+  button.addEventListener("click", guard(() => showPhotos(who)));
+  return button;
+}
+
+$("#photos-more").addEventListener("click", guard(() => loadPhotos(true)));
 
 // -- duplicates ----------------------------------------------------------------------------
 
@@ -325,10 +421,11 @@ function clusterRow(cluster) {
   const title = el("label", { htmlFor: pick.id, id: `group-${id}` });
   title.textContent = ` Group ${id}: ${cluster.face_count} face(s)`;
   const submit = el("button", { type: "submit" }, "Name");
-  // Every row has a "Name" button: say which group each one names.
-  for (const field of [name, submit]) field.setAttribute("aria-describedby", title.id);
+  const photos = photosButton(clusterOwner(id));
+  // Every row has "Name" and "Photos" buttons: say which group each one is for.
+  for (const field of [name, submit, photos]) field.setAttribute("aria-describedby", title.id);
   const label = el("label", { htmlFor: name.id }, "Name");
-  const form = el("form", { className: "options" }, label, name, submit);
+  const form = el("form", { className: "options" }, label, name, submit, photos);
   form.addEventListener(
     "submit",
     guard(async (event) => {
@@ -419,10 +516,18 @@ function personRow(person) {
       await rename(person, input.value.trim());
     }),
   );
+  const photos = photosButton({ kind: "people", id, name: person.name });
+  photos.setAttribute("aria-describedby", `person-${id}`);
+  form.append(photos);
   const li = el(
     "li",
     { className: "person" },
-    el("p", {}, el("strong", {}, person.name), ` ${person.face_count} face(s)${examples}`),
+    el(
+      "p",
+      {},
+      el("strong", { id: `person-${id}` }, person.name),
+      ` ${person.face_count} face(s)${examples}`,
+    ),
     form,
   );
   li.dataset.personId = id;
