@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from tests.servers import free_port, stop
 
@@ -366,12 +366,13 @@ def test_other_sites_cannot_use_a_server_without_keys(
 
 
 def photos_with_faces() -> dict[str, bytes]:
-    """Uploads of the face test: her face too small to recognise (37 px on a grey ground),
-    and her photo (cut wider than tall) stored on its side with an EXIF orientation that
-    turns it upright."""
+    """Uploads of the face test: her face too blurred to recognise (on a grey ground), and
+    her photo (cut wider than tall) stored on its side with an EXIF orientation that turns
+    it upright."""
     astronaut = sample("astronaut")
     small = Image.new("RGB", (512, 512), (120, 120, 120))
-    small.paste(astronaut.resize((205, 205), Image.Resampling.LANCZOS), (50, 200))
+    blurred = astronaut.resize((300, 300), Image.Resampling.LANCZOS)
+    small.paste(blurred.filter(ImageFilter.GaussianBlur(1.5)), (50, 150))
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned 90 degrees clockwise
     sideways = io.BytesIO()
@@ -491,7 +492,7 @@ def test_faces_in_the_image_view_lead_to_their_photos(
         page.get_by_role("button", name=her, exact=True).click()
         expect_photos(page, "Photos of Eileen Collins", api, person_url)
 
-        # An upload with a face too small to recognise: a dashed outline, not a button.
+        # An upload with a face too blurred to recognise: a dashed outline, not a button.
         page.get_by_role("button", name="Search").click()
         small = add_and_view(page, api, tmp_path, "small.jpg")
         (face,) = small["faces"]
