@@ -9,9 +9,9 @@ quality), embed. The face kept per photo is the largest one found. Scores: detec
 (at least one face, and at least one usable face), rank-1 identification (leave-one-out:
 does the nearest other photo show the same person?) and verification accuracy over all pairs
 at the default threshold. Both decodes are scored, to show what draft decoding costs in
-accuracy. ``--cnn`` adds the CNN (MMOD) detector (slow on a CPU). Targets: draft decoding, as
-indexing does it, finds a face in as many photos and identifies as many people (rank-1) as
-full decoding.
+accuracy. ``--cnn`` adds the CNN (MMOD, in ONNX Runtime; the default detector). Targets:
+draft decoding, as indexing does it, finds a face in as many photos and identifies as many
+people (rank-1) as full decoding.
 
 Usage: ``python bench/faces_speed.py [--data DIR] [--repeats 3] [--cnn] [--no-write]``
 """
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[list[object]] = []
     by_setting: dict[str, list[PhotoResult]] = {}
     for name, min_side, detector in settings:
-        repeats = 1 if detector == "cnn" else max(1, args.repeats)
+        repeats = max(1, args.repeats)
         results = [
             run_photo(data, path, person, min_side=min_side, detector=detector, repeats=repeats)
             for data, path, person in photos

@@ -89,8 +89,10 @@ class Settings(BaseSettings):
     # than face_threshold: a wrong join mixes two people in one cluster (BENCHMARKS.md,
     # faces-cluster: pairwise F1 best at 0.5 on LFW identities).
     face_cluster_threshold: float = 0.5
-    # Faces narrower than this (pixels of the original image) are stored but flagged "small"
-    # and not usable: the 150 px chip of a smaller face is mostly interpolation.
+    # The smallest face looked for, in pixels of the original image: the CNN's pyramid starts
+    # where such a face is its 80 px window (so it reports no narrower face); faces HOG finds
+    # narrower than this are stored but flagged "small" and not usable (the 150 px chip of a
+    # smaller face is mostly interpolation).
     face_min_size: int = 40
     # Faces of lower quality (0-1: size x sharpness x pose) are flagged "low_quality" and
     # not usable: left out of enrolment and clustering. A judgement call checked on the
