@@ -807,6 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"the {len(photos)}"
     )
     body = render(scores, press_scores, made, pool, press_note, args.upsampled)
+    if fr is None and (args.detectors == "all" or BASELINE in args.detectors.split(",")):
+        body += f"\n\n`{BASELINE}` left out: {why}."
     out.write("faces-detect", body, headlines(scores))
     return 0
 

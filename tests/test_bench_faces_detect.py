@@ -129,3 +129,24 @@ def test_unknown_detector_is_refused(fd: ModuleType) -> None:
     with pytest.raises(ValueError, match="unknown detector"):
         fd.chosen_detectors("hog,nope", None)
     assert list(fd.chosen_detectors("hog,face_recognition", None)) == ["hog"]
+
+
+def test_box_cache_keeps_boxes_until_the_file_changes(fd: ModuleType, tmp_path: Path) -> None:
+    """Boxes found once are read back by a later run; a changed file is searched again."""
+    photo, store = tmp_path / "photo.jpg", tmp_path / "out" / "boxes.json"
+    photo.write_bytes(b"one")
+    calls: list[int] = []
+
+    def find() -> list[tuple[float, float, float, float]]:
+        calls.append(1)
+        return [(1.0, 2.0, 3.0, 4.0)]
+
+    first = fd.BoxCache(store)
+    assert first.get(photo, "m", find) == [(1.0, 2.0, 3.0, 4.0)]
+    first.save()
+    again = fd.BoxCache(store)
+    assert again.get(photo, "m", find) == [(1.0, 2.0, 3.0, 4.0)] and len(calls) == 1
+    again.get(photo, "another method", find)
+    photo.write_bytes(b"two, longer")
+    again.get(photo, "m", find)
+    assert len(calls) == 3
