@@ -97,6 +97,13 @@ SECTIONS = (
         ("faces-photos/labels.csv",),
         "face pipeline against face_recognition",
     ),
+    Section(
+        "faces-detect",
+        "faces_detect",
+        (),
+        ("lfw-dev/images", "faces-photos/labels.csv", "photos"),
+        "face detectors on composed crowd photos and the press photos",
+    ),
     Section("http", "http", ("api",), (), "REST API overhead over the library; throughput"),
     Section(
         "http-concurrency",
