@@ -22,6 +22,8 @@ from lookalike.people.cluster import ClusterState, cluster_faces
 from lookalike.people.recognise import CANDIDATES, Match
 from lookalike.store.base import FaceRecord, FaceScan, NewImage
 
+from .test_people import add_photo
+
 THRESHOLDS = (0.45, 0.5, 0.55)
 
 
@@ -220,3 +222,77 @@ def test_identify_in_blocks_equals_the_dense_distances(
         monkeypatch.setattr("lookalike.people.recognise.PAIRS_PER_BLOCK", 26)
         assert lk.people.identify_vectors(queries, threshold=limit) == expected
         assert any(m[0] is not None for m in expected) and any(m[0] is None for m in expected)
+
+
+# -- one process's clusters kept between runs --------------------------------------------
+
+
+def expected_cluster(lk: lookalike.Lookalike, face_id: int) -> int | None:
+    """The cluster the rule puts a stored unclustered face in, from the stored clusters
+    read afresh (None: a new one)."""
+    state = ClusterState()
+    stored = lk.catalog.faces.clustered(lk.people.version)
+    for cid in np.unique(stored.labels):
+        members = stored.labels == cid
+        state.seed(int(cid), stored.embeddings[members], stored.image_ids[members].tolist())
+    _, blobs = lk.catalog.faces.vectors_for("face", lk.people.version, [face_id])
+    row = blobs[0].view(np.float32)
+    image = lk.catalog.faces.faces([face_id])[face_id].image_id
+    cid, _ = state.nearest(row, image, lk.settings.face_cluster_threshold)
+    return cid
+
+
+def place_new(lk: lookalike.Lookalike, other: lookalike.Lookalike, name: str, person: int) -> int:
+    """Add a photo of ``person`` and cluster it in ``lk``: it goes where the rule over the
+    stored clusters (read afresh, by ``other``) says, whatever ``other`` did before.
+    Returns the photo's id."""
+    image = add_photo(lk, name, person)
+    (new,) = lk.catalog.faces.faces_of_image(image)
+    want = expected_cluster(other, new.id)
+    before = {c.id for c in lk.people.clusters()}
+    lk.people.cluster()
+    got = lk.catalog.faces.faces([new.id])[new.id].cluster_id
+    assert got == want if want is not None else got not in before
+    return image
+
+
+def cluster_of(lk: lookalike.Lookalike, image: int) -> int:
+    found = lk.catalog.faces.faces_of_image(image)[0].cluster_id
+    assert found is not None
+    return found
+
+
+def test_a_process_keeps_its_clusters_and_reads_them_again_after_others_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with lookalike.open(tmp_path / "d") as a, lookalike.open(tmp_path / "d") as b:
+        reads: list[int] = []
+        real = a.catalog.faces.clustered
+        monkeypatch.setattr(a.catalog.faces, "clustered", lambda v: reads.append(1) or real(v))
+        photos = {
+            f"{p}{i}": add_photo(a, f"{p}{i}.jpg", n) for i in range(3) for n, p in enumerate("ab")
+        }
+        a.people.cluster()
+        photos["a3"] = place_new(a, b, "a3.jpg", 0)
+        photos["c0"] = place_new(a, b, "c0.jpg", 2)
+        assert len(reads) == 1  # its own writes kept the copy current: read once
+        # Another process merges the two people: a person-0 face is then far from the
+        # mean of the merged cluster and starts its own (the stale copy would join it).
+        zero, one = cluster_of(a, photos["a0"]), cluster_of(a, photos["b0"])
+        assert zero != one
+        b.people.merge_clusters([zero, one])
+        place_new(a, b, "a4.jpg", 0)
+        # ... moves a face out, names a cluster, re-clusters all.
+        (c0,) = a.catalog.faces.faces_of_image(photos["c0"])
+        b.people.move_faces([c0.id], None)
+        place_new(a, b, "c1.jpg", 2)
+        b.people.name_cluster(cluster_of(b, photos["c0"]), "Cee")
+        place_new(a, b, "b3.jpg", 1)
+        b.people.cluster(full=True)
+        place_new(a, b, "b4.jpg", 1)
+        place_new(a, b, "b5.jpg", 1)
+        # ... deletes a clustered face (with its photo).
+        reads.clear()
+        b.catalog.remove_paths(["/photos/b3.jpg"])
+        place_new(a, b, "b6.jpg", 1)
+        assert len(reads) == 1

@@ -105,6 +105,17 @@ class ClusterState:
             labels[: self._size] = self._labels[: self._size]
             self._rows, self._labels = grown, labels
 
+    def relabel(self, ids: dict[int, int]) -> None:
+        """Rename clusters: ``{old id: new id}`` (the new ids not otherwise in use)."""
+        moved = [(new, self._members.pop(old), self._photos.pop(old)) for old, new in ids.items()]
+        slots = [self._centroids.slot.pop(old) for old in ids]
+        for (new, members, photos), slot in zip(moved, slots, strict=True):
+            self._labels[members] = new
+            self._members[new], self._photos[new] = members, photos
+            self._centroids.slot[new] = slot
+            self._centroids.ids[slot] = new
+            self._next = max(self._next, new + 1)
+
     def nearest(
         self, embedding: np.ndarray, photo: Hashable, threshold: float
     ) -> tuple[int | None, float]:
