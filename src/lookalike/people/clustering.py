@@ -24,8 +24,14 @@ from lookalike.people.cluster import ClusterState, Progress
 from lookalike.people.gallery import Gallery, clean_name
 from lookalike.people.recognise import Recogniser
 from lookalike.settings import Settings
-from lookalike.store.base import ClusterRow, FaceRow, FaceStore, FaceVectors, PersonRow
-from lookalike.store.sql_faces import CLUSTERS_GENERATION
+from lookalike.store.base import (
+    CLUSTERS_GENERATION,
+    ClusterRow,
+    FaceRow,
+    FaceStore,
+    FaceVectors,
+    PersonRow,
+)
 
 __all__ = ["ClusterReport", "Clustering"]
 
@@ -142,12 +148,12 @@ class Clustering:
         this process's copy while no other has changed a cluster or deleted a clustered
         face, else read again."""
         generation = self.store.generation(CLUSTERS_GENERATION)
-        cached = self._cached
+        # Taken out while in use: a run that fails half-way leaves no half-placed copy.
+        cached, self._cached = self._cached, None
         if cached is not None and cached[0] == generation:
             clustered = self.store.count_faces(self.version)["clustered"]
             if clustered == len(cached[1].labels()):
                 return cached
-        self._cached = None
         state = ClusterState(dim)
         clustered_faces = self.store.clustered(self.version)
         for cid in np.unique(clustered_faces.labels):

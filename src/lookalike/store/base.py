@@ -142,6 +142,11 @@ class Catalog(Protocol):
 
 Box = tuple[int, int, int, int]
 
+# The generation counter bumped once by every transaction that puts faces into clusters or
+# takes them out (not by deleting faces: ``Clustering`` notices those by the count of
+# clustered faces).
+CLUSTERS_GENERATION = "clusters"
+
 
 @dataclass
 class FaceRecord:

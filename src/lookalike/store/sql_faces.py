@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.errors import Conflict, NotFound
 from lookalike.store.base import (
+    CLUSTERS_GENERATION,
     ClusterRow,
     ExampleRow,
     FaceRow,
@@ -42,9 +43,6 @@ from lookalike.store.sql_util import (
 FACE_GENERATION = "face"
 # Bumped when the gallery of known faces (examples, confirmed faces) changes.
 GALLERY_GENERATION = "gallery"
-# Bumped once by every transaction that puts faces into clusters or takes them out (not by
-# deleting faces: ``Clustering`` notices those by the count of clustered faces).
-CLUSTERS_GENERATION = "clusters"
 # Faces shown per cluster in listings.
 SAMPLE_SIZE = 6
 
