@@ -91,6 +91,13 @@ SECTIONS = (
         "face clustering on press photos and LFW",
     ),
     Section(
+        "faces-cluster-scale",
+        "faces_cluster_scale",
+        (),
+        ("lfw-dev/pairs.csv",),
+        "face clustering at 100k faces against the old scan",
+    ),
+    Section(
         "faces-compare",
         "faces_compare",
         (),

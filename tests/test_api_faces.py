@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,7 @@ def api(data: Path, **settings: Any) -> Iterator[tuple[TestClient, dict[str, dic
     app = create_app(get_settings(data_dir=data, **settings))
     with TestClient(app) as client:
         store = app.state.engine.catalog.service
-        headers = {s: {"X-API-Key": create_key(store, s, s)[0]} for s in ("read", "write")}
+        headers = {s: {"X-API-Key": create_key(store, s, s)[0]} for s in ("read", "write", "admin")}
         yield client, headers
 
 
@@ -571,10 +572,19 @@ def test_assign_face_and_run_clustering(fresh: Client, photos: dict[str, bytes])
         "people",
     }
     assert report["faces"] == 0  # every face was grouped when indexed
-    # Full: the two other faces are placed again, and recognised now that she is known.
+    # Full: a job (202); the two other faces are placed again, and recognised now that she
+    # is known.
     r = c.post("/v1/clusters/run", json={"full": True}, headers=keys["write"])
-    assert r.status_code == 200, r.text
-    report = r.json()
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert (job["kind"], job["target"]) == ("cluster", "faces")
+    deadline = time.monotonic() + 60
+    while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.05)
+        job = c.get(f"/v1/jobs/{job['job_id']}", headers=keys["admin"]).json()
+    assert job["status"] == "done", job
+    report = job["report"]
     assert report["faces"] == 2 and list(report["people"]) == ["Eileen"]
+    assert report["clusters"] == len(c.get("/v1/clusters", headers=keys["read"]).json()["clusters"])
     assert report["recognised"] == report["people"]["Eileen"] >= 1
     assert_error(c.post("/v1/clusters/run", json={"full": "maybe"}, headers=keys["write"]), 422)

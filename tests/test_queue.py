@@ -32,6 +32,7 @@ from lookalike.serve.app import create_app
 from lookalike.serve.keys import create_key
 from lookalike.settings import Settings, get_settings
 from tests.servers import free_port, stop
+from tests.test_people import add_photo
 
 # Redis databases 1..15 in turn: each test starts with an empty queue.
 _DATABASES = itertools.cycle(range(1, 16))
@@ -313,6 +314,30 @@ def test_api_jobs_go_to_the_workers_with_a_broker(tmp_path: Path, broker: str) -
     assert (got["status"], got["done"], got["total"]) == ("done", 6, 6)
     assert got["report"]["indexed"] == 6 and got["report"]["failed"] == []
     stored_once(settings, images)
+
+
+@pytest.mark.redis
+def test_a_full_recluster_goes_to_the_workers_with_a_broker(tmp_path: Path, broker: str) -> None:
+    data = tmp_path / "data"
+    settings = get_settings(data_dir=data, broker_url=broker)
+    with TestClient(create_app(settings)) as client:
+        engine: Lookalike = client.app.state.engine  # type: ignore[attr-defined]
+        for name, person in (("a0", 0), ("a1", 0), ("a2", 0), ("b0", 1)):
+            add_photo(engine, f"{name}.jpg", person)
+        store = engine.catalog.service
+        write = {"X-API-Key": create_key(store, "write")[0]}
+        admin = {"X-API-Key": create_key(store, "admin")[0]}
+        r = client.post("/v1/clusters/run", json={"full": True}, headers=write)
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert (job["kind"], job["status"]) == ("cluster", "queued")
+        with worker(queue_env(broker, data), tmp_path / "w.log"):
+            wait_done(settings, job["job_id"])
+        got = client.get(f"/v1/jobs/{job['job_id']}", headers=admin).json()
+        clusters = client.get("/v1/clusters", headers=write).json()["clusters"]
+    assert got["status"] == "done", got
+    assert (got["report"]["faces"], got["report"]["clusters"]) == (4, 2)
+    assert sorted(c["face_count"] for c in clusters) == [1, 3]
 
 
 def test_uploads_go_to_the_uploads_dir_setting(tmp_path: Path) -> None:

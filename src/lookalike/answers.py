@@ -48,6 +48,9 @@ Box = Annotated[
 ]
 # A file path as text: bytes of a name that are not UTF-8 shown as \xNN (JSON is UTF-8).
 ShownPath = Annotated[str, AfterValidator(shown)]
+# The kind and target of a full re-cluster's job.
+CLUSTER_JOB = "cluster"
+CLUSTER_TARGET = "faces"
 Distance = Annotated[float, Field(ge=0, description="Between face embeddings: lower is closer")]
 Quality = Annotated[float, Field(ge=0, le=1, description="Size, sharpness and pose, 0 to 1")]
 
@@ -600,16 +603,18 @@ _job_status: TypeAdapter[JobStatus] = TypeAdapter(JobStatus)
 
 
 class Job(Answer):
-    """A background index job (``GET /v1/jobs/{job_id}``, ``lookalike jobs --json``)."""
+    """A background job (``GET /v1/jobs/{job_id}``, ``lookalike jobs --json``): indexing a
+    folder, or a full re-cluster of the faces."""
 
     job_id: int
-    kind: str = Field(description="index")
-    target: ShownPath = Field(description="The folder (real path)")
+    kind: str = Field(description="index, or cluster (a full re-cluster)")
+    target: ShownPath = Field(description="The folder (real path); for a cluster job: faces")
     status: JobStatus
-    done: int = Field(description="Files done so far")
-    total: int = Field(description="Files found so far")
-    report: IndexSummary | None = Field(
-        description="Once done; for a job queued to workers, what its finished chunks did so far"
+    done: int = Field(description="Files (cluster: faces) done so far")
+    total: int = Field(description="Files (cluster: faces) found so far")
+    report: IndexSummary | ClusterRunReport | None = Field(
+        description="Once done; for a job queued to workers, what its finished chunks did so "
+        "far (cluster: what the re-cluster did)"
     )
     error: str | None = Field(description="Once failed (queued: the chunks that failed whole)")
     created_at: float = Field(description="Unix time")
@@ -624,7 +629,7 @@ class Job(Answer):
             status=_job_status.validate_python(row.status),
             done=row.done,
             total=row.total,
-            report=None if row.report is None else IndexSummary.model_validate(row.report),
+            report=_job_report(row),
             error=row.error,
             created_at=row.created_at,
             updated_at=row.updated_at,
@@ -677,3 +682,12 @@ class NewKey(Key):
 class RevokedKey(Answer):
     key_id: int
     revoked: Literal[True]
+
+
+def _job_report(row: JobRow) -> IndexSummary | ClusterRunReport | None:
+    """A job's stored report as its kind's answer."""
+    if row.report is None:
+        return None
+    if row.kind == CLUSTER_JOB:
+        return ClusterRunReport.model_validate(row.report)
+    return IndexSummary.model_validate(row.report)

@@ -13,6 +13,7 @@ from typing import cast
 
 import click
 from PIL import Image
+from tqdm import tqdm
 
 from lookalike.annotate import KNOWN, MUTED, UNKNOWN, Mark, save_annotated
 from lookalike.answers import (
@@ -394,7 +395,15 @@ def cluster(engine: Lookalike, full: bool, threshold: float | None, as_json: boo
     are recognised first; the rest join the nearest cluster or start one. Two faces of
     one photo are never put in one cluster.
     """
-    report = engine.people.cluster(full=full, threshold=threshold)
+    # A full re-cluster of a large library takes minutes: show the faces placed.
+    quiet = True if not full or as_json else None  # None: a bar on a terminal only
+    with tqdm(total=0, unit="face", disable=quiet, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = engine.people.cluster(full=full, threshold=threshold, on_progress=progress)
     if as_json:
         echo_json(ClusterRunReport.of(report))
         return

@@ -243,12 +243,27 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+# Pairs of rows whose differences ``pairwise_distances`` holds at once: (pairs, d) float32,
+# 32 MB for 128-d embeddings.
+PAIRS_PER_BLOCK = 65_536
+
+
 def pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Euclidean distances between every row of ``a`` (n, d) and of ``b`` (m, d): (n, m)."""
+    """Euclidean distances between every row of ``a`` (n, d) and of ``b`` (m, d): (n, m).
+
+    The answer is n * m floats: for large sets, call it on blocks of rows (as
+    :meth:`lookalike.people.recognise.Recogniser.identify_vectors` does).
+    """
     a = np.atleast_2d(np.asarray(a, dtype=np.float32))
     b = np.atleast_2d(np.asarray(b, dtype=np.float32))
     if a.shape[1] != b.shape[1]:
         raise BadInput(f"embedding sizes differ: {a.shape} and {b.shape}")
-    # Difference form (not the |a|^2 + |b|^2 - 2ab expansion): exact, and n*m*d is small here.
-    out: np.ndarray = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=2)
+    out = np.zeros((len(a), len(b)), dtype=np.float32)
+    step = max(1, PAIRS_PER_BLOCK // max(1, len(b)))
+    # Difference form (not the |a|^2 + |b|^2 - 2ab expansion): exact; rows of ``a`` in
+    # blocks, so the (rows, m, d) differences stay bounded.
+    for start in range(0, len(a), step):
+        out[start : start + step] = np.linalg.norm(
+            a[start : start + step, None, :] - b[None, :, :], axis=2
+        )
     return out

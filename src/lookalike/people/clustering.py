@@ -3,21 +3,35 @@
 New usable faces are first recognised against the known people; the rest are placed by
 :class:`~lookalike.people.cluster.ClusterState` (the algorithm) among the stored clusters.
 Users merge clusters, move faces, and name a cluster to make it a person.
+
+The stored clusters are read into a ClusterState once per process and kept: a run (an
+upload, a small index run) places only its new faces. The copy is read again when the
+store's ``clusters`` generation moved other than by this process's last write (another
+process placed, merged, moved or named faces, or re-clustered) or when the count of
+clustered faces differs from the copy's (clustered faces were deleted with their image).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lookalike.errors import BadInput, Conflict, NotFound
-from lookalike.people.cluster import ClusterState
+from lookalike.people.cluster import ClusterState, Progress
 from lookalike.people.gallery import Gallery, clean_name
 from lookalike.people.recognise import Recogniser
 from lookalike.settings import Settings
-from lookalike.store.base import ClusterRow, FaceRow, FaceStore, FaceVectors, PersonRow
+from lookalike.store.base import (
+    CLUSTERS_GENERATION,
+    ClusterRow,
+    FaceRow,
+    FaceStore,
+    FaceVectors,
+    PersonRow,
+)
 
 __all__ = ["ClusterReport", "Clustering"]
 
@@ -52,8 +66,18 @@ class Clustering:
         self.gallery = gallery
         self.recogniser = recogniser
         self.version = version
+        # One clustering run at a time in this process, over its copy of the stored
+        # clusters: (``clusters`` generation, state), kept between runs (see ``_state``).
+        self._lock = threading.Lock()
+        self._cached: tuple[int, ClusterState] | None = None
 
-    def cluster(self, *, full: bool = False, threshold: float | None = None) -> ClusterReport:
+    def cluster(
+        self,
+        *,
+        full: bool = False,
+        threshold: float | None = None,
+        on_progress: Progress | None = None,
+    ) -> ClusterReport:
         """Recognise and group the unknown faces; only new faces move unless ``full``.
 
         New usable faces are first matched against the known people (``face_threshold``);
@@ -61,21 +85,47 @@ class Clustering:
         never two faces of one photo) or start one. ``full`` first forgets every cluster and
         every recognised (unconfirmed) name, then places all faces again and merges close
         clusters: manual cluster edits are lost, names given by the user are kept.
-        Returns what the run did.
+        ``on_progress(done, total)``: faces placed so far. Returns what the run did.
         """
         limit = self.settings.face_cluster_threshold if threshold is None else threshold
-        report = ClusterReport()
-        if full:
-            self.store.reset_clusters()
-        todo = self.store.unprocessed(self.version)
-        report.faces = len(todo.ids)
-        keep = np.ones(len(todo.ids), dtype=bool)
-        if len(todo.ids):
-            keep, report.people = self.recogniser.recognise(todo)
-            report.recognised = sum(report.people.values())
-        state = self._stored_clusters(todo)
+        with self._lock:
+            if full:
+                self._cached = None
+                self.store.reset_clusters()
+            report = ClusterReport()
+            todo = self.store.unprocessed(self.version)
+            report.faces = len(todo.ids)
+            keep = np.ones(len(todo.ids), dtype=bool)
+            if len(todo.ids):
+                keep, report.people = self.recogniser.recognise(todo)
+                report.recognised = sum(report.people.values())
+            if keep.any() or full:
+                self._group(todo, keep, limit, full, report, on_progress)
+            report.clusters = len(self.store.clusters())
+            return report
+
+    def _group(
+        self,
+        todo: FaceVectors,
+        keep: np.ndarray,
+        limit: float,
+        full: bool,
+        report: ClusterReport,
+        on_progress: Progress | None,
+    ) -> None:
+        """Place the kept faces of ``todo`` among the clusters and store where they went."""
+        generation, state = self._state(todo.embeddings.shape[1] if todo.embeddings.size else 128)
         before = set(state.ids())
-        face_ids, labels = self._place(state, todo, keep, limit, report)
+        order = [int(i) for i in np.argsort(-todo.quality, kind="stable") if keep[i]]
+        placed = state.add_many(
+            todo.embeddings[order], [int(todo.image_ids[i]) for i in order], limit, on_progress
+        )
+        labels = [int(c) for c in placed]
+        seen = set(before)
+        for c in labels:
+            report.joined += c in seen
+            report.started += c not in seen
+            seen.add(c)
         if full:
             moved = state.merge_close(limit)
             report.merged = len(moved)
@@ -83,47 +133,37 @@ class Clustering:
         # Clusters started here get negative ids: the store numbers them in its transaction,
         # so two processes clustering at once cannot pick the same new id.
         fresh = {c: -(i + 1) for i, c in enumerate(sorted(set(labels) - before))}
-        if face_ids:
-            self.store.assign_clusters(face_ids, [fresh.get(c, c) for c in labels])
-        report.clusters = len(self.store.clusters())
-        return report
+        face_ids = [int(todo.ids[i]) for i in order]
+        if not face_ids:
+            return
+        stored = self.store.assign_clusters(face_ids, [fresh.get(c, c) for c in labels])
+        state.relabel({c: stored[f] for c, f in fresh.items()})
+        # Only this write changed the clusters since the state was read: keep it for the
+        # next run (full: merged clusters renumber faces already placed; read it again).
+        if not full and self.store.generation(CLUSTERS_GENERATION) == generation + 1:
+            self._cached = (generation + 1, state)
 
-    def _stored_clusters(self, todo: FaceVectors) -> ClusterState:
-        """The stored clusters, seeded into a fresh ClusterState."""
-        state = ClusterState(todo.embeddings.shape[1] if todo.embeddings.size else 128)
-        clustered = self.store.clustered(self.version)
-        for cid in np.unique(clustered.labels):
-            members = clustered.labels == cid
+    def _state(self, dim: int) -> tuple[int, ClusterState]:
+        """The stored clusters as a ClusterState, and the ``clusters`` generation it is of:
+        this process's copy while no other has changed a cluster or deleted a clustered
+        face, else read again."""
+        generation = self.store.generation(CLUSTERS_GENERATION)
+        # Taken out while in use: a run that fails half-way leaves no half-placed copy.
+        cached, self._cached = self._cached, None
+        if cached is not None and cached[0] == generation:
+            clustered = self.store.count_faces(self.version)["clustered"]
+            if clustered == len(cached[1].labels()):
+                return cached
+        state = ClusterState(dim)
+        clustered_faces = self.store.clustered(self.version)
+        for cid in np.unique(clustered_faces.labels):
+            members = clustered_faces.labels == cid
             state.seed(
-                int(cid), clustered.embeddings[members], clustered.image_ids[members].tolist()
+                int(cid),
+                clustered_faces.embeddings[members],
+                clustered_faces.image_ids[members].tolist(),
             )
-        return state
-
-    @staticmethod
-    def _place(
-        state: ClusterState,
-        todo: FaceVectors,
-        keep: np.ndarray,
-        limit: float,
-        report: ClusterReport,
-    ) -> tuple[list[int], list[int]]:
-        """Place the kept faces of ``todo``, best quality first; returns their face ids and
-        cluster ids (counting joins and starts in ``report``)."""
-        seen = set(state.ids())
-        face_ids: list[int] = []
-        labels: list[int] = []
-        for i in np.argsort(-todo.quality, kind="stable"):
-            if not keep[i]:
-                continue
-            cid = state.add(todo.embeddings[i], int(todo.image_ids[i]), limit)
-            face_ids.append(int(todo.ids[i]))
-            labels.append(cid)
-            if cid in seen:
-                report.joined += 1
-            else:
-                report.started += 1
-                seen.add(cid)
-        return face_ids, labels
+        return generation, state
 
     def clusters(self, *, min_size: int = 1) -> list[ClusterRow]:
         """The clusters with at least ``min_size`` faces, largest first."""

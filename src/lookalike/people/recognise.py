@@ -1,8 +1,10 @@
 """Who a face is: the nearest person of the gallery within ``face_threshold``, or unknown.
 
 A face is compared with every known face (:meth:`Gallery.known`); a person's distance is
-that of their nearest known face. A person appears once in a photo: of several faces of one
-photo that match one person, the closest keeps the name.
+that of their nearest known face. Faces and the gallery are compared in blocks, so memory
+stays bounded however many faces are identified at once (a full re-cluster: all of them).
+A person appears once in a photo: of several faces of one photo that match one person, the
+closest keeps the name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from lookalike.faces import Face, pairwise_distances
 from lookalike.faces.api import embed
+from lookalike.faces.embed import PAIRS_PER_BLOCK
 from lookalike.faces.read import Source
 from lookalike.people.gallery import Gallery
 from lookalike.settings import Settings
@@ -64,16 +67,19 @@ class Recogniser:
         rows = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if len(known.ids) == 0 or len(rows) == 0:
             return [(None, None, []) for _ in range(len(rows))]
-        dist = pairwise_distances(rows, known.embeddings)
-        people = np.unique(known.labels)
+        order = np.argsort(known.labels, kind="stable")
+        gallery, labels = known.embeddings[order], known.labels[order]
+        people = np.unique(labels)
+        person = np.searchsorted(people, labels)
+        chunk = min(len(gallery), PAIRS_PER_BLOCK)
+        step = max(1, PAIRS_PER_BLOCK // chunk)
         out: list[Match] = []
-        for d in dist:
-            best = np.full(len(people), np.inf)
-            np.minimum.at(best, np.searchsorted(people, known.labels), d)
-            order = np.argsort(best, kind="stable")[: CANDIDATES + 1]
-            ranked = [(int(people[i]), float(best[i])) for i in order]
-            pid, dmin = ranked[0]
-            out.append((pid if dmin <= limit else None, dmin, ranked))
+        for start in range(0, len(rows), step):
+            for best in _nearest_per_person(rows[start : start + step], gallery, person, chunk):
+                nearest = np.argsort(best, kind="stable")[: CANDIDATES + 1]
+                ranked = [(int(people[i]), float(best[i])) for i in nearest]
+                pid, dmin = ranked[0]
+                out.append((pid if dmin <= limit else None, dmin, ranked))
         return out
 
     def identify(
@@ -138,3 +144,19 @@ class Recogniser:
 
     def _names(self) -> dict[int, str]:
         return {p.id: p.name for p in self.store.people()}
+
+
+def _nearest_per_person(
+    rows: np.ndarray, gallery: np.ndarray, person: np.ndarray, chunk: int
+) -> np.ndarray:
+    """(len(rows), people) float64: each row's distance to each person's nearest known
+    face. ``gallery`` is sorted by ``person`` (its people's positions, 0..people-1);
+    compared ``chunk`` known faces at a time."""
+    best = np.full((len(rows), int(person[-1]) + 1), np.inf)
+    for start in range(0, len(gallery), chunk):
+        dist = pairwise_distances(rows, gallery[start : start + chunk])
+        runs_of = person[start : start + chunk]
+        runs = np.flatnonzero(np.r_[True, runs_of[1:] != runs_of[:-1]])
+        cols = runs_of[runs]
+        best[:, cols] = np.minimum(best[:, cols], np.minimum.reduceat(dist, runs, axis=1))
+    return best

@@ -26,6 +26,7 @@ from lookalike.faces.api import Verification, choose_face
 from lookalike.faces.config import Detector, LandmarkCount
 from lookalike.faces.read import NamedBytes, Source, decode_for_faces, find_faces, source_bytes
 from lookalike.index.manager import IndexManager
+from lookalike.people.cluster import Progress
 from lookalike.people.clustering import Clustering, ClusterReport
 from lookalike.people.gallery import Gallery
 from lookalike.people.recognise import Candidate, Identified, Match, Recogniser
@@ -269,9 +270,15 @@ class FaceService:
 
     # -- clusters: lookalike.people.clustering --------------------------------------------
 
-    def cluster(self, *, full: bool = False, threshold: float | None = None) -> ClusterReport:
+    def cluster(
+        self,
+        *,
+        full: bool = False,
+        threshold: float | None = None,
+        on_progress: Progress | None = None,
+    ) -> ClusterReport:
         """Recognise and group the unknown faces (see :meth:`Clustering.cluster`)."""
-        return self.clustering.cluster(full=full, threshold=threshold)
+        return self.clustering.cluster(full=full, threshold=threshold, on_progress=on_progress)
 
     def clusters(self, *, min_size: int = 1) -> list[ClusterRow]:
         """The clusters with at least ``min_size`` faces, largest first."""

@@ -17,8 +17,9 @@ from celery import Celery
 from lookalike.errors import Unavailable
 from lookalike.settings import Settings
 
-# The one task: index one chunk of a job's files.
+# The tasks: index one chunk of a job's files; re-cluster every face.
 INDEX_CHUNK = "lookalike.index_chunk"
+CLUSTER = "lookalike.cluster"
 QUEUE = "lookalike"
 _SCHEMES = ("redis", "rediss")
 

@@ -1,4 +1,5 @@
-"""What a worker does with one chunk of a queued job: index its files by path, record it.
+"""What a worker does with one chunk of a queued job: index its files by path, record it
+(or, for a cluster job, re-cluster every face).
 
 The files are read where the task runs, by the path the job recorded (storage every worker
 sees). Writes are idempotent by SHA-256 and unchanged files are skipped, so a chunk done
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from lookalike.answers import IndexSummary
+from lookalike.answers import ClusterRunReport, IndexSummary
 from lookalike.errors import LookalikeError, Unavailable
 from lookalike.ingest.run import IndexRun
 from lookalike.search.engine import Lookalike
@@ -58,3 +59,26 @@ def index_chunk(
         return store.finish_chunk(job_id, chunk, error=f"{type(exc).__name__}: {exc}")
     summary = IndexSummary.of(run.report).model_dump(mode="json")
     return store.finish_chunk(job_id, chunk, report=summary)
+
+
+def cluster_job(engine: Lookalike, job_id: int) -> bool:
+    """Re-cluster every face (job ``job_id``, its one chunk 0) and mark the chunk finished
+    with the report; False when it had been finished already (a redelivered task). Errors
+    as for :func:`index_chunk`."""
+    store = engine.catalog.service
+    if not any(c.chunk == 0 and c.status == "queued" for c in store.chunks(job_id)):
+        return False
+    store.update_job(job_id, status="running")
+    try:
+        report = engine.people.cluster(
+            full=True, on_progress=lambda done, total: store.update_job(job_id, total=total)
+        )
+    except Unavailable:
+        raise
+    except LookalikeError as exc:
+        return store.finish_chunk(job_id, 0, error=exc.message)
+    except Exception as exc:
+        log.exception("cluster job %d failed", job_id)
+        return store.finish_chunk(job_id, 0, error=f"{type(exc).__name__}: {exc}")
+    summary = ClusterRunReport.of(report).model_dump(mode="json")
+    return store.finish_chunk(job_id, 0, report=summary)

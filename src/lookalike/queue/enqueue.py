@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from lookalike.answers import IndexSummary
+from lookalike.answers import CLUSTER_JOB, CLUSTER_TARGET, IndexSummary
 from lookalike.errors import Unavailable
 from lookalike.ingest.run import IndexRun
-from lookalike.queue.app import INDEX_CHUNK, check_broker, make_app
+from lookalike.queue.app import CLUSTER, INDEX_CHUNK, check_broker, make_app
 from lookalike.search.engine import Lookalike
 from lookalike.store.base import JobRow
 
@@ -64,6 +64,25 @@ def enqueue_index(
             store.finish_chunk(job.id, n, error=why)
         first = max(sent, 1)
         raise Unavailable(f"broker: job {job.id}: chunks {first} to {len(chunks)} {why}") from None
+    found = store.job(job.id)
+    assert found is not None
+    return found
+
+
+def enqueue_cluster(engine: Lookalike) -> JobRow:
+    """A new full re-cluster job (one chunk, 0), sent to the broker; returns its row.
+    Unavailable, before anything is recorded, if the broker does not answer."""
+    app = make_app(engine.settings)
+    check_broker(app, engine.settings)
+    store = engine.catalog.service
+    job = store.add_job(CLUSTER_JOB, CLUSTER_TARGET)
+    store.add_chunks(job.id, [0])
+    try:
+        app.send_task(CLUSTER, args=[job.id])
+    except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"
+        why = f"not sent: the broker stopped answering ({type(exc).__name__})"
+        store.finish_chunk(job.id, 0, error=why)
+        raise Unavailable(f"broker: job {job.id} {why}") from None
     found = store.job(job.id)
     assert found is not None
     return found

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from lookalike.answers import ClusterRunReport, IndexSummary
+from lookalike.answers import CLUSTER_JOB, ClusterRunReport, IndexSummary
 from lookalike.store.base import JobRow, ServiceStore
 
 
@@ -29,6 +29,10 @@ def queued_view(store: ServiceStore, job: JobRow) -> JobRow:
     chunks = store.chunks(job.id)
     if not chunks:
         return job
+    if job.kind == CLUSTER_JOB:  # one chunk: the re-cluster, its report as it is
+        (chunk,) = chunks
+        status = "failed" if chunk.error else job.status
+        return replace(job, status=status, report=chunk.report, error=chunk.error or job.error)
     reports = [IndexSummary.model_validate(c.report) for c in chunks if c.report is not None]
     errors = [f"chunk {c.chunk} ({c.files} files): {c.error}" for c in chunks if c.error]
     status = "failed" if job.status == "done" and errors else job.status

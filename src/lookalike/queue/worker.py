@@ -1,4 +1,5 @@
-"""``lookalike worker``: a Celery worker that indexes the chunks of queued jobs.
+"""``lookalike worker``: a Celery worker that indexes the chunks of queued jobs (and runs
+queued full re-clusters).
 
 One process (Celery's ``solo`` pool) with ``--concurrency 1``; with N > 1, Celery's
 ``prefork`` pool of N processes. Either way each process opens the data folder and loads the
@@ -20,8 +21,8 @@ from typing import Any
 
 from lookalike.errors import LookalikeError, Unavailable, VectorMismatch
 from lookalike.queue import probe
-from lookalike.queue.app import INDEX_CHUNK, check_broker, make_app
-from lookalike.queue.chunk import index_chunk
+from lookalike.queue.app import CLUSTER, INDEX_CHUNK, check_broker, make_app
+from lookalike.queue.chunk import cluster_job, index_chunk
 from lookalike.search.engine import Lookalike
 from lookalike.settings import Settings
 
@@ -56,6 +57,13 @@ def worker_app(settings: Settings) -> Any:
         try:
             index_chunk(engine, job_id, chunk, paths, faces=faces, within=within)
         except Unavailable as exc:  # the catalog is away: try this chunk again later
+            raise task.retry(countdown=RETRY_S, exc=exc) from None
+
+    @app.task(name=CLUSTER, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
+    def cluster_task(task: Any, job_id: int) -> None:
+        try:
+            cluster_job(process_engine(settings), job_id)
+        except Unavailable as exc:
             raise task.retry(countdown=RETRY_S, exc=exc) from None
 
     return app

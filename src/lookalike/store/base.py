@@ -142,6 +142,11 @@ class Catalog(Protocol):
 
 Box = tuple[int, int, int, int]
 
+# The generation counter bumped once by every transaction that puts faces into clusters or
+# takes them out (not by deleting faces: ``Clustering`` notices those by the count of
+# clustered faces).
+CLUSTERS_GENERATION = "clusters"
+
 
 @dataclass
 class FaceRecord:
@@ -261,7 +266,10 @@ class FaceStore(Protocol):
 
     def face_scanned(self, image_id: int, version: str) -> bool: ...
 
-    # The vector-source interface of IndexManager, over face ids and embeddings.
+    # The vector-source interface of IndexManager, over face ids and embeddings; also the
+    # ``gallery`` counter (known faces changed) and the ``clusters`` counter (bumped once by
+    # each transaction that moves faces into or out of clusters: assign_clusters,
+    # set_person taking clustered faces, reset_clusters, merge_clusters).
     def generation(self, name: str) -> int: ...
 
     def vectors(self, name: str, version: str) -> tuple[np.ndarray, np.ndarray]: ...

@@ -17,6 +17,7 @@ import numpy as np
 
 from lookalike.errors import Conflict, NotFound
 from lookalike.store.base import (
+    CLUSTERS_GENERATION,
     ClusterRow,
     ExampleRow,
     FacePhotos,
@@ -92,6 +93,15 @@ def write_scan(db: Handle, image_id: int, scan: FaceScan) -> None:
         "ON CONFLICT(image_id) DO UPDATE SET version = excluded.version, "
         "scanned_at = excluded.scanned_at",
         [image_id, scan.version, time.time()],
+    )
+
+
+def _bump_clusters(db: Handle) -> None:
+    """Count one change to the clusters (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO generations (descriptor, generation) VALUES (?, 1) "
+        "ON CONFLICT (descriptor) DO UPDATE SET generation = generations.generation + 1",
+        [CLUSTERS_GENERATION],
     )
 
 
@@ -295,6 +305,7 @@ class SqlFaceStore:
         self, face_ids: Sequence[int], cluster_ids: Sequence[int]
     ) -> dict[int, int]:
         with self.database.transaction() as db:
+            _bump_clusters(db)
             now = time.time()
             ids: dict[int, int] = {}
             for cid in sorted({int(c) for c in cluster_ids}):
@@ -315,10 +326,16 @@ class SqlFaceStore:
 
     def set_person(self, face_ids: Sequence[int], person_id: int | None, confirmed: bool) -> None:
         with self.database.transaction() as db:
+            clustered = False
             for fid in face_ids:
-                found = db.execute("SELECT 1 FROM faces WHERE id = ?", [int(fid)]).fetchone()
+                found = db.execute(
+                    "SELECT cluster_id FROM faces WHERE id = ?", [int(fid)]
+                ).fetchone()
                 if found is None:
                     raise NotFound(f"face {fid} not found")
+                clustered = clustered or found[0] is not None
+            if clustered and person_id is not None:
+                _bump_clusters(db)
             # A named face leaves its cluster; one un-named keeps it.
             cluster = "cluster_id" if person_id is None else "NULL"
             db.executemany(
@@ -337,6 +354,7 @@ class SqlFaceStore:
 
     def reset_clusters(self) -> int:
         with self.database.transaction() as db:
+            _bump_clusters(db)
             n = int(db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0])
             db.execute("UPDATE faces SET cluster_id = NULL WHERE cluster_id IS NOT NULL")
             db.execute(
@@ -359,6 +377,7 @@ class SqlFaceStore:
 
     def merge_clusters(self, into: int, others: Sequence[int]) -> int:
         with self.database.transaction() as db:
+            _bump_clusters(db)
             for cid in [into, *others]:
                 if db.execute("SELECT 1 FROM clusters WHERE id = ?", [cid]).fetchone() is None:
                     raise NotFound(f"cluster {cid} not found")

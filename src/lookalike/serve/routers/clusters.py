@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from lookalike.answers import (
+    CLUSTER_JOB,
+    CLUSTER_TARGET,
     Cluster,
     ClusterDetail,
     ClusterRunReport,
     Clusters,
+    Job,
     MergedClusters,
     Person,
 )
 from lookalike.errors import NotFound
+from lookalike.queue.progress import queued_view
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.routers.faces import MAX_ID, Id, Name
 from lookalike.serve.routers.images import Limit, Offset, face_photo_page
+from lookalike.serve.routers.jobs import start_job
 from lookalike.serve.schemas import FacePhotoPage
 
 router = APIRouter(prefix="/v1", tags=["clusters"])
@@ -55,17 +62,35 @@ class ClusterRun(BaseModel):
     full: bool = Field(
         False,
         description="Start again: forget every cluster and recognised name, group all faces "
-        "anew (names given by users are kept; cluster edits are lost)",
+        "anew (names given by users are kept; cluster edits are lost). Runs as a job: the "
+        "answer is 202 with the job (`GET /v1/jobs/{job_id}`, admin) instead of the report",
     )
 
 
 @router.post(
     "/clusters/run",
-    summary="Recognise and group the faces not yet grouped (or all of them: `full`)",
+    summary="Recognise and group the faces not yet grouped (or all of them: `full`, a job)",
     dependencies=[Write],
+    response_model=ClusterRunReport,
+    responses={202: {"model": Job, "description": "`full`: the re-cluster's job, started"}},
 )
-def run_clustering(lk: Engine, body: ClusterRun | None = None) -> ClusterRunReport:
-    return ClusterRunReport.of(lk.people.cluster(full=body is not None and body.full))
+def run_clustering(
+    request: Request, lk: Engine, body: ClusterRun | None = None
+) -> ClusterRunReport | JSONResponse:
+    if body is None or not body.full:
+        return ClusterRunReport.of(lk.people.cluster())
+    if lk.settings.broker_url:
+        from lookalike.queue.enqueue import enqueue_cluster
+
+        job = Job.of(queued_view(lk.catalog.service, enqueue_cluster(lk)))
+    else:
+
+        def recluster(progress: Callable[[int, int], None]) -> dict[str, object]:
+            report = lk.people.cluster(full=True, on_progress=progress)
+            return ClusterRunReport.of(report).model_dump(mode="json")
+
+        job = start_job(request, lk, CLUSTER_JOB, CLUSTER_TARGET, recluster)
+    return JSONResponse(job.model_dump(mode="json"), status_code=202)
 
 
 @router.get("/clusters/{cluster_id}", summary="The faces of a cluster", dependencies=[Read])

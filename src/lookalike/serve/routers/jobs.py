@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -138,7 +139,11 @@ class _Stop(Exception):
     """Raised from the progress callback to end a job when the server stops."""
 
 
-def _run(lk: Lookalike, job_id: int, target: str, stopping: threading.Event) -> None:
+# A job's work: called with the progress callback, returns the job's report.
+Work = Callable[[Callable[[int, int], None]], dict[str, object]]
+
+
+def _run(lk: Lookalike, job_id: int, work: Work, stopping: threading.Event) -> None:
     store = lk.catalog.service
     if stopping.is_set():
         store.update_job(job_id, status="failed", error=_STOPPED)
@@ -158,8 +163,7 @@ def _run(lk: Lookalike, job_id: int, target: str, stopping: threading.Event) -> 
             store.update_job(job_id, done=done, total=total)
 
     try:
-        roots = lk.settings.allowed_roots
-        report = lk.index([target], progress=False, on_progress=progress, within=roots)
+        report = work(progress)
     except _Stop:
         _finish(store, job_id, "failed", counts, error=_STOPPED)
     except LookalikeError as exc:
@@ -168,8 +172,23 @@ def _run(lk: Lookalike, job_id: int, target: str, stopping: threading.Event) -> 
         log.exception("job %d failed", job_id)
         _finish(store, job_id, "failed", counts, error=f"{type(exc).__name__}: {exc}")
     else:
-        summary = IndexSummary.of(report).model_dump(mode="json")
-        _finish(store, job_id, "done", counts, report=summary)
+        _finish(store, job_id, "done", counts, report=report)
+
+
+def start_job(request: Request, lk: Lookalike, kind: str, target: str, work: Work) -> Job:
+    """Record a job and run ``work`` in this process's job thread (one job at a time);
+    returns the job as it stands."""
+    store = lk.catalog.service
+    job = store.add_job(kind, target)
+    runner = _runner(request.app)
+    if runner.stopping.is_set():
+        _finish(store, job.id, "failed", [0, 0], error=_STOPPED)
+    else:
+        future = runner.pool.submit(_run, lk, job.id, work, runner.stopping)
+        runner.queued[job.id] = future
+        future.add_done_callback(lambda _: runner.queued.pop(job.id, None))
+    found = store.job(job.id)
+    return Job.of(found or job)
 
 
 def _finish(
@@ -220,16 +239,13 @@ def create_job(request: Request, lk: Engine, body: JobRequest) -> Job:
 
         queued = enqueue_index(lk, [target], within=lk.settings.allowed_roots)
         return Job.of(queued_view(store, queued))
-    job = store.add_job("index", target)
-    runner = _runner(request.app)
-    if runner.stopping.is_set():
-        _finish(store, job.id, "failed", [0, 0], error=_STOPPED)
-    else:
-        future = runner.pool.submit(_run, lk, job.id, target, runner.stopping)
-        runner.queued[job.id] = future
-        future.add_done_callback(lambda _: runner.queued.pop(job.id, None))
-    found = store.job(job.id)
-    return Job.of(found or job)
+    roots = lk.settings.allowed_roots
+
+    def index(progress: Callable[[int, int], None]) -> dict[str, object]:
+        report = lk.index([target], progress=False, on_progress=progress, within=roots)
+        return IndexSummary.of(report).model_dump(mode="json")
+
+    return start_job(request, lk, "index", target, index)
 
 
 @router.get("/jobs", dependencies=[Admin], summary="Recent jobs, newest first")
