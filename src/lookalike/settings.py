@@ -108,10 +108,11 @@ class Settings(BaseSettings):
     face_detect_max_side: int = 1280
     # The CNN detector looks at the photo scaled so that a face_min_size face is 80 px wide
     # (its window), but at most this long side: the bound on its time and memory (~3,700
-    # multiply-adds per pixel of a pyramid of 3.3x the top level's pixels). Faces narrower
-    # than ~70 px at that scale, under ~6% of a photo's longer side at 1280, are missed:
-    # raise it (and lower face_min_size) for crowds; the time grows with its square.
-    face_cnn_max_side: int = 1280
+    # multiply-adds per pixel of a pyramid of ~2x the top level's pixels). At 2048 a 1024 px
+    # photo is searched down to 40 px faces, a 4000 px one down to ~4% of its width; 1280
+    # halves the time but misses a third of the 40-80 px faces of the crowd set (faces-detect).
+    # Raise it (and lower face_min_size) for crowds; the time grows with its square.
+    face_cnn_max_side: int = 2048
     # Group new unknown faces into clusters at the end of ``index`` (incremental, cheap).
     face_cluster_on_index: bool = True
 
