@@ -12,7 +12,8 @@ wide. The pyramid is chosen from the smallest face wanted:
   on the crowd set (bench/faces_detect.py) 0.7 finds the same faces of 40 px and more and
   0.96 of those of 20-40 px (5/6: 0.98) in half the time;
 - all levels are packed side by side into one canvas (shelves, 10 black pixels apart, an
-  11-pixel black border, as dlib pads its tiled pyramid) and scored in one call;
+  11-pixel black border, as dlib pads its tiled pyramid) and scored in one call (in
+  horizontal bands when the canvas is over 4 MP, for bounded memory: :func:`score_canvas`);
 - each score above the threshold is mapped back to its level and to the image's pixels, and
   overlapping boxes are suppressed, best first, across levels by dlib's own overlap rule;
 - a kept box is resized to where, between its level and the levels above and below, the
@@ -36,7 +37,7 @@ from PIL import Image
 from lookalike.errors import BadInput
 from lookalike.faces import models
 
-__all__ = ["Level", "detect", "plan_levels", "suppress"]
+__all__ = ["Level", "detect", "plan_levels", "score_canvas", "suppress"]
 
 Box = tuple[float, float, float, float]
 
