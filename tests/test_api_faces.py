@@ -581,8 +581,10 @@ def test_assign_face_and_run_clustering(fresh: Client, photos: dict[str, bytes])
     deadline = time.monotonic() + 60
     while job["status"] not in ("done", "failed") and time.monotonic() < deadline:
         time.sleep(0.05)
-        job = c.get(f"/v1/jobs/{job['job_id']}", headers=keys["admin"]).json()
+        # The write key that started it may follow it (index jobs stay admin-only).
+        job = c.get(f"/v1/jobs/{job['job_id']}", headers=keys["write"]).json()
     assert job["status"] == "done", job
+    assert_error(c.get(f"/v1/jobs/{job['job_id']}", headers=keys["read"]), 403)
     report = job["report"]
     assert report["faces"] == 2 and list(report["people"]) == ["Eileen"]
     assert report["clusters"] == len(c.get("/v1/clusters", headers=keys["read"]).json()["clusters"])

@@ -78,6 +78,11 @@ def test_a_job_indexes_a_folder_and_reports(api: Api, roots: dict[str, Path]) ->
     assert done["report"]["faces"] >= 1 and done["error"] is None
     listed = api.client.get("/v1/jobs", headers=api.keys["admin"]).json()["jobs"]
     assert [j["job_id"] for j in listed] == [job["job_id"]]
+    # An index job names a server folder: only admin keys see it (write keys may follow the
+    # re-cluster jobs they start).
+    for scope in ("read", "write"):
+        seen = api.client.get(f"/v1/jobs/{job['job_id']}", headers=api.keys[scope])
+        assert seen.status_code == 403, seen.text
     images = api.client.get("/v1/images", headers=api.keys["read"]).json()
     assert images["total"] == 6
     # Again: nothing new, every file counted as done.

@@ -19,15 +19,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lookalike.answers import IndexSummary, Job, Jobs
+from lookalike.answers import CLUSTER_JOB, IndexSummary, Job, Jobs
 from lookalike.errors import BadInput, Forbidden, LookalikeError, NotFound
 from lookalike.files import is_under_any
 from lookalike.queue.progress import is_queued, queued_view
 from lookalike.search.engine import Lookalike
-from lookalike.serve.deps import Admin, Engine
+from lookalike.serve.deps import Admin, Caller, Engine, require
+from lookalike.serve.keys import allows
 from lookalike.settings import Settings
 from lookalike.store.base import JobRow, ServiceStore
 
@@ -256,10 +257,14 @@ def list_jobs(
     return Jobs(jobs=[Job.of(_fresh(store, j)) for j in store.jobs(limit)])
 
 
-@router.get("/jobs/{job_id}", dependencies=[Admin], summary="One job: status, progress, report")
-def get_job(lk: Engine, job_id: JobId) -> Job:
+@router.get("/jobs/{job_id}", summary="One job: status, progress, report")
+def get_job(lk: Engine, job_id: JobId, caller: Annotated[Caller, Depends(require("write"))]) -> Job:
+    """A re-cluster job is answered to the write keys that may start one (POST
+    /v1/clusters/run); an index job, which names a server folder, to admin keys only."""
     store = lk.catalog.service
     job = store.job(job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
+    if job.kind != CLUSTER_JOB and not allows(caller.scope, "admin"):
+        raise Forbidden(f"this key's scope is {caller.scope!r}; {job.kind} jobs need 'admin'")
     return Job.of(_fresh(store, job))
