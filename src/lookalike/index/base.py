@@ -27,7 +27,18 @@ class VectorIndex(Protocol):
     def remove(self, ids: np.ndarray) -> None: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores float32 (m, k), ids int64 (m, k))`` best first; id -1 where fewer than k."""
+        """``(scores float32 (m, k), ids int64 (m, k))`` best first; id -1 where fewer than k.
+        ``queries`` are descriptor rows: ``search_space(to_space(queries), k)``."""
+        ...
+
+    def to_space(self, queries: np.ndarray) -> np.ndarray:
+        """Descriptor rows (m, width) as rows of the space the index compares in (whitened
+        and reduced for a whitened index; the rows themselves otherwise). Query expansion
+        combines rows of this space."""
+        ...
+
+    def search_space(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` of rows already in the index's space."""
         ...
 
     def to_bytes(self) -> bytes: ...

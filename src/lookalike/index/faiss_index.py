@@ -132,8 +132,17 @@ class _IdMapped:
             self._index.remove_ids(faiss.IDSelectorBatch(ids))
             self._ids = np.setdiff1d(self._ids, ids)
 
+    def to_space(self, queries: np.ndarray) -> np.ndarray:
+        """``queries`` (descriptor rows) as rows of the space this index compares in: the
+        same rows, checked, for these indexes (a whitened index whitens them)."""
+        return self._queries(queries)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = self._queries(queries)
+        return self.search_space(self.to_space(queries), k)
+
+    def search_space(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` of rows already in this index's space (``to_space``'s)."""
+        q = self._queries(q)
         with self._guard.reading():
             n = len(self)
             if n == 0:
