@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from lookalike.cache.base import ByteCache, NoCache
 from lookalike.errors import DataFolderError, LookalikeError, Unavailable
 from lookalike.index.manager import IndexManager
+from lookalike.index.whitened import WhitenPolicy
 from lookalike.search.status import PartState
 from lookalike.settings import Settings
 from lookalike.store.base import Catalog
@@ -82,6 +83,14 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
         nprobe=settings.ann_nprobe,
         # The embedded catalog's generation costs microseconds: read before every search.
         poll_s=settings.catalog_poll_s if settings.catalog_url else 0.0,
+        whiten=WhitenPolicy(
+            frozenset(settings.whiten_descriptors),
+            settings.whiten_dim,
+            settings.whiten_min_images,
+            settings.whiten_power,
+            settings.whiten_shrinkage,
+        ),
+        compact_threshold=settings.compact_threshold,
     )
 
 

@@ -45,6 +45,22 @@ class Settings(BaseSettings):
     # IVF lists probed per query: recall@10 against exact search 0.972 at 50k vectors and
     # 0.991 at 1M (BENCHMARKS.md, speed-ann); 48 gave 0.941 at 50k.
     ann_nprobe: int = 64
+    # -- compact (issue 11): whitening and the compact index (lookalike.index) ------------
+    # Float descriptors whose index compares PCA-whitened, reduced rows (index/whiten.py),
+    # learned on the collection's own vectors and refitted when their count has doubled.
+    whiten_descriptors: list[str] = Field(default_factory=lambda: ["cnn"])
+    # Width of the whitened rows (0: no whitening).
+    whiten_dim: int = Field(default=512, ge=0)
+    # Fewer vectors than this: no whitening (too few to learn the axes from).
+    whiten_min_images: int = Field(default=1000, ge=2)
+    whiten_power: float = Field(default=0.5, ge=0.0, le=1.0)
+    whiten_shrinkage: float = Field(default=0.1, ge=0.0)
+    # From this many vectors an inner-product index is compact (index/compact.py): PQ codes
+    # in RAM for a shortlist, re-ranked exactly from float16 rows memory-mapped from disk.
+    # 1M: there IVF-flat holds 2 kB of whitened float32 per image (2 GB; 5 GB unwhitened)
+    # and its one-row query slows past the compact one's, while the compact index keeps
+    # recall@10 >= 0.95 in ~50 B of RAM per image (BENCHMARKS.md, compact-candidates).
+    compact_threshold: int = Field(default=1_000_000, ge=1)
     # Cosine similarity above which two images are near-duplicates (cnn descriptor).
     # 0.84: pairwise precision 0.99 and recall 0.99 on the near-duplicate benchmark, counting
     # burst shots of one scene as near-duplicates (BENCHMARKS.md, neardup).

@@ -9,6 +9,17 @@ adding and removing the ids that differ, never by trusting the file.
 File layout: ``MAGIC``, one JSON header line (version, generation, kind, n, crc32), the
 n int64 ids, then the faiss index. ``crc32`` covers the other header fields and every byte
 after the header; a file that fails it is rebuilt from the catalog, with a warning.
+
+Whitening (``WhitenPolicy``): a float descriptor named in the policy is indexed as
+PCA-whitened rows once it has ``min_images`` vectors. The whitening is fitted on a
+deterministic sample (every node fits the same one from the same catalog), kept in
+``<name>.whiten`` and refitted when the count has doubled; its tag is part of the index's
+version (``<descriptor version>+<tag>``), so a refit rebuilds the index. A whitening file
+that is damaged or of another descriptor version is logged and fitted again.
+
+From ``compact_threshold`` vectors an inner-product index is compact (``index/compact.py``):
+codes in RAM, float16 rows in ``<name>.<token>.f16`` beside the index file, which records
+how many of its rows it uses (rows appended after that are ignored).
 """
 
 from __future__ import annotations
@@ -28,8 +39,12 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from lookalike.files import atomic_write, shown
+from lookalike.index import whitened
 from lookalike.index.base import IndexSpec, VectorIndex, VectorSource
+from lookalike.index.compact import CompactIndex
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, Metric
+from lookalike.index.whiten import Whitening, WhiteningMismatch
+from lookalike.index.whitened import Fitted, WhitenedIndex, WhitenPolicy
 
 log = logging.getLogger("lookalike.index")
 
@@ -80,6 +95,15 @@ def rows_as(descriptor: IndexSpec, raw: np.ndarray) -> np.ndarray:
     return raw.view(np.float32).reshape(len(raw), descriptor.dim)
 
 
+def _versioned(version: str, fitted: Fitted | None) -> str:
+    """The version of an index over ``version`` vectors, whitened by ``fitted`` or not."""
+    return version if fitted is None else f"{version}+{fitted.whitening.tag}"
+
+
+# No whitening for any descriptor (the faces' index, and the default of the class).
+NO_WHITENING = WhitenPolicy(frozenset(), 0, 2)
+
+
 class IndexManager:
     """One index per descriptor, loaded lazily, synced with the catalog before use."""
 
@@ -92,6 +116,8 @@ class IndexManager:
         nprobe: int,
         metric: Metric = "ip",
         poll_s: float = 0.0,
+        whiten: WhitenPolicy = NO_WHITENING,
+        compact_threshold: int | None = None,
     ) -> None:
         self.source = source
         # Seconds an index is used without asking the source for its generation again
@@ -103,11 +129,19 @@ class IndexManager:
         self.directory = directory
         self.ann_threshold = ann_threshold
         self.nprobe = nprobe
+        self.whiten = whiten
+        # Vectors from which an inner-product index is compact (None: never).
+        self.compact_threshold = compact_threshold if metric == "ip" else None
+        # The whitening each descriptor's index uses now (None: none), once looked up.
+        self._fitted: dict[str, Fitted | None] = {}
         self._held: dict[str, _Held] = {}
         self._lock = threading.RLock()
 
     def _file(self, name: str) -> Path:
         return self.directory / f"{name}.idx"
+
+    def _whiten_file(self, name: str) -> Path:
+        return self.directory / f"{name}.whiten"
 
     def get(self, descriptor: IndexSpec) -> VectorIndex:
         """The descriptor's index, brought up to date with the catalog.
@@ -120,12 +154,13 @@ class IndexManager:
             held = self._held.get(descriptor.name)
             now = time.monotonic()
             fresh = now - self._asked.get(descriptor.name, -math.inf) < self.poll_s
-            if fresh and held is not None and held.version == descriptor.version:
+            version = self._version(descriptor)
+            if fresh and held is not None and held.version == version:
                 return held.index
             self._asked[descriptor.name] = now
             generation = self.source.generation(descriptor.name)
-            if held is None or held.version != descriptor.version:
-                held = self._load(descriptor)
+            if held is None or held.version != version:
+                held = self._load(descriptor, version)
             if held is None or held.generation != generation or not self._fits(held):
                 held = self._sync(descriptor, held, generation)
                 self._save(descriptor.name, held)
@@ -137,7 +172,8 @@ class IndexManager:
         with self._lock:
             self._asked[descriptor.name] = time.monotonic()
             generation = self.source.generation(descriptor.name)
-            held = self._build(descriptor, generation)
+            ids = self.source.vector_ids(descriptor.name, descriptor.version)
+            held = self._build(descriptor, generation, ids, self._whitening_for(descriptor, ids))
             self._save(descriptor.name, held)
             self._held[descriptor.name] = held
             return held.index
@@ -158,13 +194,69 @@ class IndexManager:
             return IndexState(name, "empty" if empty else "missing")
         except (OSError, _Damaged):
             return IndexState(name, "damaged")
-        if head["version"] != descriptor.version:
+        if head["version"] != self._version(descriptor):
             return IndexState(name, "other version", bytes=size)
         behind = head["generation"] != self.source.generation(name)
         state = "behind" if behind else "current"
         return IndexState(name, state, vectors=head["n"], kind=head["kind"], bytes=size)
 
     # -- internals --------------------------------------------------------------------
+
+    def _version(self, descriptor: IndexSpec) -> str:
+        """The version the descriptor's index must have now (whitening included)."""
+        return _versioned(descriptor.version, self._current(descriptor))
+
+    def _whitens(self, descriptor: IndexSpec) -> bool:
+        return descriptor.kind == "float" and self.whiten.applies(descriptor.name, descriptor.dim)
+
+    def _current(self, descriptor: IndexSpec) -> Fitted | None:
+        """The whitening the descriptor's index is built on now: the one in memory, else
+        its file's (None: no file, or one that cannot be used, which is logged)."""
+        name = descriptor.name
+        if not self._whitens(descriptor):
+            return None
+        if name not in self._fitted:
+            path = self._whiten_file(name)
+            try:
+                fitted: Fitted | None = whitened.load(path, descriptor.version)
+            except FileNotFoundError:
+                fitted = None
+            except (OSError, WhiteningMismatch) as exc:
+                log.warning("%s cannot be used (%s): fitting it again", shown(path), exc)
+                fitted = None
+            if fitted is not None and not self.whiten.matches(fitted.whitening):
+                fitted = None  # fitted under other settings: fitted again at the next sync
+            self._fitted[name] = fitted
+        return self._fitted[name]
+
+    def _whitening_for(self, descriptor: IndexSpec, ids: np.ndarray) -> Fitted | None:
+        """The whitening an index over ``ids`` is built on: none below ``min_images``
+        vectors (too few to learn from), the current one until their count has doubled
+        since it was fitted, else one fitted now on a sample of them (and saved)."""
+        name = descriptor.name
+        current = self._current(descriptor)
+        if not self._whitens(descriptor) or len(ids) < self.whiten.min_images:
+            if current is not None:
+                self._whiten_file(name).unlink(missing_ok=True)
+                self._fitted[name] = None
+            return None
+        if current is not None and len(ids) < 2 * current.count:
+            return current
+        sample = self._rows_of(descriptor, ids[whitened.sample_positions(len(ids))])
+        if len(sample) < 2:  # the vectors went since ``ids`` was read
+            return current
+        whitening = Whitening.fit(
+            sample,
+            self.whiten.dim,
+            source_version=descriptor.version,
+            power=self.whiten.power,
+            shrinkage=self.whiten.shrinkage,
+        )
+        fitted = Fitted(whitening, len(ids))
+        whitened.save(self._whiten_file(name), fitted)
+        self._fitted[name] = fitted
+        log.info("%s: whitening fitted on %d of %d vectors", name, len(sample), len(ids))
+        return fitted
 
     def _fits(self, held: _Held) -> bool:
         return self._right_kind(held.index.kind, len(held.index))
@@ -175,33 +267,52 @@ class IndexManager:
         IVF is kept down to half the threshold, so a collection hovering around it is not
         rebuilt back and forth.
         """
+        compact = self.compact_threshold
         if kind == "flat":
             return n < self.ann_threshold
         if kind == "ivf":
-            return n >= self.ann_threshold // 2
+            return n >= self.ann_threshold // 2 and (compact is None or n < compact)
+        if kind == "compact":  # likewise kept down to half its threshold
+            return compact is not None and n >= compact // 2
         return True
 
-    def _build(self, descriptor: IndexSpec, generation: int) -> _Held:
-        """A new index of the source's vectors, read BUILD_BATCH rows at a time: memory is
-        the index and one batch (and, for IVF, its bounded training sample)."""
+    def _build(
+        self, descriptor: IndexSpec, generation: int, ids: np.ndarray, fitted: Fitted | None
+    ) -> _Held:
+        """A new index of the source's vectors (``ids``: those read just before), whitened
+        by ``fitted`` if given, read BUILD_BATCH rows at a time: memory is the index and one
+        batch (and, for IVF, its bounded training sample)."""
         name, version = descriptor.name, descriptor.version
-        index = self._empty(descriptor, self.source.vector_ids(name, version))
-        for ids, raw in self.source.vector_batches(name, version, BUILD_BATCH):
-            index.add(ids, rows_as(descriptor, raw))
-        return _Held(index, version, generation)
+        index = self._empty(descriptor, ids, fitted)
+        for batch, raw in self.source.vector_batches(name, version, BUILD_BATCH):
+            index.add(batch, rows_as(descriptor, raw))
+        return _Held(index, _versioned(version, fitted), generation)
 
-    def _empty(self, descriptor: IndexSpec, ids: np.ndarray) -> VectorIndex:
+    def _empty(self, descriptor: IndexSpec, ids: np.ndarray, fitted: Fitted | None) -> VectorIndex:
         """An empty index of the kind ``ids`` (the vectors to come) call for; an IVF one is
         trained on the same sample as ``FloatIndex.build`` over all of them would take."""
         if descriptor.kind == "binary":
             return BinaryIndex(descriptor.dim)
-        index = FloatIndex(descriptor.dim, nprobe=self.nprobe, metric=self.metric)
+        whitening = fitted.whitening if fitted else None
+
+        def sample(positions: np.ndarray) -> np.ndarray:
+            rows = self._rows_of(descriptor, ids[positions])
+            return whitening.apply(rows) if whitening and len(rows) else rows
+
+        width = whitening.dim if whitening else descriptor.dim
         n = len(ids)
-        if n and n >= self.ann_threshold:
-            sample = self._rows_of(descriptor, ids[FloatIndex.training_sample(n)])
-            if len(sample):  # else every vector went since ``ids`` was read
-                index.train_ivf(sample, n)
-        return index
+        index: VectorIndex = FloatIndex(width, nprobe=self.nprobe, metric=self.metric)
+        if self.compact_threshold is not None and n >= self.compact_threshold:
+            rows = sample(CompactIndex.training_sample(n))
+            if len(rows):  # else every vector went since ``ids`` was read
+                prefix = self.directory / descriptor.name
+                index = CompactIndex.train(prefix, rows, n)
+        elif n and n >= self.ann_threshold:
+            rows = sample(FloatIndex.training_sample(n))
+            if len(rows):
+                assert isinstance(index, FloatIndex)
+                index.train_ivf(rows, n)
+        return WhitenedIndex(index, whitening) if whitening else index
 
     def _rows_of(self, descriptor: IndexSpec, ids: np.ndarray) -> np.ndarray:
         """The rows of ``ids`` (those still in the source), read BUILD_BATCH at a time."""
@@ -213,16 +324,17 @@ class IndexManager:
         return np.concatenate(parts)
 
     def _sync(self, descriptor: IndexSpec, held: _Held | None, generation: int) -> _Held:
-        if held is None or held.version != descriptor.version:
-            return self._build(descriptor, generation)
         wanted = self.source.vector_ids(descriptor.name, descriptor.version)
+        fitted = self._whitening_for(descriptor, wanted)
+        if held is None or held.version != _versioned(descriptor.version, fitted):
+            return self._build(descriptor, generation, wanted, fitted)
         have = held.index.ids()
         n = len(wanted)
-        # Cross the exact/approximate boundary, or outgrow the IVF lists: rebuild.
+        # Cross the exact/approximate/compact boundaries, or outgrow the lists: rebuild.
         if not self._right_kind(held.index.kind, n) or (
-            held.index.kind == "ivf" and n > 4 * len(have)
+            held.index.kind in ("ivf", "compact") and n > 4 * len(have)
         ):
-            return self._build(descriptor, generation)
+            return self._build(descriptor, generation, wanted, fitted)
         held.index.remove(np.setdiff1d(have, wanted))
         missing = np.setdiff1d(wanted, have)
         for start in range(0, len(missing), BUILD_BATCH):
@@ -234,13 +346,13 @@ class IndexManager:
         held.generation = generation
         return held
 
-    def _load(self, descriptor: IndexSpec) -> _Held | None:
-        """The saved index, or None when the caller must rebuild it: no file, a file of
-        another version or format, or a damaged one (logged as a warning)."""
+    def _load(self, descriptor: IndexSpec, version: str) -> _Held | None:
+        """The saved index of ``version``, or None when the caller must rebuild it: no
+        file, a file of another version or format, or a damaged one (logged as a warning)."""
         path = self._file(descriptor.name)
         try:
             with path.open("rb") as f:
-                return self._read(f, descriptor)
+                return self._read(f, descriptor, version)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -250,14 +362,14 @@ class IndexManager:
             log.warning("%s is damaged (%s): rebuilding it from the catalog", shown(path), exc)
         return None
 
-    def _read(self, f: io.BufferedReader, descriptor: IndexSpec) -> _Held | None:
+    def _read(self, f: io.BufferedReader, descriptor: IndexSpec, version: str) -> _Held | None:
         magic = f.read(len(MAGIC))
         if magic != MAGIC:
             if not magic.startswith(FORMAT_PREFIX):
                 raise _Damaged("not a lookalike index file")
             return None  # another format (LKIDX1 had no checksum)
         head, stored = _header(f.readline(MAX_HEADER))
-        if head["version"] != descriptor.version:
+        if head["version"] != version:
             return None
         body = f.tell()
         if _crc32(f, _canonical(head)) != stored:
@@ -269,11 +381,16 @@ class IndexManager:
         index: VectorIndex
         if head["kind"] == "binary":
             index = BinaryIndex.read(f.read, ids)
+        elif head["kind"] == "compact":
+            index = CompactIndex.read(f.read, ids, self.directory / descriptor.name)
         else:
             index = FloatIndex.read(f.read, ids, kind=head["kind"], nprobe=self.nprobe)
         if len(index) != len(ids):
             raise _Damaged(f"{len(index)} vectors under {len(ids)} ids")
-        return _Held(index, descriptor.version, head["generation"])
+        fitted = self._current(descriptor)
+        if fitted is not None:  # the version named its tag: this whitening's
+            index = WhitenedIndex(index, fitted.whitening)
+        return _Held(index, version, head["generation"])
 
     def _save(self, name: str, held: _Held) -> None:
         """Write the index file: header, ids, faiss bytes streamed from the index (memory:
@@ -312,6 +429,7 @@ class IndexManager:
             f.seek(end)
 
         atomic_write(self._file(name), write, durable=True)
+        CompactIndex.prune(self.directory / name, keep=held.index)
 
 
 def _canonical(head: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ index built with one is never searched with another.
 from __future__ import annotations
 
 import io
+import zipfile
 import zlib
 from dataclasses import dataclass
 
@@ -138,7 +139,7 @@ class Whitening:
                     float(f["power"]),
                     float(f["shrinkage"]),
                 )
-        except (OSError, KeyError, ValueError, zlib.error) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
             raise WhiteningMismatch(f"not a whitening file ({exc})") from None
         if found.source_version != source_version:
             raise WhiteningMismatch(

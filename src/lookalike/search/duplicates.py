@@ -68,12 +68,23 @@ class _UnionFind:
 
 
 def _pairs(
-    index: VectorIndex, ids: np.ndarray, rows: np.ndarray, min_score: float
+    index: VectorIndex,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    min_score: float,
+    *,
+    rescore: bool = False,
 ) -> list[tuple[int, int, float]]:
+    """Pairs of ids whose score reaches ``min_score``. ``rescore``: scores are the cosine
+    of the float ``rows`` themselves (``ids`` sorted), not of the index's space (a
+    whitened index compares other numbers; the threshold is a cosine of descriptors)."""
     out: list[tuple[int, int, float]] = []
     k = min(NEIGHBOURS, len(index))
     for start in range(0, len(ids), 1024):
         scores, found = index.search(rows[start : start + 1024], k)
+        if rescore:
+            at = np.searchsorted(ids, found).clip(0, len(ids) - 1)
+            scores = np.einsum("qd,qkd->qk", rows[start : start + 1024], rows[at])
         for qi, (srow, frow) in enumerate(zip(scores, found, strict=True)):
             me = int(ids[start + qi])
             for s, other in zip(srow, frow, strict=True):
@@ -95,7 +106,7 @@ def find_duplicates(
     uf = _UnionFind()
     ids, raw = catalog.vectors(cnn.name, cnn.version)
     if len(ids) > 1:
-        for a, b, s in _pairs(cnn_index, ids, rows_as(cnn, raw), threshold):
+        for a, b, s in _pairs(cnn_index, ids, rows_as(cnn, raw), threshold, rescore=True):
             uf.union(a, b, s)
     pids, praw = catalog.vectors(phash.name, phash.version)
     if len(pids) > 1:
