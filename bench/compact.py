@@ -160,7 +160,7 @@ def reranked(coarse: QueryFn, rows: np.ndarray) -> QueryFn:
     def search(q: np.ndarray) -> np.ndarray:
         short = coarse(q)
         short = np.unique(short[short >= 0])
-        exact = rows[short].astype(np.float32) @ q[0]
+        exact = np.einsum("ij,j->i", rows[short].astype(np.float32), q[0])
         return np.asarray(short[np.argsort(-exact, kind="stable")[:K]])
 
     return search

@@ -158,7 +158,9 @@ class CompactIndex:
                 _, shortlist = self._coarse.search(q, max(k, SHORTLIST))
             for i in range(m):
                 rows = np.unique(shortlist[i][shortlist[i] >= 0])  # sorted: reads in file order
-                exact = self._rows[rows].astype(np.float32) @ q[i]
+                # einsum, not BLAS: OpenBLAS' threads make this 1000 x d product ~100x
+                # slower on a busy machine (bench/compact.py measured 37 ms against 0.14).
+                exact = np.einsum("ij,j->i", self._rows[rows].astype(np.float32), q[i])
                 best = np.argsort(-exact, kind="stable")[:k]
                 scores[i, : len(best)] = exact[best]
                 found[i, : len(best)] = self._row_ids[rows[best]]
