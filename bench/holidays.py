@@ -46,6 +46,7 @@ from lookalike.eval.retrieval import (
     read_relevant,
 )
 from lookalike.settings import get_settings
+from rerank_ablation import Holidays, ablation
 from sections import Target, check, informational
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "holidays"
@@ -112,6 +113,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--timing-images", type=int, default=64, help="images per timed run")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--no-ablation",
+        dest="ablation",
+        action="store_false",
+        help="skip the whitening / query expansion / DBA ablation (bench/rerank_ablation.py)",
+    )
     common.add_output_arguments(ap)
     return ap.parse_args(argv)
 
@@ -240,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing_images = db_images[: args.timing_images]
 
     results: list[Row] = []
+    # The re-ranking ablation runs on the shipped descriptor's vectors, if among those run.
+    default_version = CnnDescriptor(get_settings(model_cache_dir=args.cache_dir)).version
+    holidays: Holidays | None = None
     timed: list[CnnDescriptor] = []
     vectors: dict[tuple[str, int, float, int], np.ndarray] = {}
     for precision, side in itertools.product(args.precision, args.side):
@@ -265,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             vectors[precision, side, p, levels] = db
             plain = [db[query_index]]
             variants = plain + [pool(maps) for maps in rotated_maps]
+            if args.ablation and variant.version == default_version:
+                holidays = Holidays(db, variants, query_index, paths, queries, groups)
             rot4 = score(db, variants, paths, queries, groups)
             rot0 = score(db, plain, paths, queries, groups)
             print(
@@ -295,10 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row.version}: {row.cosine}")
     for line in precision_comparison(results, vectors):
         print(line)
+    extra = [] if holidays is None else ablation(holidays, get_settings())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([row.as_dict() for row in results], indent=2))
-    out.write("holidays", section(printed.getvalue(), data), targets(results))
+    out.write("holidays", section(printed.getvalue(), data), [*targets(results), *extra])
     return 0
 
 
