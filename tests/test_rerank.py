@@ -239,9 +239,15 @@ def test_expansion_searches_with_the_expanded_best_variant() -> None:
     np.testing.assert_allclose(scores, np.sort(sims)[::-1][:5], atol=1e-5)
 
 
-def test_expansion_of_an_empty_index_finds_nothing() -> None:
+@pytest.mark.parametrize(("measure", "expand"), [("cosine", True), ("pearson", None)])
+def test_an_empty_index_finds_nothing(measure: str, expand: bool | None) -> None:
     empty = FloatIndex(16)
     ids, scores = rank(
-        empty, Rows(np.zeros((0, 16), np.float32)), CNN, unit_rows(1, 16), 5, options(expand=True)
+        empty,
+        Rows(np.zeros((0, 16), np.float32)),
+        CNN,
+        unit_rows(1, 16),
+        5,
+        options(measure, expand),
     )
     assert len(ids) == 0 and len(scores) == 0

@@ -130,8 +130,10 @@ def _pearson(
     correlation of raw rows (best over the query's variants)."""
     scores, ids = index.search_space(q, shortlist)
     candidates, _ = merge_variants(scores, ids, shortlist)
+    if len(candidates) == 0:
+        return candidates, np.zeros(0, np.float32)
     found, raw = catalog.vectors_for(desc.name, desc.version, candidates.tolist())
-    if len(found) == 0:
+    if len(found) == 0:  # removed meanwhile
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     corr = pearson(rows, rows_as(desc, raw)).max(axis=0)
     order = np.argsort(-corr, kind="stable")[:k]
