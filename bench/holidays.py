@@ -15,7 +15,11 @@ by (AVX2, AVX-512, VNNI) are printed first: INT8 results depend on them where su
     .venv/bin/python bench/holidays.py --side 224 288 384 --p 2 3 --levels 0 3 --precision int8
 
 Several sides, GeM exponents and region levels give one row per combination; the network
-runs once per side and precision. Nothing is learnt from Holidays (no PCA or whitening).
+runs once per side and precision. Nothing is learnt from Holidays' labels; then, on the
+default descriptor's vectors, ``rerank_ablation`` measures PCA-whitening learned on the
+database images themselves, alpha-query expansion and database-side augmentation, alone and
+together, and the whitening against the size of the collection it is fitted on
+(``--no-ablation``: skipped).
 On a busy machine, ``--threads 1`` makes the CPU column a stable cost measure (with more
 threads, ONNX Runtime's workers spin while they wait for each other, which inflates CPU
 time under load).
@@ -367,7 +371,12 @@ def section(printed: str, data: Path) -> str:
             "search, mAP over the queries of `queries.csv` (each left out of its own ranking) "
             "with each query tried in its four rotations, best score per image, as the engine "
             "searches (*rot4*), and as it is (*rot0*); precision@1, recall@10; embedding time "
-            "per image (decoding excluded, median of several runs). Output of the script:",
+            "per image (decoding excluded, median of several runs). Then, on the default "
+            "descriptor's vectors, the re-ranking ablation (`bench/rerank_ablation.py`): "
+            "PCA-whitening learned without labels on the 805 database images (width, power, "
+            "shrinkage; and fitted on random subsets, to find the collection size below which "
+            "it does not help), alpha-query expansion (n, alpha) and database-side "
+            "augmentation (k), alone and together. Output of the script:",
             "",
             "```text",
             printed.rstrip(),
