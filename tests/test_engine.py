@@ -279,3 +279,5 @@ def test_measures_and_expansion_rank_the_query_itself_first(
             engine.search_one(query, k=3, descriptor="phash", measure=measure, expand=expand)
     with pytest.raises(BadInput, match="measure must be one of"):
         engine.search_vectors(np.zeros((1, 1280), np.float32), measure="manhattan")
+    with pytest.raises(BadInput, match="measure must be one of"):
+        engine.search([], measure="manhattan")  # refused even with no query to read

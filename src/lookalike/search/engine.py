@@ -212,6 +212,7 @@ class Lookalike:
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
+        self.search_options(desc.name, measure, expand)  # refused before any query is read
         out: list[SearchResult] = []
         for q in queries:
             label = _label(q)
