@@ -15,7 +15,11 @@ by (AVX2, AVX-512, VNNI) are printed first: INT8 results depend on them where su
     .venv/bin/python bench/holidays.py --side 224 288 384 --p 2 3 --levels 0 3 --precision int8
 
 Several sides, GeM exponents and region levels give one row per combination; the network
-runs once per side and precision. Nothing is learnt from Holidays (no PCA or whitening).
+runs once per side and precision. Nothing is learnt from Holidays' labels; then, on the
+default descriptor's vectors, ``rerank_ablation`` measures PCA-whitening learned on the
+database images themselves, alpha-query expansion and database-side augmentation, alone and
+together, and the whitening against the size of the collection it is fitted on
+(``--no-ablation``: skipped).
 On a busy machine, ``--threads 1`` makes the CPU column a stable cost measure (with more
 threads, ONNX Runtime's workers spin while they wait for each other, which inflates CPU
 time under load).
@@ -46,6 +50,7 @@ from lookalike.eval.retrieval import (
     read_relevant,
 )
 from lookalike.settings import get_settings
+from rerank_ablation import Holidays, ablation
 from sections import Target, check, informational
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "holidays"
@@ -112,6 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--timing-images", type=int, default=64, help="images per timed run")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument(
+        "--no-ablation",
+        dest="ablation",
+        action="store_false",
+        help="skip the whitening / query expansion / DBA ablation (bench/rerank_ablation.py)",
+    )
     common.add_output_arguments(ap)
     return ap.parse_args(argv)
 
@@ -240,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing_images = db_images[: args.timing_images]
 
     results: list[Row] = []
+    # The re-ranking ablation runs on the shipped descriptor's vectors, if among those run.
+    default_version = CnnDescriptor(get_settings(model_cache_dir=args.cache_dir)).version
+    holidays: Holidays | None = None
     timed: list[CnnDescriptor] = []
     vectors: dict[tuple[str, int, float, int], np.ndarray] = {}
     for precision, side in itertools.product(args.precision, args.side):
@@ -265,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             vectors[precision, side, p, levels] = db
             plain = [db[query_index]]
             variants = plain + [pool(maps) for maps in rotated_maps]
+            if args.ablation and variant.version == default_version:
+                holidays = Holidays(db, variants, query_index, paths, queries, groups)
             rot4 = score(db, variants, paths, queries, groups)
             rot0 = score(db, plain, paths, queries, groups)
             print(
@@ -295,10 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{row.version}: {row.cosine}")
     for line in precision_comparison(results, vectors):
         print(line)
+    extra = [] if holidays is None else ablation(holidays, get_settings())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([row.as_dict() for row in results], indent=2))
-    out.write("holidays", section(printed.getvalue(), data), targets(results))
+    out.write("holidays", section(printed.getvalue(), data), [*targets(results), *extra])
     return 0
 
 
@@ -354,7 +371,12 @@ def section(printed: str, data: Path) -> str:
             "search, mAP over the queries of `queries.csv` (each left out of its own ranking) "
             "with each query tried in its four rotations, best score per image, as the engine "
             "searches (*rot4*), and as it is (*rot0*); precision@1, recall@10; embedding time "
-            "per image (decoding excluded, median of several runs). Output of the script:",
+            "per image (decoding excluded, median of several runs). Then, on the default "
+            "descriptor's vectors, the re-ranking ablation (`bench/rerank_ablation.py`): "
+            "PCA-whitening learned without labels on the 805 database images (width, power, "
+            "shrinkage; and fitted on random subsets, to find the collection size below which "
+            "it does not help), alpha-query expansion (n, alpha) and database-side "
+            "augmentation (k), alone and together. Output of the script:",
             "",
             "```text",
             printed.rstrip(),

@@ -79,7 +79,8 @@ from lookalike.describe.cnn import DEFAULT_SIDE as CNN_SIDE
 from lookalike.index import manager as index_manager
 from lookalike.index.faiss_index import FloatIndex
 from lookalike.models import effnet
-from lookalike.search.engine import Hit, merge_variants
+from lookalike.search.engine import Hit
+from lookalike.search.ranking import merge_variants
 from lookalike.store.base import NewImage
 from sections import Target, check, informational
 

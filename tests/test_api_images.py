@@ -350,6 +350,52 @@ def test_search_on_an_empty_catalog_finds_nothing(api: Api, photos: dict[str, by
     assert r.status_code == 200 and r.json()["results"] == []
 
 
+def test_search_and_similar_take_a_measure(indexed: Api) -> None:
+    ids = indexed.ids
+    query = jpeg(sample("coffee").resize((200, 133)), quality=70)
+    read = indexed.keys["read"]
+    for measure, higher in (("euclidean", False), ("pearson", True), ("cosine", True)):
+        r = indexed.client.post(
+            "/v1/search",
+            files={"file": ("q.jpg", query)},
+            data={"k": "3", "measure": measure},
+            headers=read,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["measure"], body["higher_is_better"], body["expanded"]) == (
+            measure,
+            higher,
+            False,
+        )
+        assert body["results"][0]["image_id"] == ids["coffee"]
+        similar = indexed.get(
+            f"/v1/images/{ids['coffee']}/similar", params={"k": 3, "measure": measure}
+        ).json()
+        assert similar["results"][0]["score"] == (1.0 if higher else 0.0)
+        scores = [h["score"] for h in similar["results"]]
+        assert scores == sorted(scores, reverse=higher)
+    expanded = indexed.get(
+        f"/v1/images/{ids['coffee']}/similar", params={"k": 3, "expand": "true"}
+    ).json()
+    assert expanded["expanded"] and expanded["results"][0]["image_id"] == ids["coffee"]
+    for params in (
+        {"measure": "manhattan"},
+        {"measure": "euclidean", "descriptor": "phash"},
+        {"measure": "pearson", "expand": "true"},
+    ):
+        r = indexed.get(f"/v1/images/{ids['coffee']}/similar", params=params)
+        assert r.status_code == 422, params
+        assert set(r.json()["error"]) == {"code", "message"}
+    r = indexed.client.post(
+        "/v1/search",
+        files={"file": ("q.jpg", query)},
+        data={"measure": "hamming"},
+        headers=read,
+    )
+    assert r.status_code == 422 and "cnn descriptor compares by" in r.json()["error"]["message"]
+
+
 def test_similar_to_an_indexed_image_starts_with_itself(indexed: Api) -> None:
     ids = indexed.ids
     for descriptor in ("cnn", "color", "phash"):

@@ -239,6 +239,29 @@ def test_a_hit_answers_as_the_miss_did(
 
 
 @pytest.mark.redis
+def test_rankings_are_cached_per_measure_and_expansion(
+    data: Path, photos: dict[str, bytes], redis_url: str
+) -> None:
+    query = photos["pair.jpg"]
+    with cached(data, redis_url) as lk:
+        events = Events(lk)
+        cosine = lk.search_one(query, k=3, descriptor="color")
+        assert events.take() == [("answers", "miss"), ("vectors", "miss")]
+        for measure, expand in (("euclidean", None), ("cosine", True), ("pearson", None)):
+            miss = lk.search_one(query, k=3, descriptor="color", measure=measure, expand=expand)
+            assert events.take() == [("answers", "miss"), ("vectors", "hit")], measure
+            hit = lk.search_one(query, k=3, descriptor="color", measure=measure, expand=expand)
+            assert events.take() == [("answers", "hit")]
+            assert ranked(hit) == ranked(miss)
+            assert (hit.measure, hit.expanded) == (measure, bool(expand))
+            if measure == "euclidean":  # distances, nearest (the image itself) first
+                distances = [s for _, _, s in ranked(hit)]
+                assert distances == sorted(distances) and distances[0] < 1e-3
+        again = lk.search_one(query, k=3, descriptor="color")
+        assert events.take() == [("answers", "hit")] and ranked(again) == ranked(cosine)
+
+
+@pytest.mark.redis
 def test_a_new_image_changes_the_answer(
     data: Path, photos: dict[str, bytes], redis_url: str, tmp_path: Path
 ) -> None:

@@ -112,6 +112,28 @@ def test_search_json_lines_and_sheet(photo_dir: Path, tmp_path: Path) -> None:
             assert im.format == "PNG" and im.width > 300
 
 
+def test_search_measures_and_expansion(photo_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run(data, "index", str(photo_dir))
+    query = str(photo_dir / "chelsea.png")
+    code, out, err = run(data, "search", query, "--measure", "euclidean", "--json", "--expand")
+    assert code == 0, err
+    line = json.loads(out)
+    assert (line["measure"], line["higher_is_better"], line["expanded"]) == (
+        "euclidean",
+        False,
+        True,
+    )
+    distances = [r["score"] for r in line["results"]]
+    assert distances == sorted(distances) and line["results"][0]["path"] == query
+    code, out, _ = run(data, "search", query, "--measure", "pearson", "-k", "2")
+    assert code == 0 and out.splitlines()[0].endswith("(Pearson correlation, higher is closer)")
+    code, _, err = run(data, "search", query, "--measure", "pearson", "--descriptor", "phash")
+    assert code == 2 and "phash descriptor compares by hamming only" in err
+    code, _, err = run(data, "search", query, "--measure", "manhattan")
+    assert code == 2 and "manhattan" in err
+
+
 def test_search_rejects_bad_k_and_bad_query(photo_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     run(data, "index", str(photo_dir))

@@ -247,3 +247,37 @@ def test_file_names_that_are_not_utf8_are_indexed_and_shown_escaped(tmp_path: Pa
         Path(name).unlink()
         assert lk.index([folder], faces=False).removed == 1
         assert lk.catalog.count_images() == 1
+
+
+def test_measures_and_expansion_rank_the_query_itself_first(
+    engine: Lookalike, photo_dir: Path
+) -> None:
+    engine.index([photo_dir])
+    query = str(photo_dir / "chelsea.png")
+    cosine = engine.search_one(query, k=6)
+    assert (cosine.measure, cosine.expanded) == ("cosine", False)
+    order = [h.image_id for h in cosine.results]
+    # Euclidean distance of unit vectors ranks as cosine does, nearest first.
+    euclid = engine.search_one(query, k=6, measure="euclidean")
+    assert [h.image_id for h in euclid.results] == order
+    for c, e in zip(cosine.results, euclid.results, strict=True):
+        assert e.score == pytest.approx(np.sqrt(max(2 - 2 * c.score, 0)), abs=1e-3)
+    pearson = engine.search_one(query, k=6, measure="pearson")
+    assert pearson.results[0].image_id == order[0]
+    assert pearson.results[0].score == pytest.approx(1.0, abs=1e-4)
+    assert sorted(h.image_id for h in pearson.results) == sorted(order)
+    expanded = engine.search_one(query, k=6, expand=True)
+    assert expanded.expanded and expanded.results[0].image_id == order[0]
+    scores = [h.score for h in expanded.results]
+    assert scores == sorted(scores, reverse=True)
+    # Hash codes compare by Hamming distance only; an unknown measure is named.
+    for measure, expand, says in (
+        ("euclidean", None, "hamming only"),
+        (None, True, "expansion does not apply"),
+    ):
+        with pytest.raises(BadInput, match=says):
+            engine.search_one(query, k=3, descriptor="phash", measure=measure, expand=expand)
+    with pytest.raises(BadInput, match="measure must be one of"):
+        engine.search_vectors(np.zeros((1, 1280), np.float32), measure="manhattan")
+    with pytest.raises(BadInput, match="measure must be one of"):
+        engine.search([], measure="manhattan")  # refused even with no query to read

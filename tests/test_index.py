@@ -21,7 +21,8 @@ from lookalike.index import manager as manager_module
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
-from lookalike.search.engine import Lookalike, merge_variants
+from lookalike.search.engine import Lookalike
+from lookalike.search.ranking import merge_variants
 from lookalike.store.base import NewImage
 from lookalike.store.sql_catalog import SqlCatalog
 from lookalike.store.sqlite_db import SqliteDatabase

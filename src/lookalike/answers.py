@@ -30,6 +30,7 @@ from lookalike.people.recognise import Identified
 from lookalike.people.search import FaceHit, FaceSearch
 from lookalike.search.duplicates import DuplicateGroup, DuplicateReport
 from lookalike.search.engine import Hit, SearchResult
+from lookalike.search.rerank import Measure, higher_is_better
 from lookalike.search.status import FolderStatus, PartName, PartState
 from lookalike.store.base import (
     ClusterRow,
@@ -155,7 +156,10 @@ class SearchHit(Answer):
     image_id: int
     path: ShownPath
     sha256: str
-    score: float = Field(description="Higher is more similar (cosine, or 1 - hamming/64)")
+    score: float = Field(
+        description="As the answer's measure says: cosine, Pearson correlation or "
+        "1 - hamming/64, higher is more similar; Euclidean distance, lower is"
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> Self:
@@ -171,6 +175,9 @@ class SearchHit(Answer):
 class SearchAnswer(Answer):
     query: ShownPath = Field(description="The query's file name or path, or image:ID")
     descriptor: str
+    measure: Measure = Field(description="What the scores are")
+    higher_is_better: bool = Field(description="False for a distance (euclidean)")
+    expanded: bool = Field(description="Ranked with alpha-query expansion")
     results: list[SearchHit]
     timing_ms: dict[str, float] = Field(description="Milliseconds per step")
 
@@ -179,6 +186,9 @@ class SearchAnswer(Answer):
         return cls(
             query=result.query,
             descriptor=descriptor,
+            measure=result.measure,
+            higher_is_better=higher_is_better(result.measure),
+            expanded=result.expanded,
             results=[SearchHit.of(h) for h in result.results],
             timing_ms={k: round(v, 3) for k, v in result.timing_ms.items()},
         )

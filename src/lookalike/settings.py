@@ -190,6 +190,20 @@ class Settings(BaseSettings):
     # indexing, a folder every worker sees at the same path.
     uploads_dir: Path | None = None
 
+    # -- rerank (issue 11) ----------------------------------------------------------------
+    # alpha-query expansion of cnn/color searches by cosine or Euclidean distance (per
+    # search: ``--expand``/``expand=``): the best-matching query row plus its
+    # ``query_expansion_n`` nearest images, weighted by similarity ** ``query_expansion_alpha``,
+    # searched again; scores are then similarities to that expanded query. Off by default:
+    # on Holidays it gains only on whitened vectors (mAP 0.8545 -> 0.8628; with DBA 0.8723 ->
+    # 0.8809) and loses on raw ones (0.8436 -> 0.8398). BENCHMARKS.md, holidays.
+    query_expansion: bool = False
+    query_expansion_n: int = Field(default=2, ge=1, le=100)
+    query_expansion_alpha: float = Field(default=3.0, ge=0.0, le=100.0)
+    # Pearson correlation is computed exactly on this many times k cosine candidates (at
+    # least 100): the coarse-to-fine shortlist.
+    pearson_shortlist: int = Field(default=10, ge=1, le=1000)
+
 
 @lru_cache(maxsize=1)
 def _env_settings() -> Settings:

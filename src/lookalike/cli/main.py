@@ -26,6 +26,7 @@ from lookalike.errors import ImageError
 from lookalike.files import shown
 from lookalike.ingest.report import IndexInterrupted
 from lookalike.search.engine import Lookalike, SearchResult
+from lookalike.search.rerank import MEASURES, SCORES, Measure
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,6 +113,17 @@ def _write_sheets(
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
 @click.option("--descriptor", default=None, help="cnn (default), color or phash.")
+@click.option(
+    "--measure",
+    type=click.Choice(MEASURES),
+    default=None,
+    help="cosine (default), euclidean (a distance: lower is closer), pearson; phash: hamming.",
+)
+@click.option(
+    "--expand/--no-expand",
+    default=None,
+    help="Alpha-query expansion (default: the query_expansion setting).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query, per line.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Contact sheet PNG.")
 @data_dir_option
@@ -121,15 +133,18 @@ def search(
     images: Sequence[Path],
     k: int,
     descriptor: str | None,
+    measure: str | None,
+    expand: bool | None,
     as_json: bool,
     sheet: Path | None,
 ) -> None:
     """Find the indexed images most similar to each of IMAGES."""
     name = engine.descriptor(descriptor).name
+    options = engine.search_options(name, measure, expand)  # a wrong measure fails at once
     results: list[SearchResult | None] = []
     for path in images:
         try:
-            res = engine.search_one(str(path), k=k, descriptor=name)
+            res = engine.search_one(str(path), k=k, descriptor=name, measure=measure, expand=expand)
         except ImageError as exc:  # this query fails; the others are still answered
             results.append(None)
             click.echo(f"lookalike: error: {exc.message}", err=True)
@@ -140,7 +155,7 @@ def search(
         if as_json:
             echo_json(SearchAnswer.of(res, name))
         else:
-            click.echo(f"{shown(res.query)}:")
+            click.echo(f"{shown(res.query)}:{_scores_are(options.measure)}")
             for hit in res.results:
                 click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
     if sheet is not None:
@@ -148,6 +163,11 @@ def search(
             click.echo(f"contact sheet: {written}", err=True)
     if None in results:
         sys.exit(FAILED)
+
+
+def _scores_are(measure: Measure) -> str:
+    """What the scores printed are, after the query's name, unless the usual similarity."""
+    return "" if measure in ("cosine", "hamming") else f"  ({SCORES[measure]})"
 
 
 @cli.command()

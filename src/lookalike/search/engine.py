@@ -38,7 +38,10 @@ from lookalike.faces.read import source_bytes
 from lookalike.ingest.report import IndexReport
 from lookalike.ingest.run import IndexRun, Parts
 from lookalike.people.service import FaceService
+from lookalike.search import ranking
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
+from lookalike.search.ranking import SearchOptions
+from lookalike.search.rerank import Measure
 from lookalike.search.status import FolderStatus, folder_size
 from lookalike.settings import Settings
 from lookalike.store.base import ImageRow
@@ -61,6 +64,16 @@ class SearchResult:
     results: list[Hit]
     timing_ms: dict[str, float]
     error: str | None = None
+    measure: Measure = "cosine"  # what the scores are (euclidean: a distance, lower is closer)
+    expanded: bool = False  # whether query expansion ranked them
+
+    @classmethod
+    def ranked(
+        cls, query: str, hits: list[Hit], timing: dict[str, float], options: SearchOptions
+    ) -> SearchResult:
+        """The result of a search ranked with ``options``: it says how."""
+        expanded = options.expansion is not None
+        return cls(query, hits, timing, measure=options.measure, expanded=expanded)
 
 
 class Lookalike:
@@ -183,47 +196,67 @@ class Lookalike:
     # -- search -------------------------------------------------------------------------
 
     def search(
-        self, queries: Sequence[Query], *, k: int = 10, descriptor: str | None = None
+        self,
+        queries: Sequence[Query],
+        *,
+        k: int = 10,
+        descriptor: str | None = None,
+        measure: str | None = None,
+        expand: bool | None = None,
     ) -> list[SearchResult]:
         """The ``k`` most similar indexed images for each query, best first.
 
         A query that cannot be decoded gets a result with ``error`` set and no hits.
+        ``measure`` and ``expand``: as :meth:`search_vectors`.
         """
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
+        self.search_options(desc.name, measure, expand)  # refused before any query is read
         out: list[SearchResult] = []
         for q in queries:
             label = _label(q)
             try:
-                out.append(self.search_one(q, k=k, descriptor=desc.name))
+                out.append(
+                    self.search_one(q, k=k, descriptor=desc.name, measure=measure, expand=expand)
+                )
             except ImageError as exc:
                 out.append(SearchResult(label, [], {}, error=exc.message))
         return out
 
     def search_one(
-        self, query: Query, *, k: int = 10, descriptor: str | None = None
+        self,
+        query: Query,
+        *,
+        k: int = 10,
+        descriptor: str | None = None,
+        measure: str | None = None,
+        expand: bool | None = None,
     ) -> SearchResult:
         """The ``k`` most similar images to one query; raises ImageError if it can't be read.
 
         With a result cache, a query given as bytes or a file is looked up by its SHA-256:
-        its ranking (at the catalog's current generation), else its descriptor rows."""
+        its ranking (at the catalog's current generation and these options), else its
+        descriptor rows. ``measure`` and ``expand``: as :meth:`search_vectors`."""
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
+        options = self.search_options(desc.name, measure, expand)
         if self.cache.enabled and not isinstance(query, Image.Image):
-            return self._search_cached(query, k, desc)
+            return self._search_cached(query, k, desc, options)
         t0 = time.perf_counter()
         image = self._query_image(query, self.describe_side())
         t1 = time.perf_counter()
         rows = desc.embed_query(image)
         t2 = time.perf_counter()
-        hits = self.search_vectors(rows, k=k, descriptor=desc.name)
+        hits = self._hits(rows, k, desc, options)
         t3 = time.perf_counter()
         timing = {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3}
-        return SearchResult(_label(query), hits, timing)
+        return SearchResult.ranked(_label(query), hits, timing, options)
 
-    def _search_cached(self, query: str | Path | bytes, k: int, desc: Descriptor) -> SearchResult:
+    def _search_cached(
+        self, query: str | Path | bytes, k: int, desc: Descriptor, options: SearchOptions
+    ) -> SearchResult:
         """:meth:`search_one` through the result cache; ``timing_ms`` has ``cache`` (the
         lookups) and the steps that ran."""
         t0 = time.perf_counter()
@@ -231,10 +264,11 @@ class Lookalike:
         side = self.describe_side()
         vector_parts: list[Part] = [sha256_hex(named.data), desc.name, desc.version, side]
         # Read before searching: a ranking stored under it is never older than it says.
-        answer_parts = [*vector_parts, self.catalog.generation(desc.name), k]
+        answer_parts = [*vector_parts, self.catalog.generation(desc.name), k, *options.key]
         found = self.cache.answer("search", answer_parts, Ranking, self._cached_hits)
         if found is not None:
-            return SearchResult(_label(query), found, {"cache": (time.perf_counter() - t0) * 1e3})
+            took = {"cache": (time.perf_counter() - t0) * 1e3}
+            return SearchResult.ranked(_label(query), found, took, options)
         timing: dict[str, float] = {}
 
         def compute() -> np.ndarray:
@@ -247,13 +281,13 @@ class Lookalike:
 
         rows = self.cache.rows(vector_parts, compute, functools.partial(_fits, desc))
         t3 = time.perf_counter()
-        hits = self.search_vectors(rows, k=k, descriptor=desc.name)
+        hits = self._hits(rows, k, desc, options)
         t4 = time.perf_counter()
         ranking = Ranking(hits=[(h.image_id, h.sha256, h.score) for h in hits])
         self.cache.keep("search", answer_parts, ranking)
         lookups = (t3 - t0) * 1e3 - timing.get("decode", 0.0) - timing.get("embed", 0.0)
         timing.update(cache=lookups, search=(t4 - t3) * 1e3)
-        return SearchResult(_label(query), hits, timing)
+        return SearchResult.ranked(_label(query), hits, timing, options)
 
     def _cached_hits(self, ranking: Ranking) -> list[Hit] | None:
         """The hits of a cached ranking with the catalog's paths now; None if one of its
@@ -268,15 +302,38 @@ class Lookalike:
         return hits
 
     def search_vectors(
-        self, rows: np.ndarray, *, k: int = 10, descriptor: str | None = None
+        self,
+        rows: np.ndarray,
+        *,
+        k: int = 10,
+        descriptor: str | None = None,
+        measure: str | None = None,
+        expand: bool | None = None,
     ) -> list[Hit]:
         """Hits for one query given as its descriptor rows (variants; best score per image).
 
         ``rows``: float32 (m, dim) or packed uint8 codes, as ``embed_query`` returns.
+        ``measure``: "cosine" (the default for float descriptors), "euclidean" (a distance:
+        lower is closer) or "pearson"; hash codes compare by "hamming" only. ``expand``:
+        alpha-query expansion (None: the ``query_expansion`` setting, for cosine and
+        Euclidean searches of float descriptors). BadArgument for a measure or an
+        expansion the descriptor cannot take.
         """
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
+        return self._hits(rows, k, desc, self.search_options(desc.name, measure, expand))
+
+    def search_options(
+        self, descriptor: str | None = None, measure: str | None = None, expand: bool | None = None
+    ) -> SearchOptions:
+        """The measure and expansion a search with these arguments uses (BadArgument if the
+        descriptor cannot take them)."""
+        return SearchOptions.of(self.descriptor(descriptor), self.settings, measure, expand)
+
+    def _hits(
+        self, rows: np.ndarray, k: int, desc: Descriptor, options: SearchOptions
+    ) -> list[Hit]:
         index = self.indexes.get(desc)
         if len(index) == 0 and self.catalog.count_images() > 0:
             # Images exist but none has this descriptor version (the model changed).
@@ -284,8 +341,7 @@ class Lookalike:
                 f"no image has {desc.name} vectors of version {desc.version} yet: run "
                 "`lookalike index` on your folders again to compute them"
             )
-        scores, ids = index.search(rows, k)
-        best_ids, best_scores = merge_variants(scores, ids, k)
+        best_ids, best_scores = ranking.rank(index, self.catalog, desc, rows, k, options)
         info = self.catalog.images(best_ids.tolist())
         # An id can vanish between search and lookup when another process removes it.
         found = [(i, s) for i, s in zip(best_ids.tolist(), best_scores, strict=True) if i in info]
@@ -345,21 +401,6 @@ class Lookalike:
         if found is None:
             raise NotFound(f"image {image_id} not found")
         return found
-
-
-def merge_variants(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best score per id over the rows of a multi-variant query; ``(ids, scores)`` top ``k``."""
-    flat_ids = ids.ravel()
-    flat_scores = scores.ravel()
-    keep = flat_ids >= 0
-    flat_ids, flat_scores = flat_ids[keep], flat_scores[keep]
-    if scores.shape[0] == 1:
-        return flat_ids[:k], flat_scores[:k]
-    order = np.argsort(-flat_scores, kind="stable")
-    flat_ids, flat_scores = flat_ids[order], flat_scores[order]
-    _, first = np.unique(flat_ids, return_index=True)
-    first.sort()
-    return flat_ids[first][:k], flat_scores[first][:k]
 
 
 def _fits(desc: Descriptor, rows: np.ndarray) -> bool:

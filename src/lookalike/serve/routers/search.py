@@ -17,6 +17,7 @@ from lookalike.describe.base import descriptor_names
 from lookalike.errors import BadInput, ImageError, NotFound
 from lookalike.index.manager import rows_as
 from lookalike.search.engine import Hit, Lookalike, SearchResult
+from lookalike.search.rerank import Measure, higher_is_better
 from lookalike.serve.deps import Engine, Read
 from lookalike.serve.routers.images import ImageId
 from lookalike.serve.uploads import read_upload_sync, upload_name
@@ -26,6 +27,10 @@ router = APIRouter(prefix="/v1", tags=["search"])
 MAX_K = 1000
 _K_DOC = f"Results wanted, 1 to {MAX_K}"
 _DESC_DOC = "cnn (default), color or phash"
+_MEASURE_DOC = (
+    "cosine (default), euclidean (a distance: lower is closer) or pearson; phash: hamming only"
+)
+_EXPAND_DOC = "Alpha-query expansion (default: the server's query_expansion setting)"
 
 
 def _descriptor(lk: Lookalike, name: str | None) -> str:
@@ -43,12 +48,15 @@ def search_upload(
     file: Annotated[UploadFile, File(description="The query image")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description=_K_DOC)] = 10,
     descriptor: Annotated[str | None, Form(description=_DESC_DOC)] = None,
+    measure: Annotated[Measure | None, Form(description=_MEASURE_DOC)] = None,
+    expand: Annotated[bool | None, Form(description=_EXPAND_DOC)] = None,
 ) -> SearchAnswer:
     name = _descriptor(lk, descriptor)
+    lk.search_options(name, measure, expand)  # refused before the upload is read
     data = read_upload_sync(file, lk.settings)
     label = upload_name(file)
     try:
-        result = lk.search_one(data, k=k, descriptor=name)
+        result = lk.search_one(data, k=k, descriptor=name, measure=measure, expand=expand)
     except ImageError as exc:  # name the upload, not "<bytes>"
         raise type(exc)(label, exc.reason) from None
     result.query = label
@@ -65,9 +73,12 @@ def similar(
     image_id: ImageId,
     k: Annotated[int, Query(ge=1, le=MAX_K, description=_K_DOC)] = 10,
     descriptor: Annotated[str | None, Query(description=_DESC_DOC)] = None,
+    measure: Annotated[Measure | None, Query(description=_MEASURE_DOC)] = None,
+    expand: Annotated[bool | None, Query(description=_EXPAND_DOC)] = None,
 ) -> SearchAnswer:
     """Searches with the image's stored vector: nothing is decoded or embedded again."""
     name = _descriptor(lk, descriptor)
+    options = lk.search_options(name, measure, expand)
     row = lk.image(image_id)
     desc = lk.descriptor(name)
     start = time.perf_counter()
@@ -77,14 +88,17 @@ def similar(
             f"image {row.id} has no {desc.name} vector of version {desc.version}: "
             "index its folder again"
         )
-    hits = lk.search_vectors(rows_as(desc, raw), k=k, descriptor=desc.name)
-    # The image itself leads with score 1, whatever rounding or equal scores did.
-    own = Hit(1, row.paths[0] if row.paths else "", row.sha256, 1.0, row.id)
+    rows = rows_as(desc, raw)
+    hits = lk.search_vectors(rows, k=k, descriptor=desc.name, measure=measure, expand=expand)
+    # The image itself leads, as close as can be, whatever rounding or equal scores did.
+    closest = 1.0 if higher_is_better(options.measure) else 0.0
+    own = Hit(1, row.paths[0] if row.paths else "", row.sha256, closest, row.id)
     ranked = [own, *(h for h in hits if h.image_id != row.id)][:k]
     for rank, hit in enumerate(ranked, start=1):
         hit.rank = rank
     timing = {"search": (time.perf_counter() - start) * 1e3}
-    return SearchAnswer.of(SearchResult(f"image:{row.id}", ranked, timing), desc.name)
+    result = SearchResult.ranked(f"image:{row.id}", ranked, timing, options)
+    return SearchAnswer.of(result, desc.name)
 
 
 @router.get("/duplicates", dependencies=[Read], summary="Exact and near-duplicate groups")
