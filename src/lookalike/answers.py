@@ -156,6 +156,10 @@ class SearchHit(Answer):
     path: ShownPath
     sha256: str
     score: float = Field(description="Higher is more similar (cosine, or 1 - hamming/64)")
+    region: Box | None = Field(
+        default=None,
+        description="A box search: the region of this image that matched; null: the whole",
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> Self:
@@ -165,6 +169,7 @@ class SearchHit(Answer):
             path=hit.path,
             sha256=hit.sha256,
             score=_round(hit.score),
+            region=None if hit.region is None else _box(hit.region),
         )
 
 

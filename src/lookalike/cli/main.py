@@ -22,10 +22,12 @@ from lookalike.cli.common import (
     with_engine,
 )
 from lookalike.cli.common import fail as _fail
-from lookalike.errors import ImageError
+from lookalike.describe.regions import Box
+from lookalike.errors import BadInput, ImageError
 from lookalike.files import shown
 from lookalike.ingest.report import IndexInterrupted
 from lookalike.search.engine import Lookalike, SearchResult
+from lookalike.search.regions import parse_box
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,10 +110,26 @@ def _write_sheets(
     return written
 
 
+def _box_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Box | None:
+    """``--box l,t,r,b`` parsed; a malformed or empty box is a usage error."""
+    if value is None:
+        return None
+    try:
+        return parse_box(value)
+    except BadInput as exc:
+        raise click.BadParameter(exc.message) from None
+
+
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
 @click.option("--descriptor", default=None, help="cnn (default), color or phash.")
+@click.option(
+    "--box",
+    callback=_box_option,
+    metavar="L,T,R,B",
+    help="Search what is inside this box of the query (pixels of the upright photo).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query, per line.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Contact sheet PNG.")
 @data_dir_option
@@ -121,15 +139,17 @@ def search(
     images: Sequence[Path],
     k: int,
     descriptor: str | None,
+    box: Box | None,
     as_json: bool,
     sheet: Path | None,
 ) -> None:
-    """Find the indexed images most similar to each of IMAGES."""
+    """Find the indexed images most similar to each of IMAGES (with --box: the images that
+    hold what is inside that box, among their regions)."""
     name = engine.descriptor(descriptor).name
     results: list[SearchResult | None] = []
     for path in images:
         try:
-            res = engine.search_one(str(path), k=k, descriptor=name)
+            res = engine.search_one(str(path), k=k, descriptor=name, box=box)
         except ImageError as exc:  # this query fails; the others are still answered
             results.append(None)
             click.echo(f"lookalike: error: {exc.message}", err=True)
@@ -142,7 +162,8 @@ def search(
         else:
             click.echo(f"{shown(res.query)}:")
             for hit in res.results:
-                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
+                where = "" if hit.region is None else "  region " + ",".join(map(str, hit.region))
+                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}{where}")
     if sheet is not None:
         for written in _write_sheets(engine, results, sheet):
             click.echo(f"contact sheet: {written}", err=True)

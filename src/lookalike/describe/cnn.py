@@ -284,6 +284,11 @@ class CnnDescriptor:
                 (features,) = session.run(["features"], {"image": stacked})
                 yield chunk, features
 
+    def batches(self, images: Sequence[Image.Image]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """The network's pass over ``images``, batch by batch, for outputs pooled from the
+        same activations (``describe.regions``): yields (image indices, (n, 1280, h, w))."""
+        return self._batches(images)
+
     def feature_maps(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """The head activations of each image, float32 (1280, h, w), in input order."""
         out: list[np.ndarray] = [np.empty(0)] * len(images)

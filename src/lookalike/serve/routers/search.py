@@ -17,6 +17,7 @@ from lookalike.describe.base import descriptor_names
 from lookalike.errors import BadInput, ImageError, NotFound
 from lookalike.index.manager import rows_as
 from lookalike.search.engine import Hit, Lookalike, SearchResult
+from lookalike.search.regions import parse_box
 from lookalike.serve.deps import Engine, Read
 from lookalike.serve.routers.images import ImageId
 from lookalike.serve.uploads import read_upload_sync, upload_name
@@ -26,6 +27,9 @@ router = APIRouter(prefix="/v1", tags=["search"])
 MAX_K = 1000
 _K_DOC = f"Results wanted, 1 to {MAX_K}"
 _DESC_DOC = "cnn (default), color or phash"
+_BOX_DOC = "Search what is inside this box of the query: l,t,r,b in pixels of the upright photo"
+# Four integers separated by commas (spaces allowed); parse_box checks their order.
+_BOX_PATTERN = r"^\s*-?\d{1,9}\s*(,\s*-?\d{1,9}\s*){3}$"
 
 
 def _descriptor(lk: Lookalike, name: str | None) -> str:
@@ -43,12 +47,16 @@ def search_upload(
     file: Annotated[UploadFile, File(description="The query image")],
     k: Annotated[int, Form(ge=1, le=MAX_K, description=_K_DOC)] = 10,
     descriptor: Annotated[str | None, Form(description=_DESC_DOC)] = None,
+    box: Annotated[
+        str | None, Form(pattern=_BOX_PATTERN, max_length=80, description=_BOX_DOC)
+    ] = None,
 ) -> SearchAnswer:
     name = _descriptor(lk, descriptor)
+    region = None if box is None else parse_box(box)
     data = read_upload_sync(file, lk.settings)
     label = upload_name(file)
     try:
-        result = lk.search_one(data, k=k, descriptor=name)
+        result = lk.search_one(data, k=k, descriptor=name, box=region)
     except ImageError as exc:  # name the upload, not "<bytes>"
         raise type(exc)(label, exc.reason) from None
     result.query = label
