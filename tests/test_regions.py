@@ -298,3 +298,16 @@ def test_the_box_is_in_upright_pixels_of_an_exif_rotated_query(
     assert Path(res.results[0].path).name == "coffee.jpg"
     with pytest.raises(BadInput, match="outside"):
         indexed.search_one(path, box=(0, 0, 300, 451))  # the stored file's sides
+
+
+@pytest.mark.postgres
+def test_regions_are_stored_and_searched_on_a_shared_catalog(
+    postgres_catalog_url: str, scenes: Path, cat_query: Path, tmp_path: Path
+) -> None:
+    with lookalike.open(tmp_path / "data", faces=False, catalog_url=postgres_catalog_url) as lk:
+        lk.index([scenes])
+        regions = lk.regions().regions
+        _, raw = lk.catalog.vectors(regions.name, regions.version)
+        assert raw.shape == (len(SCENES), regions.blob_bytes)
+        res = lk.search_one(cat_query, k=1, box=CAT_BOX)
+    assert Path(res.results[0].path).name == "coffee.jpg" and res.results[0].region is not None

@@ -160,6 +160,9 @@ class SearchHit(Answer):
         default=None,
         description="A box search: the region of this image that matched; null: the whole",
     )
+    image_size: list[int] | None = Field(
+        default=None, description="With a region: [width, height] of the image it is a box of"
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> Self:
@@ -170,6 +173,7 @@ class SearchHit(Answer):
             sha256=hit.sha256,
             score=_round(hit.score),
             region=None if hit.region is None else _box(hit.region),
+            image_size=None if hit.size is None else list(hit.size),
         )
 
 

@@ -121,8 +121,9 @@ class Settings(BaseSettings):
     # 1280 bytes per image), for search by a region of a photo (``search --box``).
     regions: bool = True
     # A box search also asks the global cnn index and keeps each image's better score. Off:
-    # crops of 10% of a photo's area found their photo first 0.54 of the time among regions
-    # alone, 0.51 with the global scores too (equal at 25-50%; BENCHMARKS.md, regions).
+    # global scores run higher than region scores (their rGeM vectors share more), so the
+    # better score is mostly the global one; crops of 10% of a photo found it first 0.54 of
+    # the time among regions alone, 0.51 with global scores too (BENCHMARKS.md, regions).
     regions_with_global: bool = False
 
     # -- the server (lookalike serve) -----------------------------------------------------

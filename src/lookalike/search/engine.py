@@ -59,6 +59,8 @@ class Hit:
     # A box search: the region of this image that matched (l, t, r, b, pixels of its
     # upright original); None when the image matched whole.
     region: Box | None = None
+    # With ``region``: the image's upright (width, height), what the region is a box of.
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -370,7 +372,8 @@ class Lookalike:
             where = (
                 regions.regions.boxes(row.width, row.height)[region] if region is not None else None
             )
-            hits.append(Hit(len(hits) + 1, _main_path(row), row.sha256, score, i, where))
+            size = None if where is None else (row.width, row.height)
+            hits.append(Hit(len(hits) + 1, _main_path(row), row.sha256, score, i, where, size))
         return hits
 
     def _cached_hits(self, ranking: Ranking) -> list[Hit] | None:
