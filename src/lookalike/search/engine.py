@@ -162,7 +162,8 @@ class Lookalike:
             on_progress=on_progress,
         )
         report = run.run(paths)
-        self._sync_regions()
+        if any(d.name == "cnn" for d in run.parts.descriptors):  # the regions' host ran
+            self._sync_regions()
         return report
 
     def ingest_parts(self, descriptors: Sequence[str] | None = None) -> Parts:

@@ -413,6 +413,9 @@ $("#viewer-similar").addEventListener(
     if (!still()) return;
     $("#viewer").close();
     showTab("search");
+    // No query photo to draw a box on: the search was by an indexed image.
+    queryFile = null;
+    $("#query").hidden = true;
     showResults(found.results, `${found.results.length} results like image ${viewing}`);
   }),
 );
