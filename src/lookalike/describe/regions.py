@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from lookalike.describe.cnn import STRIDE, CnnDescriptor, gem_pool, input_size, l2_normalise
+from lookalike.describe.cnn import STRIDE, CnnDescriptor, input_size, l2_normalise, region_gems
 from lookalike.errors import BadArgument
 
 # Grid sizes measured in bench/regions.py (recall@1 of crops of 10-50% of a photo's area).
@@ -83,13 +83,8 @@ class RegionDescriptor:
     def pool(self, features: np.ndarray) -> np.ndarray:
         """Feature maps (n, C, h, w) -> uint8 blobs (n, count * C), see the module's doc."""
         n, c, h, w = features.shape
-        rows = np.stack(
-            [
-                l2_normalise(gem_pool(features[:, :, y0:y1, x0:x1], self.cnn.gem_p))
-                for y0, y1, x0, x1 in region_cells(h, w, self.grids)
-            ],
-            axis=1,
-        )  # (n, count, C)
+        rows = region_gems(features, self.cnn.gem_p, region_cells(h, w, self.grids))
+        # Each row scaled so its largest value is 255 (its norm does not matter: cosine).
         top = np.maximum(rows.max(axis=2, keepdims=True), 1e-12)
         codes = np.rint(np.clip(rows / top, 0.0, 1.0) * 255.0).astype(np.uint8)
         blobs: np.ndarray = codes.reshape(n, self.count * c)
