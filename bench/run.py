@@ -64,6 +64,13 @@ SECTIONS = (
         "edited copies finding their original; duplicate groups",
     ),
     Section(
+        "regions",
+        "regions",
+        (),
+        ("photos", "holidays/images"),
+        "search by a region: crops finding their photo, against global search",
+    ),
+    Section(
         "speed-index",
         "speed",
         ("index",),

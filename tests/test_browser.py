@@ -509,3 +509,83 @@ def test_faces_in_the_image_view_lead_to_their_photos(
         assert sideways["width"] > sideways["height"]
         (face,) = sideways["faces"]
         assert_boxed(page, face, sideways)
+
+
+# Records the search forms the page sends through fetch (a multipart body holding a file is
+# not readable from the request on Chromium's side), and the last answer.
+SENT_FORMS = """
+window.sentForms = [];
+const send = window.fetch;
+window.fetch = (url, options = {}) => {
+  if (String(url).endsWith("/v1/search") && options.body instanceof FormData) {
+    const form = options.body;
+    window.sentForms.push({
+      box: form.get("box"), descriptor: form.get("descriptor"), file: form.get("file").name,
+    });
+  }
+  const answer = send(url, options);
+  answer.then((r) => r.clone().json()).then((found) => (window.lastAnswer = found), () => {});
+  return answer;
+};
+"""
+
+
+def test_a_box_drawn_on_the_query_photo_searches_that_region(server: Server, page: Any) -> None:
+    # The query: a wide photo of the motorcycle with the cat, shrunk, in its right part.
+    scene = sample("motorcycle_left").resize((1200, 600))
+    cat = sample("chelsea").resize((420, 280))
+    scene.paste(cat, (720, 260))
+    # The search forms the page sends, as it sends them.
+    page.add_init_script(SENT_FORMS)
+    page.goto(server.url)
+    page.evaluate("key => localStorage.setItem('lookalike.key', key)", server.key)
+    page.reload()
+    drop_file(page, "#drop", "scene.jpg", jpeg(scene), "image/jpeg")
+    expect(page.locator("#search-status")).to_contain_text("results for scene.jpg")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#query-photo img');"
+        " return i && i.complete && i.naturalWidth > 0 }"
+    )
+    photo = page.locator("#query-photo img").bounding_box()
+    assert photo is not None
+    scale = photo["width"] / 1200
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return photo["x"] + x * scale, photo["y"] + y * scale
+
+    # Drag from the cat's top left to its bottom right: the search runs with that box.
+    page.mouse.move(*at(725, 265))
+    page.mouse.down()
+    page.mouse.move(*at(900, 400), steps=4)
+    page.mouse.move(*at(1135, 535), steps=4)
+    page.mouse.up()
+    page.wait_for_function("() => window.sentForms.length === 2")
+    sent = page.evaluate("window.sentForms[1]")
+    assert sent["descriptor"] == "cnn" and sent["file"] == "scene.jpg"
+    left, top, right, bottom = map(int, sent["box"].split(","))
+    assert abs(left - 725) <= 4 and abs(top - 265) <= 4, sent
+    assert abs(right - 1135) <= 4 and abs(bottom - 535) <= 4, sent
+    expect(page.locator("#search-box")).to_have_value(sent["box"])
+    expect(page.locator("#query-photo .box")).to_have_count(1)
+    chelsea = server.images["chelsea.jpg"]["image_id"]
+    first = page.locator("#results li").first
+    expect(first).to_have_attribute("data-image-id", str(chelsea))
+    expect(page.locator("#search-status")).to_contain_text(f"region {sent['box']} of scene.jpg")
+    # Results matched by a region show it boxed over their thumbnail.
+    found = page.evaluate("window.lastAnswer")["results"]
+    regions = [hit for hit in found if hit["region"]]
+    assert regions and all(len(hit["image_size"]) == 2 for hit in regions)
+    expect(page.locator("#results .box.region")).to_have_count(len(regions))
+
+    # The keyboard's way: a typed box searches that region; a box outside the photo says so.
+    page.get_by_label("Region").fill("0,0,500,600")
+    page.get_by_role("button", name="Search region").click()
+    page.wait_for_function("() => window.sentForms.length === 3")
+    assert page.evaluate("window.sentForms[2].box") == "0,0,500,600"
+    expect(page.locator("#search-status")).to_contain_text("region 0,0,500,600 of scene.jpg")
+    page.get_by_label("Region").fill("2000,0,2100,600")
+    page.get_by_role("button", name="Search region").click()
+    expect(page.locator("#error")).to_contain_text("outside the 1200x600 image")
+    page.get_by_role("button", name="Whole photo").click()
+    expect(page.locator("#search-status")).to_contain_text("results for scene.jpg (")
+    expect(page.locator("#query-photo .box")).to_have_count(0)

@@ -429,8 +429,10 @@ def test_status_says_what_the_folder_holds_and_which_indexes_are_current(
         "cnn": "current",
         "color": "current",
         "phash": "current",
+        "cnn-regions": "current",
         "face": "empty",
     }
+    assert states["cnn-regions"]["vector_count"] == 6 * 9
     assert states["cnn"]["vector_count"] == 6 and found["current"] and found["size_bytes"] > 0
     # The embedded default: the data folder's catalog, no cache, no broker.
     assert found["parts"] == [

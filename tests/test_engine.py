@@ -150,6 +150,7 @@ def test_index_and_catalog_agree_after_reopen(photo_dir: Path, tmp_path: Path) -
         assert Path(res.results[0].path).stem == "rocket"
         counts = lk.reindex()
         assert counts.pop("face") == 1  # the astronaut
+        assert counts.pop("cnn-regions") == 6 * 9  # nine regions per image
         assert sorted(counts.values()) == [6, 6, 6]
 
 

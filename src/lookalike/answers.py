@@ -160,6 +160,13 @@ class SearchHit(Answer):
         description="As the answer's measure says: cosine, Pearson correlation or "
         "1 - hamming/64, higher is more similar; Euclidean distance, lower is"
     )
+    region: Box | None = Field(
+        default=None,
+        description="A box search: the region of this image that matched; null: the whole",
+    )
+    image_size: list[int] | None = Field(
+        default=None, description="With a region: [width, height] of the image it is a box of"
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> Self:
@@ -169,6 +176,8 @@ class SearchHit(Answer):
             path=hit.path,
             sha256=hit.sha256,
             score=_round(hit.score),
+            region=None if hit.region is None else _box(hit.region),
+            image_size=None if hit.size is None else list(hit.size),
         )
 
 

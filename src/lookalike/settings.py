@@ -132,6 +132,16 @@ class Settings(BaseSettings):
     # Group new unknown faces into clusters at the end of ``index`` (incremental, cheap).
     face_cluster_on_index: bool = True
 
+    # -- regions (issue 11) ----------------------------------------------------------------
+    # Keep cnn region vectors of every image while indexing (from the same network pass, 9 x
+    # 1280 bytes per image), for search by a region of a photo (``search --box``).
+    regions: bool = True
+    # A box search also asks the global cnn index and keeps each image's better score. Off:
+    # global scores run higher than region scores (their rGeM vectors share more), so the
+    # better score is mostly the global one; crops of 10% of a photo found it first 0.54 of
+    # the time among regions alone, 0.51 with global scores too (BENCHMARKS.md, regions).
+    regions_with_global: bool = False
+
     # -- the server (lookalike serve) -----------------------------------------------------
     # Largest accepted upload per file, and files per request.
     upload_max_bytes: int = 25 * 1024 * 1024

@@ -22,10 +22,12 @@ from lookalike.cli.common import (
     with_engine,
 )
 from lookalike.cli.common import fail as _fail
-from lookalike.errors import ImageError
+from lookalike.describe.regions import Box
+from lookalike.errors import BadInput, ImageError
 from lookalike.files import shown
 from lookalike.ingest.report import IndexInterrupted
 from lookalike.search.engine import Lookalike, SearchResult
+from lookalike.search.regions import parse_box
 from lookalike.search.rerank import MEASURES, SCORES, Measure
 
 
@@ -109,6 +111,16 @@ def _write_sheets(
     return written
 
 
+def _box_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Box | None:
+    """``--box l,t,r,b`` parsed; a malformed or empty box is a usage error."""
+    if value is None:
+        return None
+    try:
+        return parse_box(value)
+    except BadInput as exc:
+        raise click.BadParameter(exc.message) from None
+
+
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Results per query.")
@@ -124,6 +136,12 @@ def _write_sheets(
     default=None,
     help="Alpha-query expansion (default: the query_expansion setting).",
 )
+@click.option(
+    "--box",
+    callback=_box_option,
+    metavar="L,T,R,B",
+    help="Search what is inside this box of the query (pixels of the upright photo).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query, per line.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), help="Contact sheet PNG.")
 @data_dir_option
@@ -135,16 +153,20 @@ def search(
     descriptor: str | None,
     measure: str | None,
     expand: bool | None,
+    box: Box | None,
     as_json: bool,
     sheet: Path | None,
 ) -> None:
-    """Find the indexed images most similar to each of IMAGES."""
+    """Find the indexed images most similar to each of IMAGES (with --box: the images that
+    hold what is inside that box, among their regions)."""
     name = engine.descriptor(descriptor).name
     options = engine.search_options(name, measure, expand)  # a wrong measure fails at once
     results: list[SearchResult | None] = []
     for path in images:
         try:
-            res = engine.search_one(str(path), k=k, descriptor=name, measure=measure, expand=expand)
+            res = engine.search_one(
+                str(path), k=k, descriptor=name, measure=measure, expand=expand, box=box
+            )
         except ImageError as exc:  # this query fails; the others are still answered
             results.append(None)
             click.echo(f"lookalike: error: {exc.message}", err=True)
@@ -157,7 +179,8 @@ def search(
         else:
             click.echo(f"{shown(res.query)}:{_scores_are(options.measure)}")
             for hit in res.results:
-                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}")
+                where = "" if hit.region is None else "  region " + ",".join(map(str, hit.region))
+                click.echo(f"  {hit.rank:3d}  {hit.score:.4f}  {shown(hit.path)}{where}")
     if sheet is not None:
         for written in _write_sheets(engine, results, sheet):
             click.echo(f"contact sheet: {written}", err=True)

@@ -48,6 +48,22 @@ class Descriptor(Protocol):
         ...
 
 
+class Rider(Protocol):
+    """An output pooled from another descriptor's network pass (its ``host``, by name), such
+    as the cnn's region vectors: indexing computes both from one pass and stores this one's
+    rows as blobs under its own name and version."""
+
+    name: str
+    host: str
+
+    @property
+    def version(self) -> str: ...
+
+    def embed_with_host(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """``(the host's rows, this output's rows)`` for the images, from one pass."""
+        ...
+
+
 Factory = Callable[[Settings], Descriptor]
 _REGISTRY: dict[str, Factory] = {}
 

@@ -93,6 +93,19 @@ def gem_pool(features: np.ndarray, p: float) -> np.ndarray:
     return np.asarray(_power(_power(x, p).mean(axis=2), 1.0 / p), dtype=np.float32)
 
 
+def region_gems(
+    features: np.ndarray, p: float, cells: Sequence[tuple[int, int, int, int]]
+) -> np.ndarray:
+    """GeM of each ``(y0, y1, x0, x1)`` region of feature maps (N, C, h, w): un-normalised
+    float32 (N, regions, C). x^p is computed once, channels last, so that each region's
+    mean adds contiguous rows (~10x faster than reducing the strided last axes)."""
+    powered = _power(np.ascontiguousarray(features.transpose(0, 2, 3, 1), dtype=np.float32), p)
+    means = np.stack(
+        [powered[:, y0:y1, x0:x1].mean(axis=(1, 2)) for y0, y1, x0, x1 in cells], axis=1
+    )
+    return np.asarray(_power(means, 1.0 / p), dtype=np.float32)
+
+
 def _axis_starts(length: int, size: int) -> list[int]:
     # Enough regions along this axis that neighbours overlap by at least ~40% (as R-MAC
     # does), spread evenly from one edge to the other.
@@ -283,6 +296,11 @@ class CnnDescriptor:
                 stacked = np.stack([preprocess(images[i], self.side) for i in chunk])
                 (features,) = session.run(["features"], {"image": stacked})
                 yield chunk, features
+
+    def batches(self, images: Sequence[Image.Image]) -> Iterator[tuple[list[int], np.ndarray]]:
+        """The network's pass over ``images``, batch by batch, for outputs pooled from the
+        same activations (``describe.regions``): yields (image indices, (n, 1280, h, w))."""
+        return self._batches(images)
 
     def feature_maps(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """The head activations of each image, float32 (1280, h, w), in input order."""

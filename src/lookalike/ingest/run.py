@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Never, TypeVar
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from lookalike.decode import Decoded, decode, decode_gate, read_file, sha256_hex
-from lookalike.describe.base import Descriptor
+from lookalike.describe.base import Descriptor, Rider
 from lookalike.errors import ImageError, LookalikeError
 from lookalike.faces import Face
 from lookalike.files import is_under_any
@@ -51,6 +53,8 @@ class Parts:
     # at (the same for indexing and for queries, so identical files get identical vectors).
     descriptors: Sequence[Descriptor]
     describe_side: int
+    # Outputs pooled from a descriptor's network pass (the cnn's regions): computed with it.
+    riders: Sequence[Rider] = ()
 
 
 @dataclass
@@ -86,6 +90,7 @@ class IndexRun:
         self.within = within
         self.report = IndexReport(faces=0 if faces else None)
         self.wanted = {d.name: d.version for d in parts.descriptors}
+        self.wanted |= {r.name: r.version for r in self._riders()}
         self._progress = _Progress(progress, on_progress)
         # Recorded paths this run saw (or must keep): anything else under a walked folder
         # is gone.
@@ -185,12 +190,17 @@ class IndexRun:
         """Embed the descriptors the images waiting for it lack, in batches."""
         batch = self.parts.settings.batch_size
         for desc in self.parts.descriptors:
-            jobs = [(item, p) for item, p in self._to_embed if desc.name in p.missing]
+            riders = self._riders(desc.name)
+            names = {desc.name, *(r.name for r in riders)}
+            jobs = [(item, p) for item, p in self._to_embed if names & set(p.missing)]
             for start in range(0, len(jobs), batch):
                 chunk = jobs[start : start + batch]
-                rows = desc.embed([p.decoded.image for _, p in chunk if p.decoded])
-                for (item, _), row in zip(chunk, rows, strict=True):
-                    item.vectors[desc.name] = (desc.version, row)
+                images = [p.decoded.image for _, p in chunk if p.decoded]
+                outputs = _embed_outputs(desc, riders, images)
+                for j, (item, p) in enumerate(chunk):
+                    for name, (version, rows) in outputs.items():
+                        if name in p.missing:
+                            item.vectors[name] = (version, rows[j])
 
     def scan_faces(self) -> None:
         """Embed the faces detected in the images waiting for it."""
@@ -248,6 +258,11 @@ class IndexRun:
         return walked
 
     # -- internals ------------------------------------------------------------------------
+
+    def _riders(self, host: str | None = None) -> list[Rider]:
+        """The riders whose host this run computes (of ``host`` only, when given)."""
+        hosts = {d.name for d in self.parts.descriptors}
+        return [r for r in self.parts.riders if r.host in hosts and host in (None, r.host)]
 
     def _needs(self, image_id: int) -> tuple[list[str], bool]:
         """Descriptor names the stored image lacks, and whether its faces are to be found."""
@@ -364,6 +379,20 @@ def _ordered_map(
     finally:
         for f in pending:
             f.cancel()
+
+
+def _embed_outputs(
+    desc: Descriptor, riders: Sequence[Rider], images: Sequence[Image.Image]
+) -> dict[str, tuple[str, np.ndarray]]:
+    """name -> (version, rows) of ``desc`` and its riders for ``images``: the first rider
+    shares the host's pass (there is one rider today, the cnn's regions)."""
+    if not riders:
+        return {desc.name: (desc.version, desc.embed(images))}
+    host_rows, own = riders[0].embed_with_host(images)
+    out = {desc.name: (desc.version, host_rows), riders[0].name: (riders[0].version, own)}
+    for rider in riders[1:]:
+        out[rider.name] = (rider.version, rider.embed_with_host(images)[1])
+    return out
 
 
 def _reason(exc: LookalikeError) -> str:

@@ -33,6 +33,8 @@ from lookalike.cache import ResultCache
 from lookalike.cache.results import Part, Ranking
 from lookalike.decode import decode, decode_gate, sha256_hex, to_rgb
 from lookalike.describe.base import Descriptor, create_descriptor, descriptor_names
+from lookalike.describe.cnn import CnnDescriptor
+from lookalike.describe.regions import Box, RegionDescriptor
 from lookalike.errors import BadArgument, ImageError, NotFound
 from lookalike.faces.read import source_bytes
 from lookalike.ingest.report import IndexReport
@@ -41,6 +43,7 @@ from lookalike.people.service import FaceService
 from lookalike.search import ranking
 from lookalike.search.duplicates import DuplicateReport, find_duplicates
 from lookalike.search.ranking import SearchOptions
+from lookalike.search.regions import RegionSearch, clamp_box, crop_box
 from lookalike.search.rerank import Measure
 from lookalike.search.status import FolderStatus, folder_size
 from lookalike.settings import Settings
@@ -56,6 +59,11 @@ class Hit:
     sha256: str
     score: float
     image_id: int
+    # A box search: the region of this image that matched (l, t, r, b, pixels of its
+    # upright original); None when the image matched whole.
+    region: Box | None = None
+    # With ``region``: the image's upright (width, height), what the region is a box of.
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -97,6 +105,7 @@ class Lookalike:
             settings, self.catalog.faces, settings.data_dir / INDEX_DIR, cache=self.cache
         )
         self._descriptors: dict[str, Descriptor] = {}
+        self._regions: RegionSearch | None = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> Lookalike:
@@ -121,6 +130,18 @@ class Lookalike:
             if name not in self._descriptors:
                 self._descriptors[name] = create_descriptor(name, self.settings)
             return self._descriptors[name]
+
+    def regions(self) -> RegionSearch:
+        """The region vectors' descriptor and index (search by a box), created once."""
+        cnn = self.descriptor("cnn")
+        assert isinstance(cnn, CnnDescriptor)
+        with self._lock:
+            if self._regions is None:
+                index_dir = self.settings.data_dir / INDEX_DIR
+                self._regions = RegionSearch(
+                    self.settings, self.catalog, index_dir, RegionDescriptor(cnn)
+                )
+            return self._regions
 
     # -- indexing -----------------------------------------------------------------------
 
@@ -153,7 +174,10 @@ class Lookalike:
             progress=progress,
             on_progress=on_progress,
         )
-        return run.run(paths)
+        report = run.run(paths)
+        if any(d.name == "cnn" for d in run.parts.descriptors):  # the regions' host ran
+            self._sync_regions()
+        return report
 
     def ingest_parts(self, descriptors: Sequence[str] | None = None) -> Parts:
         """What an indexing run of this data folder works with (all descriptors by default)."""
@@ -164,6 +188,7 @@ class Lookalike:
             people=self.people,
             descriptors=[self.descriptor(n) for n in (descriptors or descriptor_names())],
             describe_side=self.describe_side(),
+            riders=[self.regions().regions] if self.settings.regions else [],
         )
 
     def describe_side(self) -> int:
@@ -176,6 +201,8 @@ class Lookalike:
         """Rebuild every vector index (and the face index) from the catalog; returns the
         vectors in each."""
         out = {n: len(self.indexes.rebuild(self.descriptor(n))) for n in descriptor_names()}
+        regions = self.regions()
+        out[regions.regions.name] = len(regions.index.rebuild(regions.regions))
         out["face"] = len(self.people.index.rebuild(self.people.spec))
         return out
 
@@ -191,7 +218,14 @@ class Lookalike:
         self.catalog.remove_paths(targets)
         for name in descriptor_names():
             self.indexes.get(self.descriptor(name))
+        self._sync_regions()
         return len(targets)
+
+    def _sync_regions(self) -> None:
+        """Bring the region index up to the catalog (when regions are indexed)."""
+        if self.settings.regions:
+            regions = self.regions()
+            regions.index.get(regions.regions)
 
     # -- search -------------------------------------------------------------------------
 
@@ -203,8 +237,10 @@ class Lookalike:
         descriptor: str | None = None,
         measure: str | None = None,
         expand: bool | None = None,
+        box: Box | None = None,
     ) -> list[SearchResult]:
-        """The ``k`` most similar indexed images for each query, best first.
+        """The ``k`` most similar indexed images for each query, best first (``box``: of
+        what is inside that box of each query, see :meth:`search_one`).
 
         A query that cannot be decoded gets a result with ``error`` set and no hits.
         ``measure`` and ``expand``: as :meth:`search_vectors`.
@@ -218,7 +254,9 @@ class Lookalike:
             label = _label(q)
             try:
                 out.append(
-                    self.search_one(q, k=k, descriptor=desc.name, measure=measure, expand=expand)
+                    self.search_one(
+                        q, k=k, descriptor=desc.name, measure=measure, expand=expand, box=box
+                    )
                 )
             except ImageError as exc:
                 out.append(SearchResult(label, [], {}, error=exc.message))
@@ -232,16 +270,24 @@ class Lookalike:
         descriptor: str | None = None,
         measure: str | None = None,
         expand: bool | None = None,
+        box: Box | None = None,
     ) -> SearchResult:
         """The ``k`` most similar images to one query; raises ImageError if it can't be read.
 
         With a result cache, a query given as bytes or a file is looked up by its SHA-256:
         its ranking (at the catalog's current generation and these options), else its
-        descriptor rows. ``measure`` and ``expand``: as :meth:`search_vectors`."""
+        descriptor rows. ``measure`` and ``expand``: as :meth:`search_vectors`.
+        ``box`` (l, t, r, b in pixels of the upright query): the images that hold what is
+        inside it, searched among the indexed images' regions (cnn, cosine, no expansion);
+        each hit names its matching region."""
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
         options = self.search_options(desc.name, measure, expand)
+        if box is not None:
+            if options.measure != "cosine" or options.expansion is not None:
+                raise BadArgument("a box search compares regions by cosine, without expansion")
+            return self._search_box(query, box, k, desc)
         if self.cache.enabled and not isinstance(query, Image.Image):
             return self._search_cached(query, k, desc, options)
         t0 = time.perf_counter()
@@ -288,6 +334,78 @@ class Lookalike:
         lookups = (t3 - t0) * 1e3 - timing.get("decode", 0.0) - timing.get("embed", 0.0)
         timing.update(cache=lookups, search=(t4 - t3) * 1e3)
         return SearchResult.ranked(_label(query), hits, timing, options)
+
+    def _search_box(self, query: Query, box: Box, k: int, desc: Descriptor) -> SearchResult:
+        """:meth:`search_one` of what is inside ``box`` of the query."""
+        if desc.name != "cnn":
+            raise BadArgument(f"a box search uses the cnn descriptor, not {desc.name}")
+        t0 = time.perf_counter()
+        image, width, height, sha = self._box_query(query)
+        clamped = clamp_box(box, width, height)
+        crop = crop_box(image, clamped, width, height)
+        t1 = time.perf_counter()
+        if sha is None:
+            rows = desc.embed_query(crop)
+        else:
+            parts: list[Part] = [sha, desc.name, desc.version, "box", *clamped]
+            compute = functools.partial(desc.embed_query, crop)
+            rows = self.cache.rows(parts, compute, functools.partial(_fits, desc))
+        t2 = time.perf_counter()
+        hits = self.search_regions(rows, k=k)
+        timing = {"decode": (t1 - t0) * 1e3, "embed": (t2 - t1) * 1e3}
+        timing["search"] = (time.perf_counter() - t2) * 1e3
+        return SearchResult(_label(query), hits, timing)
+
+    def _box_query(self, query: Query) -> tuple[Image.Image, int, int, str | None]:
+        """The query for a box search decoded whole (the box may be small): (image, upright
+        width, height, SHA-256 of its bytes; None for an image given decoded)."""
+        if isinstance(query, Image.Image):
+            image = to_rgb(query)
+            return image, image.width, image.height, None
+        named = source_bytes(query)
+        decoded = decode(
+            named.data,
+            named.name,
+            min_side=None,
+            max_pixels=self.settings.max_image_pixels,
+            gate=decode_gate(self.settings),
+        )
+        return decoded.image, decoded.width, decoded.height, sha256_hex(named.data)
+
+    def search_regions(self, rows: np.ndarray, *, k: int = 10) -> list[Hit]:
+        """Hits for cnn query rows among the indexed images' regions (and, with the
+        ``regions_with_global`` setting, their whole images: the better score counts)."""
+        regions = self.regions()
+        matches = regions.search(rows, k)
+        if (
+            not matches
+            and self.catalog.count_images() > 0
+            and len(regions.index.get(regions.regions)) == 0
+        ):
+            raise NotFound(
+                f"no image has {regions.regions.name} vectors of version "
+                f"{regions.regions.version} yet: run `lookalike index` on your folders again"
+            )
+        best: dict[int, tuple[float, int | None]] = {
+            m.image_id: (m.score, m.region) for m in matches
+        }
+        if self.settings.regions_with_global:
+            for hit in self.search_vectors(rows, k=k, descriptor="cnn"):
+                if hit.score > best.get(hit.image_id, (-np.inf, None))[0]:
+                    best[hit.image_id] = (hit.score, None)
+        ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:k]
+        info = self.catalog.images([i for i, _ in ranked])
+        hits: list[Hit] = []
+        for i, (score, region) in ranked:
+            row = info.get(i)
+            if row is None:  # removed by another process meanwhile
+                continue
+            where = (
+                regions.regions.boxes(row.width, row.height)[region] if region is not None else None
+            )
+            size = None if where is None else (row.width, row.height)
+            hits.append(Hit(len(hits) + 1, _main_path(row), row.sha256, score, i, where, size))
+        return hits
 
     def _cached_hits(self, ranking: Ranking) -> list[Hit] | None:
         """The hits of a cached ranking with the catalog's paths now; None if one of its
@@ -384,6 +502,8 @@ class Lookalike:
         """What this data folder holds: images, faces, people, clusters, schema version,
         size, and whether each index file reflects the catalog (read from its header)."""
         indexes = [self.indexes.state(self.descriptor(n)) for n in descriptor_names()]
+        regions = self.regions()
+        indexes.append(regions.index.state(regions.regions))
         indexes.append(self.people.index.state(self.people.spec))
         return FolderStatus(
             data_dir=str(self.settings.data_dir),

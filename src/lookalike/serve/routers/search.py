@@ -17,6 +17,7 @@ from lookalike.describe.base import descriptor_names
 from lookalike.errors import BadInput, ImageError, NotFound
 from lookalike.index.manager import rows_as
 from lookalike.search.engine import Hit, Lookalike, SearchResult
+from lookalike.search.regions import parse_box
 from lookalike.search.rerank import Measure, higher_is_better
 from lookalike.serve.deps import Engine, Read
 from lookalike.serve.routers.images import ImageId
@@ -31,6 +32,9 @@ _MEASURE_DOC = (
     "cosine (default), euclidean (a distance: lower is closer) or pearson; phash: hamming only"
 )
 _EXPAND_DOC = "Alpha-query expansion (default: the server's query_expansion setting)"
+_BOX_DOC = "Search what is inside this box of the query: l,t,r,b in pixels of the upright photo"
+# Four integers separated by commas (spaces allowed); parse_box checks their order.
+_BOX_PATTERN = r"^\s*-?\d{1,9}\s*(,\s*-?\d{1,9}\s*){3}$"
 
 
 def _descriptor(lk: Lookalike, name: str | None) -> str:
@@ -50,13 +54,19 @@ def search_upload(
     descriptor: Annotated[str | None, Form(description=_DESC_DOC)] = None,
     measure: Annotated[Measure | None, Form(description=_MEASURE_DOC)] = None,
     expand: Annotated[bool | None, Form(description=_EXPAND_DOC)] = None,
+    box: Annotated[
+        str | None, Form(pattern=_BOX_PATTERN, max_length=80, description=_BOX_DOC)
+    ] = None,
 ) -> SearchAnswer:
     name = _descriptor(lk, descriptor)
     lk.search_options(name, measure, expand)  # refused before the upload is read
+    region = None if box is None else parse_box(box)
     data = read_upload_sync(file, lk.settings)
     label = upload_name(file)
     try:
-        result = lk.search_one(data, k=k, descriptor=name, measure=measure, expand=expand)
+        result = lk.search_one(
+            data, k=k, descriptor=name, measure=measure, expand=expand, box=region
+        )
     except ImageError as exc:  # name the upload, not "<bytes>"
         raise type(exc)(label, exc.reason) from None
     result.query = label

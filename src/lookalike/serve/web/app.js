@@ -138,12 +138,18 @@ for (const button of document.querySelectorAll("nav button")) {
 
 // -- search --------------------------------------------------------------------------------
 
-async function search(file) {
+// The photo last searched with: a box drawn on it searches again with that region.
+let queryFile = null;
+
+async function search(file, box = "") {
+  if (file !== queryFile) showQuery(file);
   const form = new FormData();
   form.append("file", file);
   form.append("k", $("#search-k").value || "12");
-  form.append("descriptor", $("#search-descriptor").value);
-  $("#search-status").textContent = `Searching with ${file.name}…`;
+  form.append("descriptor", box ? "cnn" : $("#search-descriptor").value);
+  if (box) form.append("box", box);
+  const what = box ? `the region ${box} of ${file.name}` : file.name;
+  $("#search-status").textContent = `Searching with ${what}…`;
   const still = newest("results");
   let found;
   try {
@@ -154,18 +160,120 @@ async function search(file) {
   }
   if (!still()) return;
   const ms = Object.values(found.timing_ms || {}).reduce((a, b) => a + b, 0);
-  const status = `${found.results.length} results for ${file.name} (${Math.round(ms)} ms)`;
+  const status = `${found.results.length} results for ${what} (${Math.round(ms)} ms)`;
   showResults(found.results, status);
 }
+
+// -- search by a region: a box dragged over the query photo ----------------------------------
+
+function showQuery(file) {
+  queryFile = file;
+  const photo = $("#query-photo");
+  const img = el("img", { alt: `Query: ${file.name}` });
+  const src = URL.createObjectURL(file);
+  img.addEventListener("load", () => URL.revokeObjectURL(src), { once: true });
+  img.src = src;
+  photo.replaceChildren(img);
+  $("#search-box").value = "";
+  $("#query").hidden = false;
+}
+
+// A point of a pointer event in the photo's own (upright, natural) pixels.
+function photoPoint(event) {
+  const img = $("#query-photo img");
+  const rect = img.getBoundingClientRect();
+  const clamp = (v, most) => Math.round(Math.min(Math.max(v, 0), most));
+  return [
+    clamp(((event.clientX - rect.left) * img.naturalWidth) / rect.width, img.naturalWidth),
+    clamp(((event.clientY - rect.top) * img.naturalHeight) / rect.height, img.naturalHeight),
+  ];
+}
+
+function drawBox(box) {
+  const img = $("#query-photo img");
+  let outline = $("#query-photo .box");
+  if (!box) {
+    if (outline) outline.remove();
+    return;
+  }
+  if (!outline) {
+    outline = el("div", { className: "box query" });
+    outline.setAttribute("role", "img");
+    $("#query-photo").append(outline);
+  }
+  placeBox(outline, box, img.naturalWidth, img.naturalHeight);
+  outline.setAttribute("aria-label", `Drawn box ${box.join(",")}`);
+}
+
+// Boxes are in an image's own pixels: as percentages of it they follow the displayed size.
+function placeBox(node, [left, top, right, bottom], width, height) {
+  Object.assign(node.style, {
+    left: `${(100 * left) / width}%`,
+    top: `${(100 * top) / height}%`,
+    width: `${(100 * (right - left)) / width}%`,
+    height: `${(100 * (bottom - top)) / height}%`,
+  });
+}
+
+let dragStart = null;
+const queryPhoto = $("#query-photo");
+queryPhoto.addEventListener("pointerdown", (event) => {
+  if (!$("#query-photo img")?.naturalWidth) return;
+  event.preventDefault();
+  queryPhoto.setPointerCapture(event.pointerId);
+  dragStart = photoPoint(event);
+});
+const dragged = (event) => {
+  const [x, y] = photoPoint(event);
+  const [x0, y0] = dragStart;
+  return [Math.min(x, x0), Math.min(y, y0), Math.max(x, x0), Math.max(y, y0)];
+};
+queryPhoto.addEventListener("pointermove", (event) => {
+  if (dragStart) drawBox(dragged(event));
+});
+queryPhoto.addEventListener(
+  "pointerup",
+  guard(async (event) => {
+    if (!dragStart) return;
+    const box = dragged(event);
+    dragStart = null;
+    // A click, or a sliver: no region (the box needs an area to search).
+    if (box[2] - box[0] < 4 || box[3] - box[1] < 4) return drawBox(null);
+    $("#search-box").value = box.join(",");
+    drawBox(box);
+    await search(queryFile, box.join(","));
+  }),
+);
+queryPhoto.addEventListener("pointercancel", () => (dragStart = null));
+
+// The keyboard's way: type the box (the drawn one is written there too).
+$("#box-form").addEventListener(
+  "submit",
+  guard(async (event) => {
+    event.preventDefault();
+    const box = $("#search-box").value.replace(/\s/g, "");
+    drawBox(box ? box.split(",").map(Number) : null);
+    await search(queryFile, box);
+  }),
+);
+$("#box-clear").addEventListener(
+  "click",
+  guard(async () => {
+    $("#search-box").value = "";
+    drawBox(null);
+    await search(queryFile);
+  }),
+);
 
 function showResults(results, status) {
   $("#search-status").textContent = status;
   $("#results").replaceChildren(
     ...results.map((hit) => {
+      const picture = image(thumb(hit.image_id), `Result ${hit.rank}: ${basename(hit.path)}`);
       const open = el(
         "button",
         { type: "button", className: "tile", title: hit.path },
-        image(thumb(hit.image_id), `Result ${hit.rank}: ${basename(hit.path)}`),
+        hit.region ? regionFrame(picture, hit) : picture,
         el("span", { className: "score" }, `#${hit.rank} · ${hit.score.toFixed(3)}`),
       );
       open.addEventListener("click", guard(() => openImage(hit.image_id)));
@@ -174,6 +282,15 @@ function showResults(results, status) {
       return li;
     }),
   );
+}
+
+// A result's thumbnail with the region that matched boxed over it.
+function regionFrame(picture, hit) {
+  const box = el("span", { className: "box region" });
+  const [width, height] = hit.image_size;
+  placeBox(box, hit.region, width, height);
+  box.title = `Matched region ${hit.region.join(",")}`;
+  return el("span", { className: "framed" }, picture, box);
 }
 
 // A file dropped beside the drop zone must not replace the page.
@@ -248,8 +365,7 @@ async function openImage(id) {
 }
 
 // A face boxed over the photo: a button showing its person's or cluster's photos, or (no
-// one to show) a plain outline. Boxes are in the original's pixels: as percentages of it
-// they follow the displayed size.
+// one to show) a plain outline, placed by placeBox.
 function faceBox(face, info) {
   const who = owner(face);
   const number = face.face_index + 1;
@@ -266,13 +382,7 @@ function faceBox(face, info) {
   }
   // A box may reach past the photo's edge (a face cut by it): drawn up to the edge.
   const clamp = (value, k) => Math.min(Math.max(value, 0), k % 2 ? info.height : info.width);
-  const [left, top, right, bottom] = face.box.map(clamp);
-  Object.assign(box.style, {
-    left: `${(100 * left) / info.width}%`,
-    top: `${(100 * top) / info.height}%`,
-    width: `${(100 * (right - left)) / info.width}%`,
-    height: `${(100 * (bottom - top)) / info.height}%`,
-  });
+  placeBox(box, face.box.map(clamp), info.width, info.height);
   box.title = label;
   box.dataset.faceId = face.face_id;
   box.append(el("span", {}, `${number}: ${faceName(face)}${face.usable ? "" : " (unclear)"}`));
@@ -303,6 +413,9 @@ $("#viewer-similar").addEventListener(
     if (!still()) return;
     $("#viewer").close();
     showTab("search");
+    // No query photo to draw a box on: the search was by an indexed image.
+    queryFile = null;
+    $("#query").hidden = true;
     showResults(found.results, `${found.results.length} results like image ${viewing}`);
   }),
 );
