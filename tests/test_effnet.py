@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.describe.cnn import CnnDescriptor, input_size, region_grid, regional_gem
+from lookalike.describe.cnn import (
+    CnnDescriptor,
+    input_size,
+    preprocess,
+    region_grid,
+    regional_gem,
+)
 from lookalike.errors import ModelError
 from lookalike.models import effnet
 from lookalike.settings import get_settings
@@ -305,6 +311,19 @@ def test_input_size_keeps_aspect_on_the_stride_grid() -> None:
     assert input_size(4000, 3000, 288) == (384, 288)
     assert input_size(1000, 100, 288) == (704, 64)  # capped panorama: shorter side shrinks
     assert input_size(10, 10, 224) == (224, 224)
+
+
+def test_preprocess_normalises_as_the_weights_expect() -> None:
+    cat = Image.fromarray(skdata.chelsea())
+    width, height = input_size(cat.width, cat.height, 256)
+    resized = np.asarray(cat.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    expected = ((resized / 255 - effnet.MEAN) / effnet.STD).transpose(2, 0, 1)
+    x = preprocess(cat, 256)
+    assert x.dtype == np.float32 and x.flags.c_contiguous
+    np.testing.assert_allclose(x, expected, atol=1e-5)
+    np.testing.assert_array_equal(
+        preprocess(cat.convert("L"), 256)[0], preprocess(cat.convert("L"), 256)[2]
+    )
 
 
 def test_region_grid_covers_the_map() -> None:

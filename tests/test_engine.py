@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +284,38 @@ def test_measures_and_expansion_rank_the_query_itself_first(
         engine.search_vectors(np.zeros((1, 1280), np.float32), measure="manhattan")
     with pytest.raises(BadInput, match="measure must be one of"):
         engine.search([], measure="manhattan")  # refused even with no query to read
+
+
+def test_descriptors_run_side_by_side_and_store_what_each_embeds(
+    photo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While indexing, descriptors after the first run in helper threads next to it (the
+    # network releases the GIL): the vectors must still be exactly each descriptor's own.
+    from lookalike.decode import decode
+    from lookalike.describe.phash import PerceptualHash
+
+    threads: list[str] = []
+    embed = PerceptualHash.embed
+
+    def spy(self: PerceptualHash, images: Sequence[Image.Image]) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return embed(self, images)
+
+    monkeypatch.setattr(PerceptualHash, "embed", spy)
+    with lookalike.open(tmp_path / "data") as lk:
+        lk.index([photo_dir], descriptors=["color", "phash"], faces=False, progress=False)
+        assert threads and all(name.startswith("describe") for name in threads)
+        for name in ("color", "phash"):
+            desc = lk.descriptor(name)
+            ids, stored = lk.catalog.vectors(name, desc.version)
+            assert len(ids) == len(list(photo_dir.iterdir()))
+            images = lk.catalog.images([int(i) for i in ids])
+            for image_id, row in zip(ids, stored, strict=True):
+                path = Path(images[int(image_id)].paths[0])
+                decoded = decode(
+                    path.read_bytes(),
+                    str(path),
+                    min_side=lk.describe_side(),
+                    max_pixels=lk.settings.max_image_pixels,
+                )
+                assert row.tobytes() == desc.embed([decoded.image])[0].tobytes()  # raw rows

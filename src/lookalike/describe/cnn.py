@@ -10,6 +10,7 @@ The choice of side and pooling is measured in ``bench/holidays.py``.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -74,14 +75,27 @@ def input_size(width: int, height: int, side: int) -> tuple[int, int]:
 def preprocess(image: Image.Image, side: int) -> np.ndarray:
     """The network input for one image: float32 (3, H, W), normalised as the weights expect."""
     image = to_rgb(image)
-    size = input_size(image.width, image.height, side)
-    if image.size != size:
-        # Pillow's bilinear filter widens with the scale factor, so downscaling is
-        # antialiased; reducing_gap first box-reduces very large photos, which is much faster.
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
-    pixels = np.asarray(image, dtype=np.float32)
-    pixels = pixels * _NORM_SCALE - _NORM_SHIFT
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    width, height = input_size(image.width, image.height, side)
+    out = np.empty((3, height, width), dtype=np.float32)
+    _normalise_into(out, _resized(image, (width, height)))
+    return out
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` (RGB) at ``size``; Pillow's bilinear filter widens with the scale factor,
+    so downscaling is antialiased; reducing_gap first box-reduces very large photos, which
+    is much faster."""
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+
+def _normalise_into(out: np.ndarray, image: Image.Image) -> None:
+    """Write ``image`` (RGB) into ``out``, float32 (3, H, W), as ``x * scale - shift`` per
+    channel: straight from the uint8 pixels, with no float (H, W, 3) temporaries."""
+    pixels = np.asarray(image).transpose(2, 0, 1)
+    np.multiply(pixels, _NORM_SCALE[:, None, None], out=out)
+    out -= _NORM_SHIFT[:, None, None]
 
 
 def gem_pool(features: np.ndarray, p: float) -> np.ndarray:
@@ -143,27 +157,27 @@ def regional_gem(features: np.ndarray, p: float, levels: int) -> np.ndarray:
     n, c, h, w = features.shape
     if levels <= 0:
         return gem_pool(features, p)
-    # Box sums of x^p from an integral image (float64: box sums subtract large totals):
-    # every region costs four lookups, all regions at once. Channels last, so that each
-    # lookup gathers contiguous rows.
-    integral = np.zeros((n, h + 1, w + 1, c), dtype=np.float64)
-    integral[:, 1:, 1:] = _power(features.astype(np.float32, copy=False), p).transpose(0, 2, 3, 1)
-    # Running sums row by row and column by column: each step adds whole (n, w, c) slabs,
-    # which is ~10x faster than np.cumsum along these short, strided axes.
-    for y in range(2, h + 1):
-        integral[:, y] += integral[:, y - 1]
-    for x in range(2, w + 1):
-        integral[:, :, x] += integral[:, :, x - 1]
-    boxes = np.array([*region_grid(h, w, levels), (0, h, 0, w)])  # the whole map last
-    y0, y1, x0, x1 = boxes.T
-    totals = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-    area = ((y1 - y0) * (x1 - x0)).astype(np.float64)[None, :, None]
-    # Cancellation can leave tiny negatives; x^p is never negative.
-    means = (np.maximum(totals, 0.0) / area).astype(np.float32)
-    gems = _power(means, 1.0 / p)  # (n, regions + 1, c)
+    # Every region's mean of x^p at once, as one matrix product with the regions' averaging
+    # weights (all terms positive, so float32 sums stay accurate).
+    powered = _power(features.astype(np.float32, copy=False), p).reshape(n * c, h * w)
+    means = (powered @ _region_weights(h, w, levels)).reshape(n, c, -1)
+    gems = _power(means.transpose(0, 2, 1), 1.0 / p)  # (n, regions + 1, c)
     gems /= np.maximum(np.linalg.norm(gems, axis=2, keepdims=True), 1e-12)
     combined: np.ndarray = l2_normalise(gems[:, :-1].sum(axis=1)) + gems[:, -1]
     return combined
+
+
+@functools.lru_cache(maxsize=64)
+def _region_weights(height: int, width: int, levels: int) -> np.ndarray:
+    """float32 (height * width, regions + 1): column r averages region r of
+    :func:`region_grid` over a flattened map; the last column averages the whole map."""
+    boxes = [*region_grid(height, width, levels), (0, height, 0, width)]
+    weights = np.zeros((len(boxes), height, width), dtype=np.float32)
+    for r, (y0, y1, x0, x1) in enumerate(boxes):
+        weights[r, y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
+    out = weights.reshape(len(boxes), height * width).T
+    out.flags.writeable = False  # shared by every call through the cache
+    return out
 
 
 def _power(x: np.ndarray, p: float) -> np.ndarray:
@@ -290,10 +304,12 @@ class CnnDescriptor:
         for i, image in enumerate(images):
             by_size.setdefault(input_size(image.width, image.height, self.side), []).append(i)
         batch = max(1, self.settings.batch_size)
-        for indices in by_size.values():
+        for (width, height), indices in by_size.items():
             for start in range(0, len(indices), batch):
                 chunk = indices[start : start + batch]
-                stacked = np.stack([preprocess(images[i], self.side) for i in chunk])
+                stacked = np.empty((len(chunk), 3, height, width), dtype=np.float32)
+                for row, i in zip(stacked, chunk, strict=True):
+                    _normalise_into(row, _resized(to_rgb(images[i]), (width, height)))
                 (features,) = session.run(["features"], {"image": stacked})
                 yield chunk, features
 

@@ -98,6 +98,8 @@ class IndexRun:
         self._pending: list[NewImage] = []
         self._to_embed: list[tuple[NewImage, Prepared]] = []
         self._run_shas: set[str] = set()
+        # Threads for the descriptors after the first while ``ingest`` runs (see describe).
+        self._describers: ThreadPoolExecutor | None = None
         # Large images take turns for the decode slots (indexing waits rather than fails).
         self._gate = decode_gate(parts.settings).queueing()
 
@@ -153,8 +155,13 @@ class IndexRun:
         progress; default this chunk plus what the report counts as unchanged)."""
         settings = self.parts.settings
         self._progress.start(len(files), self.report.unchanged, total)
+        helpers = max(1, len(self.parts.descriptors) - 1)
         try:
-            with ThreadPoolExecutor(settings.decode_threads) as pool:
+            with (
+                ThreadPoolExecutor(settings.decode_threads) as pool,
+                ThreadPoolExecutor(helpers, thread_name_prefix="describe") as describers,
+            ):
+                self._describers = describers
                 ahead = max(2 * settings.batch_size, 4)
                 futures = _ordered_map(pool, self.read, files, ahead)
                 for future, (path, _) in zip(futures, files, strict=True):
@@ -165,6 +172,8 @@ class IndexRun:
             self._progress.close()
             self._uncount_pending()
             raise IndexInterrupted(self.report) from None
+        finally:
+            self._describers = None
         self._progress.close()
 
     def read(self, job: FileStat) -> Prepared:
@@ -187,20 +196,43 @@ class IndexRun:
         return Prepared(path, len(data), st.st_mtime_ns, sha, decoded, missing, scan, found)
 
     def describe(self) -> None:
-        """Embed the descriptors the images waiting for it lack, in batches."""
+        """Embed the descriptors the images waiting for it lack, in batches.
+
+        During :meth:`ingest` the descriptors run side by side, the first in this thread and
+        the others in helper threads: the network's calls release the GIL, so the light
+        descriptors use the cores it leaves idle between its calls.
+        """
+        wanted = [desc for desc in self.parts.descriptors if self._jobs(desc)]
+        helpers = self._describers
+        if helpers is None or len(wanted) < 2:
+            for desc in wanted:
+                self._embed(desc)
+            return
+        futures = [helpers.submit(self._embed, desc) for desc in wanted[1:]]
+        try:
+            self._embed(wanted[0])
+        finally:
+            for future in futures:
+                future.result()
+
+    def _embed(self, desc: Descriptor) -> None:
+        """Embed ``desc`` for the waiting images that lack it, ``batch_size`` at a time."""
         batch = self.parts.settings.batch_size
-        for desc in self.parts.descriptors:
-            riders = self._riders(desc.name)
-            names = {desc.name, *(r.name for r in riders)}
-            jobs = [(item, p) for item, p in self._to_embed if names & set(p.missing)]
-            for start in range(0, len(jobs), batch):
-                chunk = jobs[start : start + batch]
-                images = [p.decoded.image for _, p in chunk if p.decoded]
-                outputs = _embed_outputs(desc, riders, images)
-                for j, (item, p) in enumerate(chunk):
-                    for name, (version, rows) in outputs.items():
-                        if name in p.missing:
-                            item.vectors[name] = (version, rows[j])
+        riders = self._riders(desc.name)
+        jobs = self._jobs(desc)
+        for start in range(0, len(jobs), batch):
+            chunk = jobs[start : start + batch]
+            images = [p.decoded.image for _, p in chunk if p.decoded]
+            outputs = _embed_outputs(desc, riders, images)
+            for j, (item, p) in enumerate(chunk):
+                for name, (version, rows) in outputs.items():
+                    if name in p.missing:
+                        item.vectors[name] = (version, rows[j])
+
+    def _jobs(self, desc: Descriptor) -> list[tuple[NewImage, Prepared]]:
+        """The waiting images that lack ``desc`` or one of the outputs riding on its pass."""
+        names = {desc.name, *(r.name for r in self._riders(desc.name))}
+        return [(item, p) for item, p in self._to_embed if names & set(p.missing)]
 
     def scan_faces(self) -> None:
         """Embed the faces detected in the images waiting for it."""
