@@ -84,13 +84,14 @@ class VerifyConfig:
     # Fewer inliers than this: no transform between the two.
     min_inliers: int = 12
     # Share of the overlap's textured tiles that must agree for a copy.
-    min_agreement: float = 0.75
+    min_agreement: float = 0.95
     # A tile agrees when its zero-mean normalised correlation is at least this.
     tile_correlation: float = 0.9
     # Fewer compared tiles than this: too little overlap to call it a copy.
     min_tiles: int = 6
-    # Share of the matches that must be RANSAC inliers for a copy.
-    min_inlier_share: float = 0.0
+    # Gaussian smoothing (pixels of the grey copy) before tiles are compared: blur and JPEG
+    # artefacts of one copy stop mattering, a moved camera still does.
+    smoothing: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,13 @@ def agreement(a: np.ndarray, b: np.ndarray, matrix: np.ndarray, config: VerifyCo
     """Share of compared tiles that agree once aligned (:func:`tile_correlations`), in the
     frame of whichever image the other covers more of; 0 with too few tiles to say."""
     inverse = cv2.invertAffineTransform(matrix)
-    corr = max((tile_correlations(a, b, matrix), tile_correlations(b, a, inverse)), key=len)
+    corr = max(
+        (
+            tile_correlations(a, b, matrix, config.smoothing),
+            tile_correlations(b, a, inverse, config.smoothing),
+        ),
+        key=len,
+    )
     if len(corr) < config.min_tiles:
         return 0.0
     return float((corr >= config.tile_correlation).mean())
@@ -288,7 +295,7 @@ def verify_pair(
             continue
         share = agreement(a.grey, other.grey, matrix, config)
         verdict = Verdict(Kind.SCENE, inliers, share, flip, matches)
-        if share >= config.min_agreement and inliers >= config.min_inlier_share * matches:
+        if share >= config.min_agreement:
             return replace(verdict, kind=Kind.COPY)
         if (share, inliers) > (best.agreement, best.inliers):
             best = verdict
