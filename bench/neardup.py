@@ -17,12 +17,18 @@ All but ``jpeg_q20`` are saved as PNG, so the edit is the only change.
    fresh data folder; each copy queries it (``search_one(copy, k=1)``) with the ``cnn``,
    ``color`` and ``phash`` descriptors. Recall@1 = share of copies whose top hit is their
    original. Targets (cnn): >= 0.97 overall, >= 0.9 for every edit.
-2. Duplicates: originals + copies + Holidays in a second data folder; ``duplicates(t)`` for
-   a sweep of thresholds, scored pairwise: a pair of images in one group is correct iff both
-   come from the same original photo; any pair with a Holidays photo is a false positive.
-   Recommended threshold: the lowest with precision >= 0.99. Target: at the default
-   threshold, precision >= 0.99 when two Holidays shots of one scene (bursts) count as right
-   (what README says of the default).
+2. Duplicates: originals + copies + Holidays in a second data folder, scored pairwise: a
+   pair of images in one group is correct iff both come from the same original photo; any
+   pair with a Holidays photo is a false positive (strict: two Holidays shots of one scene,
+   a burst, count wrong too).
+   - Verified (``duplicates()``): candidate pairs checked on the pixels
+     (``search/verify.py``). Strict precision and recall of ``near``, overall and per edit,
+     and of ``scenes`` (right: one Holidays scene or one photo). Targets: strict precision
+     >= 0.99 and recall >= 0.95, overall and for every edit.
+   - Baseline, the vector test alone (``duplicates(t, verify=False)``), in the same run: a
+     sweep of thresholds; the lowest with precision >= 0.99; at the default threshold,
+     precision >= 0.99 when bursts count as right (what the default was chosen for).
+   - Time of ``duplicates()`` at the default threshold, verified and not (medians).
 
 Usage: ``python bench/neardup.py [--data DIR] [--no-write]``
 """
@@ -56,6 +62,11 @@ PHASH_ONLY = 1.01
 TARGET_OVERALL = 0.97
 TARGET_EACH = 0.90
 TARGET_PRECISION = 0.99
+# Verified duplicates (strict: bursts of one scene count wrong), overall and per edit.
+TARGET_STRICT_PRECISION = 0.99
+TARGET_STRICT_RECALL = 0.95
+# Runs of the verified duplicates() timed (each reads and verifies everything again).
+VERIFIED_RUNS = 1
 # Pairs of files in photos/ that show the same photo (checked by eye): CSet5's head is
 # CSet14's face rescaled, CSet5's butterfly a crop of CSet14's monarch. Each pair counts as
 # one original: matching or grouping one with the other is right, not a false positive.
@@ -282,6 +293,87 @@ def score_groups(
     )
 
 
+@dataclass
+class Verified:
+    """``duplicates()`` with verification at the default threshold, scored strictly."""
+
+    near: PairScore
+    # edit -> (precision, recall) of the pairs with a copy of that edit, strictly.
+    per_edit: dict[str, tuple[float, float]]
+    scenes_precision: float
+    scenes_recall: float
+    scenes_pairs: int
+    scenes_truth: int
+    unverified: int
+    pairs_verified: int
+    images_read: int
+
+
+@dataclass
+class Timing:
+    baseline_s: float  # duplicates(default, verify=False): the vector test alone
+    verified_s: float  # duplicates(default): candidates verified on the pixels
+
+
+def per_edit(
+    report: lookalike.DuplicateReport, origin: dict[str, str], copies: list[Copy]
+) -> dict[str, tuple[float, float]]:
+    """Per edit: strict pairwise precision of ``near`` pairs holding a copy with that edit
+    (any other image of the pair), and recall of (original, copy) pairs for that edit."""
+    edit_of = {c.path: c.transform for c in copies}
+    group_of: dict[str, int] = {}
+    right: Counter[str] = Counter()
+    said: Counter[str] = Counter()
+    for gi, group in enumerate(report.near):
+        paths = [row.paths[0] for row in group.images if row.paths]
+        for p in (p for row in group.images for p in row.paths):
+            group_of[p] = gi
+        for a, b in combinations(paths, 2):
+            ok = origin.get(a) is not None and origin.get(a) == origin.get(b)
+            for edit in {edit_of.get(a), edit_of.get(b)} - {None}:
+                said[str(edit)] += 1
+                right[str(edit)] += ok
+    out: dict[str, tuple[float, float]] = {}
+    for name in TRANSFORMS:
+        mine = [c for c in copies if c.transform == name]
+        found = sum(
+            1 for c in mine if c.path in group_of and group_of.get(c.original) == group_of[c.path]
+        )
+        precision = right[name] / said[name] if said[name] else 1.0
+        out[name] = (precision, found / len(mine) if mine else 0.0)
+    return out
+
+
+def score_scenes(
+    report: lookalike.DuplicateReport,
+    origin: dict[str, str],
+    scene: dict[str, str],
+    present: set[str],
+) -> tuple[float, float, int, int]:
+    """Precision (a pair is right when both show one Holidays scene or one photo) and recall
+    (of the pairs of Holidays photos of one scene, ``present`` ones) of ``report.scenes``."""
+    said = right = 0
+    group_of: dict[str, int] = {}
+    for gi, group in enumerate(report.scenes):
+        paths = [row.paths[0] for row in group.images if row.paths]
+        for p in paths:
+            group_of[p] = gi
+        for a, b in combinations(paths, 2):
+            said += 1
+            same_scene = scene.get(a) is not None and scene.get(a) == scene.get(b)
+            right += same_scene or (origin.get(a) is not None and origin.get(a) == origin.get(b))
+    members: dict[str, list[str]] = {}
+    for p, g in scene.items():
+        if p in present:
+            members.setdefault(g, []).append(p)
+    truth = found = 0
+    for paths in members.values():
+        for a, b in combinations(paths, 2):
+            truth += 1
+            found += a in group_of and group_of.get(b) == group_of[a]
+    return (right / said if said else 1.0), (found / truth if truth else 1.0), said, truth
+
+
 def duplicate_sweep(
     originals_dir: Path,
     distractors: Path,
@@ -290,8 +382,9 @@ def duplicate_sweep(
     originals: list[Path],
     scene: dict[str, str],
     work: Path,
-) -> tuple[list[PairScore], float, float, int]:
-    """Scores per threshold, the median time of ``duplicates`` (s) and its threshold."""
+) -> tuple[list[PairScore], Verified, Timing, float, int]:
+    """Scores per threshold without verification (the baseline), the verified run at the
+    default threshold, the median times of both, the default threshold, the image count."""
     origin = origins(originals_dir, originals)
     origin.update({c.path: origin[c.original] for c in copies})
     per_photo = Counter(origin.values())
@@ -302,15 +395,41 @@ def duplicate_sweep(
         n = lk.catalog.count_images()
         print(f"duplicates collection: {n} images ({len(report.failed)} failed)", flush=True)
         for thr in (*THRESHOLDS, PHASH_ONLY):
-            s = score_groups(lk.duplicates(thr), origin, scene, copies, truth, thr)
+            s = score_groups(lk.duplicates(thr, verify=False), origin, scene, copies, truth, thr)
             scores.append(s)
             print(
                 f"threshold {thr:.2f}: precision {s.precision:.4f} recall {s.recall:.4f}",
                 flush=True,
             )
         default = lk.settings.duplicate_threshold
-        seconds = common.median_of(lambda: lk.duplicates(default), 5, warmup=1)
-    return scores, seconds, default, n
+        present = set(scene) - {os.path.abspath(f.path) for f in report.failed}
+        times: list[float] = []
+        verified_report = None
+        for _ in range(VERIFIED_RUNS):
+            verified_report, seconds = common.timed(lambda: lk.duplicates(default))
+            times.append(seconds)
+            print(f"verified duplicates(): {seconds:.1f} s", flush=True)
+        assert verified_report is not None
+        near = score_groups(verified_report, origin, scene, copies, truth, default)
+        sp, sr, said, scene_truth = score_scenes(verified_report, origin, scene, present)
+        verified = Verified(
+            near,
+            per_edit(verified_report, origin, copies),
+            sp,
+            sr,
+            said,
+            scene_truth,
+            len(verified_report.unverified),
+            verified_report.pairs_verified,
+            verified_report.images_read,
+        )
+        print(
+            f"verified near: precision {near.precision:.4f} recall {near.recall:.4f}; "
+            f"scenes: precision {sp:.4f} recall {sr:.4f}",
+            flush=True,
+        )
+        baseline = common.median_of(lambda: lk.duplicates(default, verify=False), 5, warmup=1)
+    return scores, verified, Timing(baseline, common.median(times)), default, n
 
 
 # --------------------------------------------------------------------------- report
@@ -344,7 +463,8 @@ def render(
     indexed: int,
     n_originals: int,
     scores: list[PairScore],
-    dup_seconds: float,
+    verified: Verified,
+    times: Timing,
     default_thr: float,
     dup_n: int,
 ) -> str:
@@ -422,11 +542,15 @@ def render(
         "",
         f"### Duplicates: {dup_n} images (originals + copies + Holidays distractors)",
         "",
-        "Pairwise scoring of `duplicates(threshold).near`: a pair of images in one group is "
-        "correct iff both come from the same original photo (9 images per original, "
-        f"{scores[0].truth} true pairs); any pair containing a Holidays photo counts as a "
-        "false positive. `duplicates` also links images whose 64-bit perceptual hashes are "
-        "within 6 bits under any rotation/flip, whatever the threshold (row *phash only*: "
+        verified_section(verified, times, default_thr),
+        "",
+        "#### Baseline: the vector test alone (`duplicates(threshold, verify=False)`)",
+        "",
+        "Pairwise scoring of `duplicates(threshold, verify=False).near`: a pair of images in "
+        "one group is correct iff both come from the same original photo (9 images per "
+        f"original, {scores[0].truth} true pairs); any pair containing a Holidays photo counts "
+        "as a false positive. `duplicates` also links images whose 64-bit perceptual hashes "
+        "are within 6 bits under any rotation/flip, whatever the threshold (row *phash only*: "
         "threshold above 1, no cnn links). False positives are split into two Holidays "
         "photos of the same scene group (Holidays has bursts: several shots of one scene "
         "seconds apart) / of different scenes / a Holidays photo with a photo or copy / two "
@@ -453,21 +577,81 @@ def render(
         "Share of copies grouped with their own original, per edit:",
         "",
         common.table(["edit", *(f"threshold {s.threshold:.2f}" for s in shown)], link_rows),
-        "",
-        f"`duplicates()` on these {dup_n} images: median {dup_seconds * 1e3:.0f} ms "
-        "(5 runs after one warm-up, default threshold).",
     ]
     return "\n".join(parts)
 
 
+def verified_section(v: Verified, times: Timing, default_thr: float) -> str:
+    """The verified run: strict scores of near, per edit, of scenes; times before/after."""
+    n = v.near
+    edit_rows = [[f"`{t}`", f"{p:.4f}", f"{r:.4f}"] for t, (p, r) in v.per_edit.items()]
+    ratio = times.verified_s / times.baseline_s if times.baseline_s > 0 else float("nan")
+    return "\n".join(
+        [
+            f"#### Verified on the pixels (`duplicates()`, default threshold {default_thr:.2f})",
+            "",
+            "Candidate pairs (cnn cosine >= the candidate threshold among each image's "
+            "neighbours, or perceptual hashes within 6 bits) are verified with local "
+            "features (ORB), a RANSAC similarity and a photometric check "
+            f"(`search/verify.py`): {v.pairs_verified} pairs, {v.images_read} images read. "
+            "Scored **strictly**: a pair in one `near` group is right only when both come "
+            "from the same original photo (two Holidays shots of one scene count wrong).",
+            "",
+            common.table(
+                [
+                    "`near`",
+                    "precision",
+                    "recall",
+                    "pairs",
+                    "correct",
+                    "false: HH same scene/HH other/HP/PP",
+                ],
+                [
+                    [
+                        "all edits",
+                        f"{n.precision:.4f}",
+                        f"{n.recall:.4f}",
+                        n.predicted,
+                        n.correct,
+                        f"{n.fp_holidays_same_scene}/{n.fp_holidays_other}/"
+                        f"{n.fp_holidays_photo}/{n.fp_photo_photo}",
+                    ]
+                ],
+            ),
+            "",
+            "Per edit: precision of the `near` pairs holding a copy with that edit; recall: "
+            "share of those copies grouped with their own original.",
+            "",
+            common.table(["edit", "precision", "recall"], edit_rows),
+            "",
+            f"`scenes` (pairs alike to the cnn at >= {default_thr:.2f} or by the hash, not "
+            f"verified as copies): {v.scenes_pairs} pairs, precision {v.scenes_precision:.4f} "
+            "(a pair is right when both show one Holidays scene or one photo), recall "
+            f"{v.scenes_recall:.4f} of the {v.scenes_truth} pairs of Holidays photos of one "
+            f"scene. `unverified` groups: {v.unverified} (every file is readable here).",
+            "",
+            f"`duplicates()` time, median: {times.baseline_s * 1e3:.0f} ms with the vector "
+            f"test alone (`verify=False`, 5 runs after a warm-up), {times.verified_s:.1f} s "
+            f"verified ({VERIFIED_RUNS} run(s); each reads and verifies again): {ratio:.0f}x.",
+        ]
+    )
+
+
 def targets(
-    recall: dict[str, dict[str, float]], scores: list[PairScore], default_thr: float
+    recall: dict[str, dict[str, float]],
+    scores: list[PairScore],
+    verified: Verified,
+    default_thr: float,
 ) -> list[Target]:
-    """cnn recall@1 overall and on its weakest edit; duplicates' precision at the default."""
+    """cnn recall@1 overall and on its weakest edit; verified duplicates' strict precision
+    and recall, overall and on the weakest edit; the old threshold's lenient precision."""
     cnn = recall["cnn"]
     worst = min(TRANSFORMS, key=lambda t: cnn[t])
     at_default = next(s for s in scores if abs(s.threshold - default_thr) < 1e-9)
     best = recommend(scores)
+    edits = verified.per_edit
+    worst_p = min(edits, key=lambda t: edits[t][0])
+    worst_r = min(edits, key=lambda t: edits[t][1])
     return [
         check(
             "search: cnn recall@1 of the copies, overall",
@@ -484,7 +668,35 @@ def targets(
             "{:.3f}",
         ),
         check(
-            f"duplicates at the default threshold {default_thr:.2f}: pairwise precision, "
+            "duplicates, verified: strict pairwise precision of `near` (bursts counted wrong)",
+            verified.near.precision,
+            ">=",
+            TARGET_STRICT_PRECISION,
+            "{:.4f}",
+        ),
+        check(
+            "duplicates, verified: pairwise recall of `near`",
+            verified.near.recall,
+            ">=",
+            TARGET_STRICT_RECALL,
+            "{:.4f}",
+        ),
+        check(
+            f"duplicates, verified: strict precision of the weakest edit (`{worst_p}`)",
+            edits[worst_p][0],
+            ">=",
+            TARGET_STRICT_PRECISION,
+            "{:.4f}",
+        ),
+        check(
+            f"duplicates, verified: recall of the weakest edit (`{worst_r}`)",
+            edits[worst_r][1],
+            ">=",
+            TARGET_STRICT_RECALL,
+            "{:.4f}",
+        ),
+        check(
+            f"baseline, vector test alone at {default_thr:.2f}: pairwise precision, "
             "same-scene Holidays bursts counted right",
             at_default.precision_scene,
             ">=",
@@ -492,8 +704,7 @@ def targets(
             "{:.4f}",
         ),
         informational(
-            f"the lowest threshold with pairwise precision >= {TARGET_PRECISION} (bursts "
-            "counted wrong)",
+            f"baseline: the lowest threshold with strict pairwise precision >= {TARGET_PRECISION}",
             f"{best.threshold:.2f} (recall {best.recall:.4f})" if best else "none in the sweep",
         ),
     ]
@@ -516,13 +727,13 @@ def main(argv: list[str] | None = None) -> int:
         origin = origins(originals_dir, originals)
         scene = holiday_scenes(distractors)
         recall, timing, indexed = search_recall(originals_dir, distractors, copies, origin, work)
-        scores, dup_seconds, default_thr, dup_n = duplicate_sweep(
+        scores, verified, times, default_thr, dup_n = duplicate_sweep(
             originals_dir, distractors, copies_dir, copies, originals, scene, work
         )
     markdown = render(
-        recall, timing, indexed, len(originals), scores, dup_seconds, default_thr, dup_n
+        recall, timing, indexed, len(originals), scores, verified, times, default_thr, dup_n
     )
-    out.write("neardup", markdown, targets(recall, scores, default_thr))
+    out.write("neardup", markdown, targets(recall, scores, verified, default_thr))
     return 0
 
 

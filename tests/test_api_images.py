@@ -425,7 +425,11 @@ def test_duplicates_endpoint(api: Api, photos: dict[str, bytes]) -> None:
     assert body["exact"] == []
     (group,) = body["near"]
     assert {i["sha256"] for i in group["images"]} == {i["sha256"] for i in pair["images"]}
+    # The stored uploads were read to verify the pair: a copy, not another shot.
+    assert body["scenes"] == [] and body["unverified"] == []
     assert api.get("/v1/duplicates", params={"threshold": 0.99}).status_code == 200
+    unchecked = api.get("/v1/duplicates", params={"verify": "false"}).json()
+    assert unchecked["near"] == body["near"] and unchecked["scenes"] == []
     for bad in ("2", "-0.5", "nan", "x"):
         assert api.get("/v1/duplicates", params={"threshold": bad}).status_code == 422
 

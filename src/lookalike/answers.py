@@ -204,7 +204,7 @@ class SearchAnswer(Answer):
 
 
 class NearDuplicates(Answer):
-    score: float = Field(description="The weakest link's cosine within the group")
+    score: float = Field(description="The weakest link's cosine (or hash score) within the group")
     images: list[Image]
 
     @classmethod
@@ -214,13 +214,24 @@ class NearDuplicates(Answer):
 
 class Duplicates(Answer):
     exact: list[Image] = Field(description="Images found under several paths (same bytes)")
-    near: list[NearDuplicates]
+    near: list[NearDuplicates] = Field(
+        description="Edited copies of one photo (resized, recompressed, cropped, recoloured, "
+        "blurred, captioned, rotated, mirrored), verified on the pixels"
+    )
+    scenes: list[NearDuplicates] = Field(
+        description="Alike but not copies of each other: mostly other shots of one scene"
+    )
+    unverified: list[NearDuplicates] = Field(
+        description="Alike by their vectors, but a file is gone or unreadable, so not verified"
+    )
 
     @classmethod
     def of(cls, report: DuplicateReport) -> Self:
         return cls(
             exact=[Image.of(r) for r in report.exact],
             near=[NearDuplicates.of(g) for g in report.near],
+            scenes=[NearDuplicates.of(g) for g in report.scenes],
+            unverified=[NearDuplicates.of(g) for g in report.unverified],
         )
 
 

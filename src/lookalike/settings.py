@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     # Catalog commits every this many images, so an interrupted run loses little.
     commit_every: int = 64
 
+    # -- dups (issue 11): near-duplicates verified on the pixels (search/verify.py) -------
+    # Verify candidate pairs with local features + RANSAC, so that `near` holds edited
+    # copies of one photo only and other shots of one scene go to `scenes`.
+    duplicate_verify: bool = True
+    # cnn cosine from which two images are a candidate pair to verify (a copy can be less
+    # alike than ``duplicate_threshold`` to the cnn: crops, captions).
+    duplicate_candidate_threshold: float = Field(default=0.74, ge=0.0, le=1.0)
+    # Candidate pairs verified per image at most (the best scored first): bounds the work.
+    duplicate_pairs_per_image: int = Field(default=16, ge=1, le=256)
+    # Longer side (pixels) of the grey copy local features are found on.
+    duplicate_verify_side: int = Field(default=640, ge=64, le=4096)
+    # Local features per image at most (ORB).
+    duplicate_verify_features: int = Field(default=1000, ge=50, le=10_000)
+
     # -- large images (lookalike.decode) --------------------------------------------------
     # A decode whose pixel buffers (estimated from the header: width x height x bytes per
     # pixel, after any reduced decoding) exceed this many bytes is "large"...

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from lookalike.answers import Duplicates, Failed, IndexSummary, SearchAnswer
 from lookalike.cli.common import (
@@ -195,21 +196,50 @@ def _scores_are(measure: Measure) -> str:
 
 @cli.command()
 @click.option("--threshold", type=float, default=None, help="Near-duplicate cosine threshold.")
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="Verify pairs on the pixels: edited copies (near) apart from shots of one scene "
+    "(default: on, the duplicate_verify setting).",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @data_dir_option
 @with_engine
-def duplicates(engine: Lookalike, threshold: float | None, as_json: bool) -> None:
-    """List groups of exact and near-duplicate images."""
-    report = engine.duplicates(threshold)
+def duplicates(
+    engine: Lookalike,
+    threshold: float | None,
+    verify: bool | None,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """List exact duplicates, edited copies of one photo, and shots of one scene."""
+    disable = (as_json or None) if progress is None else not progress
+    with tqdm(total=0, unit="pair", desc="verify", disable=disable, file=sys.stderr) as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = engine.duplicates(threshold, verify=verify, on_progress=advance)
     if as_json:
         echo_json(Duplicates.of(report))
         return
     for row in report.exact:
         click.echo(f"exact {row.sha256[:12]}: " + "  ".join(shown(p) for p in row.paths))
-    for group in report.near:
-        names = "  ".join(shown(r.paths[0]) for r in group.images if r.paths)
-        click.echo(f"near ({group.score:.3f}): {names}")
-    click.echo(f"{len(report.exact)} exact groups, {len(report.near)} near-duplicate groups")
+    for label, groups in (
+        ("near", report.near),
+        ("scene", report.scenes),
+        ("unverified", report.unverified),
+    ):
+        for group in groups:
+            names = "  ".join(shown(r.paths[0]) for r in group.images if r.paths)
+            click.echo(f"{label} ({group.score:.3f}): {names}")
+    click.echo(
+        f"{len(report.exact)} exact groups, {len(report.near)} near-duplicate groups (edited "
+        f"copies), {len(report.scenes)} groups of shots of one scene"
+        + (f", {len(report.unverified)} unverified" if report.unverified else "")
+    )
 
 
 @cli.command()

@@ -46,6 +46,7 @@ from lookalike.search.ranking import SearchOptions
 from lookalike.search.regions import RegionSearch, clamp_box, crop_box
 from lookalike.search.rerank import Measure
 from lookalike.search.status import FolderStatus, folder_size
+from lookalike.search.verify import feature_cache
 from lookalike.settings import Settings
 from lookalike.store.base import ImageRow
 
@@ -485,17 +486,36 @@ class Lookalike:
 
     # -- duplicates ---------------------------------------------------------------------
 
-    def duplicates(self, threshold: float | None = None) -> DuplicateReport:
-        """Groups of exact duplicates (same bytes) and of near-duplicates."""
-        thr = self.settings.duplicate_threshold if threshold is None else threshold
+    def duplicates(
+        self,
+        threshold: float | None = None,
+        *,
+        verify: bool | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> DuplicateReport:
+        """Groups of exact duplicates (same bytes), of edited copies of one photo (``near``),
+        of other shots of one scene (``scenes``) and of pairs whose files could not be read
+        to verify them (``unverified``).
+
+        ``verify``: check candidate pairs on the pixels (default: the ``duplicate_verify``
+        setting); False: every pair passing the vector test is in ``near``, nothing is read.
+        ``on_progress(done, total)`` is called per verified pair.
+        """
+        s = self.settings
+        thr = s.duplicate_threshold if threshold is None else threshold
         cnn = self.descriptor("cnn")
         phash = self.descriptor("phash")
+        checking = s.duplicate_verify if verify is None else verify
         return find_duplicates(
             self.catalog,
             cnn_index=self.indexes.get(cnn),
             cnn=cnn,
             phash=phash,
             threshold=thr,
+            features=feature_cache(s) if checking else None,
+            candidate_threshold=s.duplicate_candidate_threshold,
+            pairs_per_image=s.duplicate_pairs_per_image,
+            progress=on_progress,
         )
 
     def status(self) -> FolderStatus:

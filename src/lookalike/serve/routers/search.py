@@ -111,12 +111,23 @@ def similar(
     return SearchAnswer.of(result, desc.name)
 
 
-@router.get("/duplicates", dependencies=[Read], summary="Exact and near-duplicate groups")
+@router.get(
+    "/duplicates",
+    dependencies=[Read],
+    summary="Exact duplicates, edited copies, shots of one scene",
+)
 def duplicates(
     lk: Engine,
     threshold: Annotated[
         float | None,
         Query(ge=0.0, le=1.0, description="cnn cosine for near-duplicates (default 0.84)"),
     ] = None,
+    verify: Annotated[
+        bool | None,
+        Query(
+            description="Verify pairs on the pixels, telling edited copies (near) from shots "
+            "of one scene (scenes); default: the duplicate_verify setting (on)"
+        ),
+    ] = None,
 ) -> Duplicates:
-    return Duplicates.of(lk.duplicates(threshold))
+    return Duplicates.of(lk.duplicates(threshold, verify=verify))
