@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.eval.retrieval import evaluate
+from lookalike.index.augment import augment_database
 from lookalike.index.whiten import Whitening
-from lookalike.search.rerank import Expansion, augment_database, expand_query
+from lookalike.search.rerank import Expansion, expand_query
 from lookalike.settings import Settings
 from sections import Target, check, informational
 

@@ -319,3 +319,20 @@ def test_descriptors_run_side_by_side_and_store_what_each_embeds(
                     max_pixels=lk.settings.max_image_pixels,
                 )
                 assert row.tobytes() == desc.embed([decoded.image])[0].tobytes()  # raw rows
+
+
+def test_expansion_is_on_by_default_where_the_index_is_whitened(
+    photo_dir: Path, tmp_path: Path
+) -> None:
+    query = str(photo_dir / "chelsea.png")
+    with lookalike.open(tmp_path / "small") as lk:  # below whiten_min_images: raw cosines
+        lk.index([photo_dir], faces=False, progress=False)
+        plain = lk.search_one(query, k=3)
+        assert not plain.expanded and plain.results[0].score == pytest.approx(1.0, abs=1e-4)
+    with lookalike.open(tmp_path / "whitened", whiten_min_images=2, whiten_dim=4) as lk:
+        lk.index([photo_dir], faces=False, progress=False)
+        assert lk.indexes.whitened(lk.descriptor("cnn"))
+        found = lk.search_one(query, k=3)
+        assert found.expanded and found.results[0].image_id == plain.results[0].image_id
+        assert not lk.search_one(query, k=3, expand=False).expanded  # asked: never
+        assert not lk.search_one(query, k=3, descriptor="phash").expanded  # hashes: never

@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 
 from lookalike.errors import BadArgument
+from lookalike.index.augment import augment_database, normalised, weighted_sum
 from lookalike.index.faiss_index import FloatIndex
 from lookalike.search.ranking import SearchOptions, rank
-from lookalike.search.rerank import (
-    Expansion,
-    augment_database,
-    euclidean,
-    expand_query,
-    normalised,
-    pearson,
-    weighted_sum,
-)
+from lookalike.search.rerank import Expansion, euclidean, expand_query, pearson
 from lookalike.settings import get_settings
 
 

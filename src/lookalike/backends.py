@@ -89,6 +89,8 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
             settings.whiten_min_images,
             settings.whiten_power,
             settings.whiten_shrinkage,
+            settings.dba_k,
+            settings.dba_alpha,
         ),
         compact_threshold=settings.compact_threshold,
     )

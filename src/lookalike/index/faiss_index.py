@@ -234,6 +234,30 @@ class FloatIndex(_IdMapped):
         self._index = ivf
         self.kind = "ivf"
 
+    def stored(self, ids: np.ndarray) -> np.ndarray:
+        """The rows held under ``ids`` (all present), float32 (len(ids), dim); exact
+        (``flat``) indexes only: IVF lists keep no map from id to row."""
+        if self.kind != "flat":
+            raise BadInput(f"an {self.kind} index cannot give its rows back")
+        with self._guard.reading():
+            out = [self._index.reconstruct(int(i)) for i in _as_ids(ids)]
+        return np.asarray(out, dtype=np.float32).reshape(len(out), self.dim)
+
+    def transform_rows(self, change: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Replace every row by ``change(all rows)`` (same shape, same order; ``flat`` only):
+        what database-side augmentation does once an index is built."""
+        if self.kind != "flat":
+            raise BadInput(f"the rows of an {self.kind} index cannot be rewritten")
+        with self._guard.writing():
+            n = int(self._index.ntotal)
+            if n == 0:
+                return
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            rows = self._rows(change(self._index.index.reconstruct_n(0, n)), n)
+            fresh = faiss.IndexIDMap2(_flat(self.dim, self.metric))
+            fresh.add_with_ids(rows, ids)
+            self._index = fresh
+
     def _rows(self, rows: np.ndarray, n: int) -> np.ndarray:
         rows = np.ascontiguousarray(rows, dtype=np.float32).reshape(n, -1)
         if rows.shape[1] != self.dim:

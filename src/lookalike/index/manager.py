@@ -95,11 +95,6 @@ def rows_as(descriptor: IndexSpec, raw: np.ndarray) -> np.ndarray:
     return raw.view(np.float32).reshape(len(raw), descriptor.dim)
 
 
-def _versioned(version: str, fitted: Fitted | None) -> str:
-    """The version of an index over ``version`` vectors, whitened by ``fitted`` or not."""
-    return version if fitted is None else f"{version}+{fitted.whitening.tag}"
-
-
 # No whitening for any descriptor (the faces' index, and the default of the class).
 NO_WHITENING = WhitenPolicy(frozenset(), 0, 2)
 
@@ -167,6 +162,13 @@ class IndexManager:
             self._held[descriptor.name] = held
             return held.index
 
+    def whitened(self, descriptor: IndexSpec) -> bool:
+        """Whether the descriptor's index compares whitened rows (brought up to date
+        first): query expansion is on by default only then."""
+        with self._lock:
+            self.get(descriptor)
+            return self._current(descriptor) is not None
+
     def rebuild(self, descriptor: IndexSpec) -> VectorIndex:
         """Build the index afresh from the catalog's vectors and persist it."""
         with self._lock:
@@ -204,7 +206,7 @@ class IndexManager:
 
     def _version(self, descriptor: IndexSpec) -> str:
         """The version the descriptor's index must have now (whitening included)."""
-        return _versioned(descriptor.version, self._current(descriptor))
+        return self._versioned(descriptor.version, self._current(descriptor))
 
     def _whitens(self, descriptor: IndexSpec) -> bool:
         return descriptor.kind == "float" and self.whiten.applies(descriptor.name, descriptor.dim)
@@ -286,7 +288,9 @@ class IndexManager:
         index = self._empty(descriptor, ids, fitted)
         for batch, raw in self.source.vector_batches(name, version, BUILD_BATCH):
             index.add(batch, rows_as(descriptor, raw))
-        return _Held(index, _versioned(version, fitted), generation)
+        if isinstance(index, WhitenedIndex):
+            index.augment()
+        return _Held(index, self._versioned(version, fitted), generation)
 
     def _empty(self, descriptor: IndexSpec, ids: np.ndarray, fitted: Fitted | None) -> VectorIndex:
         """An empty index of the kind ``ids`` (the vectors to come) call for; an IVF one is
@@ -312,7 +316,20 @@ class IndexManager:
             if len(rows):
                 assert isinstance(index, FloatIndex)
                 index.train_ivf(rows, n)
-        return WhitenedIndex(index, whitening) if whitening else index
+        return self._whitened(index, whitening) if whitening else index
+
+    def _whitened(
+        self, index: VectorIndex, whitening: Whitening, *, augmented: bool = False
+    ) -> WhitenedIndex:
+        dba = (self.whiten.dba_k, self.whiten.dba_alpha)
+        return WhitenedIndex(index, whitening, dba=dba, augmented=augmented)
+
+    def _versioned(self, version: str, fitted: Fitted | None) -> str:
+        """The version of an index over ``version`` vectors, whitened by ``fitted`` (with
+        the policy's augmentation) or not."""
+        if fitted is None:
+            return version
+        return f"{version}+{fitted.whitening.tag}{self.whiten.augmentation}"
 
     def _rows_of(self, descriptor: IndexSpec, ids: np.ndarray) -> np.ndarray:
         """The rows of ``ids`` (those still in the source), read BUILD_BATCH at a time."""
@@ -326,7 +343,7 @@ class IndexManager:
     def _sync(self, descriptor: IndexSpec, held: _Held | None, generation: int) -> _Held:
         wanted = self.source.vector_ids(descriptor.name, descriptor.version)
         fitted = self._whitening_for(descriptor, wanted)
-        if held is None or held.version != _versioned(descriptor.version, fitted):
+        if held is None or held.version != self._versioned(descriptor.version, fitted):
             return self._build(descriptor, generation, wanted, fitted)
         have = held.index.ids()
         n = len(wanted)
@@ -389,7 +406,7 @@ class IndexManager:
             raise _Damaged(f"{len(index)} vectors under {len(ids)} ids")
         fitted = self._current(descriptor)
         if fitted is not None:  # the version named its tag: this whitening's
-            index = WhitenedIndex(index, fitted.whitening)
+            index = self._whitened(index, fitted.whitening, augmented=True)
         return _Held(index, version, head["generation"])
 
     def _save(self, name: str, held: _Held) -> None:

@@ -18,7 +18,9 @@ import numpy as np
 
 from lookalike.errors import BadInput
 from lookalike.files import atomic_write
+from lookalike.index.augment import augment_database, weighted_sum
 from lookalike.index.base import VectorIndex
+from lookalike.index.faiss_index import FloatIndex
 from lookalike.index.whiten import Whitening, WhiteningMismatch
 
 # Most vectors a whitening is learned from: the covariance of 100k rows is as good as that
@@ -36,6 +38,15 @@ class WhitenPolicy:
     min_images: int
     power: float = 0.5
     shrinkage: float = 0.1
+    # Database-side augmentation of exact (flat) whitened indexes: each row summed with
+    # its ``dba_k`` nearest, weighted by similarity ** ``dba_alpha`` (0: none).
+    dba_k: int = 0
+    dba_alpha: float = 3.0
+
+    @property
+    def augmentation(self) -> str:
+        """What the index version says of the augmentation: ``+dba<k>a<alpha>`` or nothing."""
+        return f"+dba{self.dba_k}a{self.dba_alpha:g}" if self.dba_k > 0 else ""
 
     def applies(self, name: str, width: int) -> bool:
         """Whether ``name``'s rows (``width`` wide) are whitened at all."""
@@ -90,10 +101,30 @@ class WhitenedIndex:
     """``inner`` (an index over whitened rows) taking descriptor rows: rows and queries are
     whitened first. ``search(rows)`` is ``search_space(to_space(rows))`` as for any index."""
 
-    def __init__(self, inner: VectorIndex, whitening: Whitening) -> None:
+    def __init__(
+        self,
+        inner: VectorIndex,
+        whitening: Whitening,
+        *,
+        dba: tuple[int, float] = (0, 3.0),
+        augmented: bool = False,
+    ) -> None:
         self.inner = inner
         self.whitening = whitening
         self.kind = inner.kind  # set before wrapping (an IVF index is trained first)
+        # (k, alpha) of database-side augmentation; it applies to exact indexes only: an
+        # approximate one would need a search per row at every rebuild (ARCHITECTURE.md).
+        self._dba = dba if isinstance(inner, FloatIndex) and inner.kind == "flat" else (0, 0.0)
+        # Whether the rows held are augmented (then rows added later are augmented as they
+        # come, with their neighbours among them); a build adds plain rows, then augments.
+        self._augmented = augmented and self._dba[0] > 0
+
+    def augment(self) -> None:
+        """Augment every row held (DBA, exact neighbours), once an index is built."""
+        k, alpha = self._dba
+        if k > 0 and isinstance(self.inner, FloatIndex):
+            self.inner.transform_rows(lambda rows: augment_database(rows, k, alpha))
+            self._augmented = True
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -103,7 +134,26 @@ class WhitenedIndex:
 
     def add(self, ids: np.ndarray, rows: np.ndarray) -> None:
         if len(ids):
-            self.inner.add(ids, self.to_space(rows))
+            self.inner.add(ids, self._augmented_rows(self.to_space(rows)))
+
+    def held(self, ids: np.ndarray) -> np.ndarray | None:
+        """The rows held under ``ids`` (augmented where the index is), or None when the
+        inner index keeps no rows to give back (approximate ones)."""
+        inner = self.inner
+        if isinstance(inner, FloatIndex) and inner.kind == "flat":
+            return inner.stored(ids)
+        return None
+
+    def _augmented_rows(self, rows: np.ndarray) -> np.ndarray:
+        """New whitened rows summed with their nearest rows held, when the index is
+        augmented (as :meth:`augment` did to the others); ``rows`` otherwise."""
+        k, alpha = self._dba
+        inner = self.inner
+        if not self._augmented or not isinstance(inner, FloatIndex) or len(inner) == 0:
+            return rows
+        sims, near = inner.search_space(rows, k)
+        neighbours = inner.stored(near.ravel()).reshape(*near.shape, -1)
+        return weighted_sum(rows, neighbours, sims, alpha)
 
     def remove(self, ids: np.ndarray) -> None:
         self.inner.remove(ids)

@@ -448,7 +448,10 @@ class Lookalike:
     ) -> SearchOptions:
         """The measure and expansion a search with these arguments uses (BadArgument if the
         descriptor cannot take them)."""
-        return SearchOptions.of(self.descriptor(descriptor), self.settings, measure, expand)
+        desc = self.descriptor(descriptor)
+        auto = expand is None and self.settings.query_expansion is None and desc.kind == "float"
+        whitened = auto and self.indexes.whitened(desc)
+        return SearchOptions.of(desc, self.settings, measure, expand, whitened=whitened)
 
     def _hits(
         self, rows: np.ndarray, k: int, desc: Descriptor, options: SearchOptions

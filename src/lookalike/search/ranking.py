@@ -17,6 +17,7 @@ import numpy as np
 from lookalike.errors import BadArgument
 from lookalike.index.base import IndexSpec, VectorIndex, VectorSource
 from lookalike.index.manager import rows_as
+from lookalike.index.whitened import WhitenedIndex
 from lookalike.search.rerank import (
     FLOAT_MEASURES,
     MEASURES,
@@ -30,6 +31,8 @@ from lookalike.settings import Settings
 
 # Pearson re-ranks at least this many cosine candidates, however small k is.
 MIN_SHORTLIST = 100
+# Query expansion passes over rows this close to the query's (the query itself).
+SAME_ROW = 0.9999
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,18 @@ class SearchOptions:
 
     @classmethod
     def of(
-        cls, desc: IndexSpec, settings: Settings, measure: str | None, expand: bool | None
+        cls,
+        desc: IndexSpec,
+        settings: Settings,
+        measure: str | None,
+        expand: bool | None,
+        *,
+        whitened: bool = False,
     ) -> SearchOptions:
         """The options of one search: ``measure`` None is the descriptor's own (cosine, or
         hamming for hash codes), ``expand`` None the ``query_expansion`` setting where it
-        applies. BadArgument for a measure or an expansion the descriptor cannot take."""
+        applies (that setting None: expansion where the index is ``whitened``). BadArgument
+        for a measure or an expansion the descriptor cannot take."""
         chosen = measure or ("hamming" if desc.kind == "binary" else "cosine")
         if chosen not in MEASURES:
             raise BadArgument(f"measure must be one of {', '.join(MEASURES)}, not {chosen!r}")
@@ -59,7 +69,8 @@ class SearchOptions:
         can_expand = desc.kind == "float" and chosen != "pearson"
         if expand and not can_expand:
             raise BadArgument(f"query expansion does not apply to {desc.name} by {chosen}")
-        wanted = settings.query_expansion if expand is None else expand
+        default = whitened if settings.query_expansion is None else settings.query_expansion
+        wanted = default if expand is None else expand
         expansion = (
             Expansion(settings.query_expansion_n, settings.query_expansion_alpha)
             if wanted and can_expand
@@ -102,19 +113,32 @@ def rank(
 def _expanded(
     index: VectorIndex, catalog: VectorSource, desc: IndexSpec, q: np.ndarray, expansion: Expansion
 ) -> np.ndarray:
-    """The alpha-expanded query row (1, d) in the index's space; ``q`` if nothing is near."""
-    scores, ids = index.search_space(q, expansion.n)
-    near, sims = merge_variants(scores, ids, expansion.n)
+    """The alpha-expanded query row (1, d) in the index's space; ``q`` if nothing is near.
+
+    Images whose rows equal the query's (the query itself, when it is indexed, or a byte
+    copy) are passed over: adding the query to itself expands nothing."""
+    scores, ids = index.search_space(q, expansion.n + 1)
+    near, sims = merge_variants(scores, ids, expansion.n + 1)
     if len(near) == 0:
         return q
     found, raw = catalog.vectors_for(desc.name, desc.version, near.tolist())
     if len(found) == 0:  # removed meanwhile
         return q
+    rows = index.to_space(rows_as(desc, raw))
+    others = (rows @ q.T).max(axis=1) < SAME_ROW
     # vectors_for answers by id; weigh each row by its own similarity.
     by_id = dict(zip(near.tolist(), sims.tolist(), strict=True))
     weights = np.array([by_id[int(i)] for i in found], dtype=np.float32)
-    rows = index.to_space(rows_as(desc, raw))
-    return expand_query(q, scores[:, 0], rows, weights, expansion.alpha)
+    order = np.argsort(-weights, kind="stable")
+    keep = order[others[order]][: expansion.n]
+    if len(keep) == 0:
+        return q
+    # The rows the index holds where it can give them (augmented ones), else these.
+    held = index.held(found[keep]) if isinstance(index, WhitenedIndex) else None
+    chosen = rows[keep] if held is None else held
+    # The variant expanded is the one closest to these neighbours (not to the query itself).
+    variant_scores = (q @ chosen.T).max(axis=1)
+    return expand_query(q, variant_scores, chosen, weights[keep], expansion.alpha)
 
 
 def _pearson(

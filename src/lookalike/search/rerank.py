@@ -21,6 +21,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from lookalike.errors import BadArgument
+from lookalike.index.augment import weighted_sum
 
 Measure = Literal["cosine", "euclidean", "pearson", "hamming"]
 MEASURES: tuple[Measure, ...] = get_args(Measure)
@@ -51,25 +52,6 @@ class Expansion:
         return f"qe{self.n}a{self.alpha:g}"
 
 
-def normalised(rows: np.ndarray) -> np.ndarray:
-    """``rows`` float32 (n, d) scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def weighted_sum(
-    own: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float
-) -> np.ndarray:
-    """``normalise(own + sum_i max(sims_i, 0) ** alpha * neighbours_i)`` per row.
-
-    ``own`` (m, d), ``neighbours`` (m, n, d), ``sims`` (m, n): returns float32 (m, d). A
-    negative similarity weighs nothing (``0 ** 0`` counts as 0 too: it is no neighbour)."""
-    clipped = np.maximum(np.asarray(sims, dtype=np.float64), 0.0)
-    weights = np.where(clipped > 0, clipped**alpha, 0.0).astype(np.float32)
-    return normalised(own + np.einsum("mn,mnd->md", weights, neighbours))
-
-
 def expand_query(
     rows: np.ndarray, scores: np.ndarray, neighbours: np.ndarray, sims: np.ndarray, alpha: float
 ) -> np.ndarray:
@@ -83,31 +65,6 @@ def expand_query(
     ``sims`` (n,) their best similarity to the query."""
     best = int(np.argmax(scores))
     return weighted_sum(rows[best : best + 1], neighbours[None], sims[None], alpha)
-
-
-def augment_database(rows: np.ndarray, k: int, alpha: float, *, chunk: int = 4096) -> np.ndarray:
-    """DBA: each row replaced by the normalised weighted sum of itself and its ``k`` nearest
-    other rows (weights ``similarity ** alpha``); float32 (n, d).
-
-    Exact neighbours by blocks of ``chunk`` rows (memory: ``chunk * n`` floats); an index
-    builder with an approximate index would find the neighbours with it instead and call
-    :func:`weighted_sum`. ``k`` 0 returns the rows as they are."""
-    x = np.asarray(rows, dtype=np.float32)
-    if k < 0:
-        raise BadArgument(f"database augmentation needs k >= 0, not {k}")
-    k = min(k, len(x) - 1)
-    if k <= 0:
-        return x.copy()
-    out = np.empty_like(x)
-    for start in range(0, len(x), chunk):
-        block = x[start : start + chunk]
-        sims = block @ x.T
-        own = np.arange(start, start + len(block))
-        sims[np.arange(len(block)), own] = -np.inf  # a row is not its own neighbour
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        out[start : start + len(block)] = weighted_sum(block, x[top], top_sims, alpha)
-    return out
 
 
 def euclidean(sims: np.ndarray) -> np.ndarray:
