@@ -1,9 +1,10 @@
 """The compact index (``index/compact.py``) against the IVF index, and at 10M vectors.
 
-a) ``candidates``: on N synthetic cnn-like vectors (default 1,000,000), whitened to 512
-   dimensions as the index manager does (``Whitening.fit`` on a 100k sample, the default
-   settings), the coarse-to-fine candidates, each re-ranking its shortlist exactly with the
-   float16 rows memory-mapped from one file on disk:
+a) ``candidates``: on N synthetic cnn-like vectors (default 1,000,000), whitened as the
+   index manager does (``Whitening.fit`` on a 100k sample with the default settings:
+   ``whiten_dim`` 256, power and shrinkage), the coarse-to-fine candidates, each
+   re-ranking its shortlist exactly with the float16 rows memory-mapped from one file on
+   disk:
 
    - *IVF-PQ*: ``CompactIndex`` itself (IVF lists, 32-byte PQ codes);
    - *OPQ + IVF-PQ*: the same with faiss' learned rotation (``OPQMatrix``) first;
@@ -81,6 +82,18 @@ TARGET_RECALL = 0.95
 QUICK = "candidates at 200,000 vectors, the compact index at 1,000,000 instead of 10,000,000"
 # A one-row search: the query row (1, d) in, the top K row numbers out.
 QueryFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _fit(sample: np.ndarray) -> Whitening:
+    """The whitening the index manager would fit on ``sample`` with the default settings."""
+    s = lookalike.get_settings()
+    return Whitening.fit(
+        sample,
+        s.whiten_dim,
+        source_version="b",
+        power=s.whiten_power,
+        shrinkage=s.whiten_shrinkage,
+    )
 
 
 class Spectral:
@@ -216,7 +229,7 @@ def bench_candidates(n: int, folder: Path) -> tuple[list[Measured], tuple[float,
     qraw = model.sample(QUERIES, np.random.default_rng(4))
     stats = pair_stats(raw, qraw)
     print("pairs mean {:.3f} p5 {:.3f} p95 {:.3f}, nn {:.3f}".format(*stats), flush=True)
-    whitening, fit_s = common.timed(functools.partial(Whitening.fit, raw, 512, source_version="b"))
+    whitening, fit_s = common.timed(functools.partial(_fit, raw))
     del raw
     q = whitening.apply(qraw)
     train_at = CompactIndex.training_sample(n)
@@ -314,7 +327,7 @@ def bench_scale(n: int, folder: Path) -> tuple[Measured, float, float]:
     """``CompactIndex`` at ``n`` vectors: (figures, train s, f16 GB on disk)."""
     model = Spectral(effnet.FEATURE_DIM, n)
     first = next(model.chunks(n, seed=3))
-    whitening = Whitening.fit(first, 512, source_version="b")
+    whitening = _fit(first)
     q = whitening.apply(model.sample(QUERIES, np.random.default_rng(4)))
     # Trained on as many fresh draws of the mixture as a sample of the rows would hold.
     size = len(CompactIndex.training_sample(n))
@@ -352,7 +365,8 @@ def render_candidates(n: int, results: list[Measured], stats: tuple[float, ...])
             "",
             f"{n:,} synthetic 1280-d cnn-like vectors (random pairs' cosine {mean:.2f}, 5th/95th "
             f"percentile {p5:.2f}/{p95:.2f}, queries' nearest neighbour {nn:.2f}; recipe in "
-            "the docstring of `bench/compact.py`), whitened to 512 dimensions. Each compact "
+            "the docstring of `bench/compact.py`), whitened as the default settings say. "
+            "Each compact "
             f"candidate scans {compact_module.NPROBE} of its IVF lists for a shortlist of "
             f"{compact_module.SHORTLIST} rows and re-ranks it exactly with the float16 rows "
             "memory-mapped from disk (in the page cache here). RAM per image: the faiss "
