@@ -336,3 +336,8 @@ def test_expansion_is_on_by_default_where_the_index_is_whitened(
         assert found.expanded and found.results[0].image_id == plain.results[0].image_id
         assert not lk.search_one(query, k=3, expand=False).expanded  # asked: never
         assert not lk.search_one(query, k=3, descriptor="phash").expanded  # hashes: never
+        # A box search compares regions by cosine: the default expansion does not refuse it.
+        boxed = lk.search_one(query, k=3, box=(0, 0, 200, 200))
+        assert boxed.results and not boxed.expanded
+        with pytest.raises(BadInput, match="without expansion"):
+            lk.search_one(query, k=3, box=(0, 0, 200, 200), expand=True)

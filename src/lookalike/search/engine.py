@@ -284,11 +284,11 @@ class Lookalike:
         if k <= 0:
             raise BadArgument(f"k must be a positive number, got {k}")
         desc = self.descriptor(descriptor)
-        options = self.search_options(desc.name, measure, expand)
         if box is not None:
-            if options.measure != "cosine" or options.expansion is not None:
+            if measure not in (None, "cosine") or expand:
                 raise BadArgument("a box search compares regions by cosine, without expansion")
             return self._search_box(query, box, k, desc)
+        options = self.search_options(desc.name, measure, expand)
         if self.cache.enabled and not isinstance(query, Image.Image):
             return self._search_cached(query, k, desc, options)
         t0 = time.perf_counter()
