@@ -51,6 +51,8 @@ def edited_copies(image: Image.Image) -> dict[str, Image.Image]:
         "rotate90": image.transpose(Image.Transpose.ROTATE_90),
         "mirror": image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         "small": image.resize((w // 2, h // 2), Image.Resampling.LANCZOS),
+        # Resized to another aspect ratio (a thumbnail squeezed to a fixed box).
+        "stretched": image.resize((w * 2 // 5, h * 3 // 5), Image.Resampling.BILINEAR),
     }
 
 

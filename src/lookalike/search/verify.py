@@ -59,6 +59,12 @@ BAND_MAX_ROWS = 0.3
 TEXTURE = 2.0
 
 
+# A copy resized to another aspect ratio is stretched by at most this factor (one side
+# against the other); the affine fit is tried after the similarity, on pairs it did not
+# find to be copies.
+MAX_STRETCH = 2.0
+
+
 class Kind(Enum):
     """What a verified pair is."""
 
@@ -188,15 +194,17 @@ def _matches(a: Features, b: Features, ratio: float) -> tuple[np.ndarray, np.nda
 
 
 def _transform(
-    a: Features, b: Features, config: VerifyConfig
+    a: Features, b: Features, config: VerifyConfig, *, stretched: bool = False
 ) -> tuple[np.ndarray | None, int, int]:
     """The similarity taking ``b``'s grey copy onto ``a``'s (2x3), its inlier count and the
-    count of matches it was fitted to."""
+    count of matches it was fitted to. ``stretched``: an affine map instead, for a copy
+    resized to another aspect ratio (None if it stretches more than MAX_STRETCH)."""
     pa, pb = _matches(a, b, config.ratio)
     if len(pa) < config.min_inliers:
         return None, 0, len(pa)
     threshold = config.ransac_share * max(a.grey.shape)
-    matrix, inliers = cv2.estimateAffinePartial2D(
+    fit = cv2.estimateAffine2D if stretched else cv2.estimateAffinePartial2D
+    matrix, inliers = fit(
         pb,
         pa,
         method=cv2.RANSAC,
@@ -206,6 +214,10 @@ def _transform(
     )
     if matrix is None or inliers is None:
         return None, 0, len(pa)
+    if stretched:
+        scales = np.linalg.svd(matrix[:, :2], compute_uv=False)
+        if scales[1] <= 0 or scales[0] / scales[1] > MAX_STRETCH:
+            return None, 0, len(pa)
     return matrix, int(inliers.sum()), len(pa)
 
 
@@ -288,9 +300,9 @@ def verify_pair(
     """Whether ``a`` and ``b`` are copies of one photo (``b_mirrored``: b's mirrored
     features, asked for only when the plain pair is not a copy)."""
     best = Verdict(Kind.SCENE, 0, 0.0)
-    for flip in (False, True):
+    for flip, stretched in ((False, False), (True, False), (False, True), (True, True)):
         other = b_mirrored() if flip else b
-        matrix, inliers, matches = _transform(a, other, config)
+        matrix, inliers, matches = _transform(a, other, config, stretched=stretched)
         if matrix is None or inliers < config.min_inliers:
             continue
         share = agreement(a.grey, other.grey, matrix, config)
