@@ -17,6 +17,7 @@ import lookalike
 from lookalike.answers import SearchAnswer
 from lookalike.errors import BadInput, NotFound
 from lookalike.search.engine import Lookalike
+from lookalike.settings import Settings
 
 from .conftest import sample, variants
 
@@ -321,7 +322,7 @@ def test_descriptors_run_side_by_side_and_store_what_each_embeds(
                 assert row.tobytes() == desc.embed([decoded.image])[0].tobytes()  # raw rows
 
 
-def test_expansion_is_on_by_default_where_the_index_is_whitened(
+def test_automatic_expansion_is_on_where_the_index_is_whitened(
     photo_dir: Path, tmp_path: Path
 ) -> None:
     query = str(photo_dir / "chelsea.png")
@@ -332,6 +333,11 @@ def test_expansion_is_on_by_default_where_the_index_is_whitened(
     with lookalike.open(tmp_path / "whitened", whiten_min_images=2, whiten_dim=4) as lk:
         lk.index([photo_dir], faces=False, progress=False)
         assert lk.indexes.whitened(lk.descriptor("cnn"))
+        assert not lk.search_one(query, k=3).expanded  # off by default
+    automatic = Settings(
+        data_dir=tmp_path / "whitened", whiten_min_images=2, whiten_dim=4, query_expansion=None
+    )
+    with Lookalike(automatic) as lk:
         found = lk.search_one(query, k=3)
         assert found.expanded and found.results[0].image_id == plain.results[0].image_id
         assert not lk.search_one(query, k=3, expand=False).expanded  # asked: never

@@ -232,10 +232,11 @@ class Settings(BaseSettings):
     # ``query_expansion_n`` nearest images, weighted by similarity ** ``query_expansion_alpha``,
     # searched again; scores are then similarities to that expanded query. On Holidays it
     # gains only on whitened vectors (mAP 0.8545 -> 0.8628; with DBA 0.8723 -> 0.8809) and
-    # loses on raw ones (0.8436 -> 0.8398; BENCHMARKS.md, holidays). So None (default): on
-    # where the index compares whitened rows (whiten_min_images and more), off elsewhere;
-    # true/false: always/never.
-    query_expansion: bool | None = None
+    # loses on raw ones (0.8436 -> 0.8398; BENCHMARKS.md, holidays). Off by default: on the
+    # near-duplicate set (whitened, 887 images) it ranked the original of a copy rotated
+    # by 90 degrees first for 0.893 of them, against 1.000 without. None: on where the
+    # index compares whitened rows (whiten_min_images and more), off elsewhere.
+    query_expansion: bool | None = False
     query_expansion_n: int = Field(default=2, ge=1, le=100)
     query_expansion_alpha: float = Field(default=3.0, ge=0.0, le=100.0)
     # Pearson correlation is computed exactly on this many times k cosine candidates (at
