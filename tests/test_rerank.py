@@ -232,6 +232,21 @@ def test_expansion_searches_with_the_expanded_best_variant() -> None:
     np.testing.assert_allclose(scores, np.sort(sims)[::-1][:5], atol=1e-5)
 
 
+def test_expansion_ranks_an_image_equal_to_a_query_variant_first() -> None:
+    # Row 7 is the query turned back (a lossless rotation); the other variant is near a
+    # tight group (rows 20-22) that the expansion follows, away from row 7.
+    rows = unit_rows(60, 16, seed=21)
+    centre = unit_rows(1, 16, seed=22)[0]
+    rows[20:23] = normalised(centre + 0.05 * unit_rows(3, 16, seed=23))
+    query = np.stack([normalised(centre + 0.05 * unit_rows(1, 16, seed=24))[0], rows[7]])
+    ids, scores = rank(index_of(rows), Rows(rows), CNN, query, 4, options(expand=True))
+    assert ids[0] == 7 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert set(ids[1:].tolist()) == {20, 21, 22}
+    # Without expansion the same image is first too: the rule only keeps it there.
+    plain, _ = rank(index_of(rows), Rows(rows), CNN, query, 1, options(expand=False))
+    assert plain[0] == 7
+
+
 @pytest.mark.parametrize(("measure", "expand"), [("cosine", True), ("pearson", None)])
 def test_an_empty_index_finds_nothing(measure: str, expand: bool | None) -> None:
     empty = FloatIndex(16)
