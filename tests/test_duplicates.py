@@ -167,17 +167,38 @@ def test_work_is_bounded_per_image() -> None:
     assert max(Counter(i for pair in kept for i in pair).values()) <= 2
 
 
-def test_features_are_read_once_and_released(tmp_path: Path) -> None:
+def _sample_rows(tmp_path: Path, names: tuple[str, ...]) -> dict[int, ImageRow]:
     rows = {}
-    for i, name in enumerate(("coffee", "chelsea", "rocket"), start=1):
+    for i, name in enumerate(names, start=1):
         path = tmp_path / f"{name}.png"
         sample(name).save(path)
         data = path.read_bytes()
         rows[i] = ImageRow(i, sha256_hex(data), 1, 1, "PNG", len(data), (str(path),))
+    return rows
+
+
+def test_features_are_read_once_and_released(tmp_path: Path) -> None:
+    rows = _sample_rows(tmp_path, ("coffee", "chelsea", "rocket"))
     cache = FeatureCache(CONFIG, max_pixels=10**8)
     verdicts = verify_all([(1, 2), (1, 3), (2, 3)], rows, cache)
     assert cache.computed == 3 and cache.held == 0
     assert {v.kind for v in verdicts.values()} == {Kind.SCENE}
+
+
+def test_threads_verify_as_one_does_reading_each_image_once(tmp_path: Path) -> None:
+    rows = _sample_rows(tmp_path, ("coffee", "chelsea", "rocket", "astronaut"))
+    # Image 5 is a caption-edited copy of image 1: one pair of the six is a copy.
+    copy = tmp_path / "copy.png"
+    _caption(sample("coffee")).save(copy)
+    data = copy.read_bytes()
+    rows[5] = ImageRow(5, sha256_hex(data), 1, 1, "PNG", len(data), (str(copy),))
+    pairs = [(a, b) for a in rows for b in rows if a < b]
+    alone = verify_all(pairs, rows, FeatureCache(CONFIG, max_pixels=10**8))
+    shared = FeatureCache(CONFIG, max_pixels=10**8, workers=4)
+    together = verify_all(pairs, rows, shared)
+    assert together == alone
+    assert [p for p, v in together.items() if v.kind is Kind.COPY] == [(1, 5)]
+    assert shared.computed == len(rows) and shared.held == 0
 
 
 def test_a_large_image_is_read_at_a_bounded_size(tmp_path: Path) -> None:

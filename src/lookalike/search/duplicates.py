@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -40,6 +41,8 @@ from lookalike.store.base import Catalog, ImageRow
 NEIGHBOURS = 16
 # Hamming distance (of 64 bits) under which two hashes mean the same picture.
 PHASH_MAX_DISTANCE = 6
+# Pairs queued per verifying thread at a time (their images' features are held meanwhile).
+VERIFY_WINDOW = 8
 
 Progress = Callable[[int, int], None]
 
@@ -183,24 +186,36 @@ def verify_all(
     features: FeatureCache,
     progress: Progress | None = None,
 ) -> dict[tuple[int, int], Verdict]:
-    """A verdict per pair; each image's features are dropped after its last pair."""
+    """A verdict per pair, ``features.workers`` pairs at a time (OpenCV and the decoders
+    release the GIL); each image's features are dropped after its last pair, so memory is
+    bounded by the images of the pairs in flight and of those still to come."""
     left = Counter(i for pair in pairs for i in pair)
     out: dict[tuple[int, int], Verdict] = {}
-    for done, (a, b) in enumerate(pairs, start=1):
-        ra, rb = rows.get(a), rows.get(b)
-        fa = features.get(ra) if ra is not None else None
-        fb = features.get(rb) if rb is not None else None
-        if fa is None or fb is None or rb is None:
-            out[(a, b)] = Verdict(Kind.UNREADABLE, 0, 0.0)
-        else:
-            out[(a, b)] = verify_pair(fa, fb, partial(features.flipped, rb, fb), features.config)
-        for i in (a, b):
-            left[i] -= 1
-            if left[i] == 0:
-                features.release(i)
-        if progress is not None:
-            progress(done, len(pairs))
+    window = VERIFY_WINDOW * features.workers
+    with ThreadPoolExecutor(features.workers, thread_name_prefix="verify") as pool:
+        for start in range(0, len(pairs), window):
+            chunk = pairs[start : start + window]
+            verdicts = pool.map(partial(_verify_one, rows=rows, features=features), chunk)
+            for pair, verdict in zip(chunk, verdicts, strict=True):
+                out[pair] = verdict
+                for i in pair:
+                    left[i] -= 1
+                    if left[i] == 0:
+                        features.release(i)
+                if progress is not None:
+                    progress(len(out), len(pairs))
     return out
+
+
+def _verify_one(
+    pair: tuple[int, int], *, rows: dict[int, ImageRow], features: FeatureCache
+) -> Verdict:
+    ra, rb = rows.get(pair[0]), rows.get(pair[1])
+    fa = features.get(ra) if ra is not None else None
+    fb = features.get(rb) if rb is not None else None
+    if fa is None or fb is None or rb is None:
+        return Verdict(Kind.UNREADABLE, 0, 0.0)
+    return verify_pair(fa, fb, partial(features.flipped, rb, fb), features.config)
 
 
 def _grouped(

@@ -8,24 +8,27 @@ moved). Copies map onto each other by a similarity transform (scale, rotation, s
 tiny residuals, and once aligned their pixels agree everywhere they overlap but under a
 caption; shots of one scene have parallax and moved content. So a pair is checked by:
 
-1. local features (SIFT on a grey copy whose longer side is ``verify_side``), matched with
-   Lowe's ratio test;
+1. local features (ORB, or SIFT, on a grey copy whose longer side is ``verify_side``),
+   matched with Lowe's ratio test;
 2. a similarity transform fitted by RANSAC (OpenCV ``estimateAffinePartial2D``), again with
    one image mirrored when the plain one fails;
 3. a photometric check: the second image warped onto the first by that transform, both
    smoothed, and the overlap compared tile by tile (zero-mean normalised correlation, blind
    to brightness and contrast): a copy agrees on nearly every textured tile.
 
-Features are computed once per image per run (:class:`FeatureCache`); an image whose file
-is gone, unreadable or no longer holds the bytes the catalog knows cannot be verified.
+Features are computed once per image per run (:class:`FeatureCache`, safe to share between
+threads); an image whose file is gone, unreadable or no longer holds the bytes the catalog
+knows cannot be verified.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -129,17 +132,19 @@ class Verdict:
     matches: int = 0
 
 
-_DETECTORS: dict[tuple[str, int], cv2.Feature2D] = {}
+# OpenCV's detectors keep state between calls: one per thread.
+_DETECTORS = threading.local()
 
 
 def _detector(name: str, features: int) -> cv2.Feature2D:
-    """One detector per kind and feature budget, made on first use."""
+    """This thread's detector of a kind and feature budget, made on first use."""
+    made: dict[tuple[str, int], cv2.Feature2D] = _DETECTORS.__dict__.setdefault("made", {})
     key = (name, features)
-    if key not in _DETECTORS:
-        _DETECTORS[key] = (
+    if key not in made:
+        made[key] = (
             cv2.SIFT.create(nfeatures=features) if name == "sift" else cv2.ORB.create(features)
         )
-    return _DETECTORS[key]
+    return made[key]
 
 
 def grey_copy(
@@ -194,12 +199,17 @@ def _matches(a: Features, b: Features, ratio: float) -> tuple[np.ndarray, np.nda
 
 
 def _transform(
-    a: Features, b: Features, config: VerifyConfig, *, stretched: bool = False
+    a: Features,
+    matched: tuple[np.ndarray, np.ndarray],
+    config: VerifyConfig,
+    *,
+    stretched: bool = False,
 ) -> tuple[np.ndarray | None, int, int]:
-    """The similarity taking ``b``'s grey copy onto ``a``'s (2x3), its inlier count and the
-    count of matches it was fitted to. ``stretched``: an affine map instead, for a copy
-    resized to another aspect ratio (None if it stretches more than MAX_STRETCH)."""
-    pa, pb = _matches(a, b, config.ratio)
+    """The similarity taking the other image's grey copy onto ``a``'s (2x3), fitted to the
+    ``matched`` points (``a``'s, the other's), its inlier count and the count of matches.
+    ``stretched``: an affine map instead, for a copy resized to another aspect ratio (None
+    if it stretches more than MAX_STRETCH)."""
+    pa, pb = matched
     if len(pa) < config.min_inliers:
         return None, 0, len(pa)
     threshold = config.ransac_share * max(a.grey.shape)
@@ -300,9 +310,12 @@ def verify_pair(
     """Whether ``a`` and ``b`` are copies of one photo (``b_mirrored``: b's mirrored
     features, asked for only when the plain pair is not a copy)."""
     best = Verdict(Kind.SCENE, 0, 0.0)
+    matched: dict[bool, tuple[np.ndarray, np.ndarray]] = {}  # by flip: both fits use them
     for flip, stretched in ((False, False), (True, False), (False, True), (True, True)):
         other = b_mirrored() if flip else b
-        matrix, inliers, matches = _transform(a, other, config, stretched=stretched)
+        if flip not in matched:
+            matched[flip] = _matches(a, other, config.ratio)
+        matrix, inliers, matches = _transform(a, matched[flip], config, stretched=stretched)
         if matrix is None or inliers < config.min_inliers:
             continue
         share = agreement(a.grey, other.grey, matrix, config)
@@ -329,27 +342,54 @@ class FeatureCache:
         *,
         max_pixels: int,
         gate: DecodeGate | None = None,
+        workers: int = 1,
     ) -> None:
         self.config = config
+        self.workers = max(1, workers)  # threads verifying pairs with these features
         self.max_pixels = max_pixels
         self.gate = gate
         self._plain: dict[int, Features | None] = {}
-        self._flipped: dict[int, Features] = {}
+        self._flipped: dict[int, Features | None] = {}
+        self._lock = threading.Lock()  # guards the dicts, the count and the pending locks
+        self._pending: dict[tuple[bool, int], threading.Lock] = {}
         self.computed = 0
 
     def get(self, row: ImageRow) -> Features | None:
         """The features of ``row`` (None when none of its files can be read)."""
-        if row.id not in self._plain:
-            grey = self._grey(row)
-            self._plain[row.id] = None if grey is None else image_features(grey, self.config)
-            self.computed += 1
-        return self._plain[row.id]
+        return self._once(self._plain, False, row.id, partial(self._features, row))
 
     def flipped(self, row: ImageRow, plain: Features) -> Features:
         """The features of ``row`` mirrored left-right."""
-        if row.id not in self._flipped:
-            self._flipped[row.id] = mirrored(plain, self.config)
-        return self._flipped[row.id]
+        found = self._once(self._flipped, True, row.id, partial(mirrored, plain, self.config))
+        assert found is not None  # mirrored() always gives features
+        return found
+
+    def _once(
+        self,
+        store: dict[int, Features | None],
+        flip: bool,
+        image_id: int,
+        compute: Callable[[], Features | None],
+    ) -> Features | None:
+        """``store[image_id]``, computed by one thread while others asking wait for it."""
+        with self._lock:
+            if image_id in store:
+                return store[image_id]
+            pending = self._pending.setdefault((flip, image_id), threading.Lock())
+        with pending:
+            with self._lock:
+                if image_id in store:
+                    return store[image_id]
+            found = compute()
+            with self._lock:
+                store[image_id] = found
+                self._pending.pop((flip, image_id), None)
+                self.computed += not flip
+            return found
+
+    def _features(self, row: ImageRow) -> Features | None:
+        grey = self._grey(row)
+        return None if grey is None else image_features(grey, self.config)
 
     @property
     def held(self) -> int:
@@ -357,8 +397,9 @@ class FeatureCache:
         return len(self._plain)
 
     def release(self, image_id: int) -> None:
-        self._plain.pop(image_id, None)
-        self._flipped.pop(image_id, None)
+        with self._lock:
+            self._plain.pop(image_id, None)
+            self._flipped.pop(image_id, None)
 
     def _grey(self, row: ImageRow) -> np.ndarray | None:
         for path in row.paths:
@@ -380,5 +421,8 @@ def feature_cache(settings: Settings) -> FeatureCache:
         side=settings.duplicate_verify_side, features=settings.duplicate_verify_features
     )
     return FeatureCache(
-        config, max_pixels=settings.max_image_pixels, gate=decode_gate(settings).queueing()
+        config,
+        max_pixels=settings.max_image_pixels,
+        gate=decode_gate(settings).queueing(),
+        workers=settings.decode_threads,
     )
