@@ -131,7 +131,7 @@ def ablation(h: Holidays, settings: Settings) -> list[Target]:
         aug = augment_database(w.db, k, DBA_ALPHA)
         label = f"DBA k {k}" if k else "no DBA"
         combos.append((f"whiten + {label}", h.map(plain_sims(w, aug))))
-        for n, alpha in ((1, 3.0), (2, 3.0), (3, 3.0)):
+        for n, alpha in ((1, 3.0), (2, 3.0), (3, 3.0), (2, 1.0)):
             value = h.map(expanded_sims(h, w, aug, Expansion(n, alpha)))
             combos.append((f"whiten + {label} + QE n {n}, alpha {alpha:g}", value))
     _print_steps(combos, base)

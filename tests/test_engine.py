@@ -333,10 +333,13 @@ def test_automatic_expansion_is_on_where_the_index_is_whitened(
     with lookalike.open(tmp_path / "whitened", whiten_min_images=2, whiten_dim=4) as lk:
         lk.index([photo_dir], faces=False, progress=False)
         assert lk.indexes.whitened(lk.descriptor("cnn"))
-        assert not lk.search_one(query, k=3).expanded  # off by default
-    automatic = Settings(
-        data_dir=tmp_path / "whitened", whiten_min_images=2, whiten_dim=4, query_expansion=None
+        assert not lk.search_one(query, k=3, descriptor="color").expanded  # not whitened
+    never = Settings(
+        data_dir=tmp_path / "whitened", whiten_min_images=2, whiten_dim=4, query_expansion=False
     )
+    with Lookalike(never) as lk:
+        assert not lk.search_one(query, k=3).expanded
+    automatic = Settings(data_dir=tmp_path / "whitened", whiten_min_images=2, whiten_dim=4)
     with Lookalike(automatic) as lk:
         found = lk.search_one(query, k=3)
         assert found.expanded and found.results[0].image_id == plain.results[0].image_id

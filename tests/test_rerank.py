@@ -152,12 +152,14 @@ def options(measure: str | None = None, expand: bool | None = None) -> SearchOpt
 CNN = Spec("cnn", "float")
 
 
-def test_options_default_to_cosine_and_hamming_without_expansion() -> None:
+def test_options_default_to_cosine_and_hamming_expanding_whitened_rows_only() -> None:
     assert (options().measure, options().expansion) == ("cosine", None)
+    whitened = SearchOptions.of(CNN, get_settings(), None, None, whitened=True)
+    assert whitened.expansion == Expansion(2, 1.0)
     phash = SearchOptions.of(Spec("phash", "binary", dim=64), get_settings(), None, None)
     assert (phash.measure, phash.expansion) == ("hamming", None)
     on = SearchOptions.of(CNN, get_settings(query_expansion=True), None, None)
-    assert on.expansion == Expansion(2, 3.0)
+    assert on.expansion == Expansion(2, 1.0)
     assert SearchOptions.of(CNN, get_settings(query_expansion=True), None, False).expansion is None
 
 

@@ -230,15 +230,14 @@ class Settings(BaseSettings):
     # alpha-query expansion of cnn/color searches by cosine or Euclidean distance (per
     # search: ``--expand``/``expand=``): the best-matching query row plus its
     # ``query_expansion_n`` nearest images, weighted by similarity ** ``query_expansion_alpha``,
-    # searched again; scores are then similarities to that expanded query. On Holidays it
-    # gains only on whitened vectors (mAP 0.8545 -> 0.8628; with DBA 0.8723 -> 0.8809) and
-    # loses on raw ones (0.8436 -> 0.8398; BENCHMARKS.md, holidays). Off by default: on the
-    # near-duplicate set (whitened, 887 images) it ranked the original of a copy rotated
-    # by 90 degrees first for 0.893 of them, against 1.000 without. None: on where the
-    # index compares whitened rows (whiten_min_images and more), off elsewhere.
-    query_expansion: bool | None = False
+    # searched again; scores are then similarities to that expanded query, after images equal
+    # to the query. None (default): on where the index compares whitened rows
+    # (``whiten_min_images`` and more), off elsewhere: it gains only on whitened vectors and
+    # loses on raw ones (BENCHMARKS.md, holidays). n 2 and alpha 1 measured best through the
+    # engine on Holidays (mAP 0.8816; alpha 0.5 / 2 / 3: 0.8804 / 0.8805 / 0.8790).
+    query_expansion: bool | None = None
     query_expansion_n: int = Field(default=2, ge=1, le=100)
-    query_expansion_alpha: float = Field(default=3.0, ge=0.0, le=100.0)
+    query_expansion_alpha: float = Field(default=1.0, ge=0.0, le=100.0)
     # Pearson correlation is computed exactly on this many times k cosine candidates (at
     # least 100): the coarse-to-fine shortlist.
     pearson_shortlist: int = Field(default=10, ge=1, le=1000)
