@@ -153,19 +153,45 @@ class Measured:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Built:
+    """A candidate built and ready to be queried."""
+
+    name: str
+    ram: float  # bytes per image
+    build_s: float
+    search: QueryFn
+    note: str = ""
+
+
 def evaluate(search: QueryFn, q: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """(median ms of one-row searches on one thread, recall@10 against ``truth``)."""
-    found, times = [], []
+    return evaluate_together([search], q, truth)[0]
+
+
+def evaluate_together(
+    searches: list[QueryFn], q: np.ndarray, truth: np.ndarray
+) -> list[tuple[float, float]]:
+    """Per search, (median ms of one-row searches on one thread, recall@10 against
+    ``truth``), the searches taking turns query by query so that other work on the machine
+    weighs on each alike."""
+    found: list[list[np.ndarray]] = [[] for _ in searches]
+    times: list[list[float]] = [[] for _ in searches]
     with omp_threads(1):
         for row in q[:5]:
-            search(row[None])
+            for search in searches:
+                search(row[None])
         for row in q:
-            top, s = common.timed(functools.partial(search, row[None]))
-            found.append(top)
-            times.append(s)
-    pairs = zip(found, truth, strict=True)
-    recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in pairs])
-    return statistics.median(times) * 1e3, float(recall)
+            for i, search in enumerate(searches):
+                top, s = common.timed(functools.partial(search, row[None]))
+                found[i].append(top)
+                times[i].append(s)
+    out = []
+    for tops, spent in zip(found, times, strict=True):
+        pairs = zip(tops, truth, strict=True)
+        recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in pairs])
+        out.append((statistics.median(spent) * 1e3, float(recall)))
+    return out
 
 
 def reranked(coarse: QueryFn, rows: np.ndarray) -> QueryFn:
@@ -242,54 +268,42 @@ def bench_candidates(n: int, folder: Path) -> tuple[list[Measured], tuple[float,
     _, add_s = common.timed(functools.partial(compact.add, np.arange(n, dtype=np.int64), x))
     rows = compact._rows
     truth = exact_truth(rows, q)
-    out = [
-        Measured(
+    built = [
+        Built(
             f"IVF-PQ fast-scan {compact_module.CODE_BYTES} B + re-rank (`CompactIndex`)",
             ram_per_image(compact._coarse, n, extra=8),
-            *evaluate(compact_search(compact), q, truth),
             train_s + add_s,
+            compact_search(compact),
         )
     ]
-    print(out[-1], flush=True)
-    del compact
-    gc.collect()
-    out.append(ivf_pq8(x, train, q, truth, rows))
-    print(out[-1], flush=True)
-    out.append(opq(x, train, q, truth, rows))
-    print(out[-1], flush=True)
-    out.append(itq(x, train, q, truth, rows))
-    print(out[-1], flush=True)
-    out.append(ivf_flat(x, train, q, truth))
-    print(out[-1], flush=True)
+    for make in (ivf_pq8, opq, itq):
+        built.append(make(x, train, rows))
+        print(f"built {built[-1].name} in {built[-1].build_s:.0f} s", flush=True)
+    built.append(ivf_flat(x, train))
+    measured = evaluate_together([b.search for b in built], q, truth)
+    out = [
+        Measured(b.name, b.ram, p50, recall, b.build_s, b.note)
+        for b, (p50, recall) in zip(built, measured, strict=True)
+    ]
+    for m in out:
+        print(m, flush=True)
     return out, stats, fit_s
 
 
-def ivf_pq8(
-    x: np.ndarray, train: np.ndarray, q: np.ndarray, truth: np.ndarray, rows: np.ndarray
-) -> Measured:
+def ivf_pq8(x: np.ndarray, train: np.ndarray, rows: np.ndarray) -> Built:
     m = compact_module.CODE_BYTES
     return _factory_pq(
-        f"IVF{_lists(len(x))},PQ{m}", f"IVF-PQ 8-bit {m} B + re-rank", x, train, q, truth, rows
+        f"IVF{_lists(len(x))},PQ{m}", f"IVF-PQ 8-bit {m} B + re-rank", x, train, rows
     )
 
 
-def opq(
-    x: np.ndarray, train: np.ndarray, q: np.ndarray, truth: np.ndarray, rows: np.ndarray
-) -> Measured:
+def opq(x: np.ndarray, train: np.ndarray, rows: np.ndarray) -> Built:
     m = compact_module.CODE_BYTES
     spec = f"OPQ{m},IVF{_lists(len(x))},PQ{m}"
-    return _factory_pq(spec, f"OPQ{m} + IVF-PQ 8-bit {m} B + re-rank", x, train, q, truth, rows)
+    return _factory_pq(spec, f"OPQ{m} + IVF-PQ 8-bit {m} B + re-rank", x, train, rows)
 
 
-def _factory_pq(
-    spec: str,
-    name: str,
-    x: np.ndarray,
-    train: np.ndarray,
-    q: np.ndarray,
-    truth: np.ndarray,
-    rows: np.ndarray,
-) -> Measured:
+def _factory_pq(spec: str, name: str, x: np.ndarray, train: np.ndarray, rows: np.ndarray) -> Built:
     """A faiss ``index_factory`` IVF index of ``spec`` over ``x`` measured as ``name``."""
     n, d = x.shape
     index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
@@ -298,17 +312,10 @@ def _factory_pq(
     faiss.extract_index_ivf(index).nprobe = compact_module.NPROBE
     shortlist = compact_module.SHORTLIST
     search = reranked(lambda v: index.search(v, shortlist)[1][0], rows)
-    return Measured(
-        name,
-        ram_per_image(index, n, extra=8),
-        *evaluate(search, q, truth),
-        train_s + add_s,
-    )
+    return Built(name, ram_per_image(index, n, extra=8), train_s + add_s, search)
 
 
-def itq(
-    x: np.ndarray, train: np.ndarray, q: np.ndarray, truth: np.ndarray, rows: np.ndarray
-) -> Measured:
+def itq(x: np.ndarray, train: np.ndarray, rows: np.ndarray) -> Built:
     n, d = x.shape
     bits = 256
     rotation = faiss.ITQTransform(d, bits, False)
@@ -326,26 +333,26 @@ def itq(
     index.nprobe = compact_module.NPROBE
     shortlist = compact_module.SHORTLIST
     search = reranked(lambda v: index.search(codes(v), shortlist)[1][0], rows)
-    return Measured(
+    return Built(
         f"ITQ {bits}-bit binary IVF + re-rank",
         ram_per_image(index, n, extra=8, binary=True),
-        *evaluate(search, q, truth),
         build_s,
+        search,
     )
 
 
-def ivf_flat(x: np.ndarray, train: np.ndarray, q: np.ndarray, truth: np.ndarray) -> Measured:
+def ivf_flat(x: np.ndarray, train: np.ndarray) -> Built:
     n, d = x.shape
     nprobe = lookalike.get_settings().ann_nprobe
     index = FloatIndex(d, nprobe=nprobe)
     sample = x[FloatIndex.training_sample(n)]
     _, train_s = common.timed(functools.partial(index.train_ivf, sample, n))
     _, add_s = common.timed(functools.partial(index.add, np.arange(n, dtype=np.int64), x))
-    return Measured(
+    return Built(
         f"IVF-flat (today's index above `ann_threshold`, nprobe {nprobe}): baseline",
         ram_per_image(index._index, n, extra=8),  # FloatIndex keeps its sorted ids too
-        *evaluate(lambda v: index.search_space(v, K)[1][0], q, truth),
         train_s + add_s,
+        lambda v: index.search_space(v, K)[1][0],
         note="no re-rank: float32 rows in RAM",
     )
 
@@ -398,7 +405,8 @@ def render_candidates(n: int, results: list[Measured], stats: tuple[float, ...])
             f"{compact_module.SHORTLIST} rows and re-ranks it exactly with the float16 rows "
             "memory-mapped from disk (in the page cache here). RAM per image: the faiss "
             "index's bytes (codes, list ids, centroids) per row, plus the 8-byte catalog id "
-            "kept per row. Query: median of 200 one-row searches on one thread. Recall@10: "
+            "kept per row. Query: median of 200 one-row searches on one thread, the candidates "
+            "taking turns query by query (load on the machine weighs on each alike). Recall@10: "
             "the final top 10 against exact search in the whitened space. The baseline is "
             "measured in the same run.",
             "",

@@ -206,6 +206,23 @@ def test_a_small_object_is_found_inside_a_larger_photo(
     assert set(res.timing_ms) == {"decode", "embed", "search"}
 
 
+def test_global_scores_count_and_hits_keep_their_best_region(
+    indexed: Lookalike, cat_query: Path
+) -> None:
+    both = indexed.search_one(cat_query, k=3, box=CAT_BOX)  # the default: with global scores
+    indexed.settings.regions_with_global = False
+    try:
+        alone = indexed.search_one(cat_query, k=3, box=CAT_BOX)
+    finally:
+        indexed.settings.regions_with_global = True
+    by_id = {hit.image_id: hit for hit in alone.results}
+    shared = [hit for hit in both.results if hit.image_id in by_id]
+    assert shared
+    for hit in shared:
+        assert hit.score >= by_id[hit.image_id].score - 1e-6  # the better of the two
+        assert hit.region == by_id[hit.image_id].region  # still where it matched
+
+
 def test_box_errors_are_clear(indexed: Lookalike, cat_query: Path) -> None:
     with pytest.raises(BadInput, match="outside"):
         indexed.search_one(cat_query, box=(500, 0, 600, 100))  # chelsea is 451 wide

@@ -375,7 +375,8 @@ class Lookalike:
 
     def search_regions(self, rows: np.ndarray, *, k: int = 10) -> list[Hit]:
         """Hits for cnn query rows among the indexed images' regions (and, with the
-        ``regions_with_global`` setting, their whole images: the better score counts)."""
+        ``regions_with_global`` setting, their whole images: the better score counts; a hit
+        names its best region among the regions found, if any)."""
         regions = self.regions()
         matches = regions.search(rows, k)
         if (
@@ -392,8 +393,9 @@ class Lookalike:
         }
         if self.settings.regions_with_global:
             for hit in self.search_vectors(rows, k=k, descriptor="cnn"):
-                if hit.score > best.get(hit.image_id, (-np.inf, None))[0]:
-                    best[hit.image_id] = (hit.score, None)
+                score, region = best.get(hit.image_id, (-np.inf, None))
+                if hit.score > score:  # its best region, if it has one, still shows where
+                    best[hit.image_id] = (hit.score, region)
         ranked = sorted(best.items(), key=lambda item: (-item[1][0], item[0]))[:k]
         info = self.catalog.images([i for i, _ in ranked])
         hits: list[Hit] = []
