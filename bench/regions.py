@@ -110,7 +110,7 @@ def render(
         ["index time, with regions", f"{times[True]:.1f} s"],
         ["ratio", f"{times[True] / times[False]:.3f}"],
         ["catalog bytes per image (uint8 region rows)", f"{blob:,}"],
-        ["region index file bytes per image (float32 rows)", f"{index_bytes:,.0f}"],
+        ["region index file bytes per image (whitened rows)", f"{index_bytes:,.0f}"],
     ]
     return "\n\n".join(
         [

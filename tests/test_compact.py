@@ -114,6 +114,18 @@ def test_whitening_is_fitted_at_the_minimum_and_refitted_when_the_count_doubles(
     assert np.array_equal(other.to_space(q), index.to_space(q))
 
 
+def test_an_index_saved_unwhitened_is_whitened_once_it_may_be(tmp_path: Path) -> None:
+    # Saved by a manager that did not whiten it (another version, other settings); the
+    # catalog does not change afterwards, yet the index is whitened when next asked for.
+    catalog = _catalog(tmp_path)
+    _record(catalog, 60)
+    plain = _manager(catalog, tmp_path / "index", whiten=WhitenPolicy(frozenset(), 0, 2))
+    assert plain.get(_Desc()).to_space(_vectors(9, 1)).shape == (1, DIM)  # type: ignore[arg-type]
+    manager = _manager(catalog, tmp_path / "index")
+    assert manager.whitened(_Desc())  # type: ignore[arg-type]
+    assert manager.get(_Desc()).to_space(_vectors(9, 1)).shape == (1, 8)  # type: ignore[arg-type]
+
+
 def test_collection_shrinking_below_the_minimum_drops_the_whitening(tmp_path: Path) -> None:
     catalog = _catalog(tmp_path)
     _record(catalog, 60)

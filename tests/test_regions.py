@@ -209,18 +209,36 @@ def test_a_small_object_is_found_inside_a_larger_photo(
 def test_global_scores_count_and_hits_keep_their_best_region(
     indexed: Lookalike, cat_query: Path
 ) -> None:
-    both = indexed.search_one(cat_query, k=3, box=CAT_BOX)  # the default: with global scores
-    indexed.settings.regions_with_global = False
+    alone = indexed.search_one(cat_query, k=3, box=CAT_BOX)  # the default: regions alone
+    indexed.settings.regions_with_global = True
     try:
-        alone = indexed.search_one(cat_query, k=3, box=CAT_BOX)
+        both = indexed.search_one(cat_query, k=3, box=CAT_BOX)
     finally:
-        indexed.settings.regions_with_global = True
+        indexed.settings.regions_with_global = False
     by_id = {hit.image_id: hit for hit in alone.results}
     shared = [hit for hit in both.results if hit.image_id in by_id]
     assert shared
     for hit in shared:
         assert hit.score >= by_id[hit.image_id].score - 1e-6  # the better of the two
         assert hit.region == by_id[hit.image_id].region  # still where it matched
+
+
+@pytest.mark.parametrize("whitened", [True, False])
+def test_the_region_index_is_whitened_as_the_cnn_index_is(
+    scenes: Path, cat_query: Path, tmp_path: Path, whitened: bool
+) -> None:
+    # Six scenes give 54 region rows: enough to whiten to 16-d from 20 rows on.
+    names = ["cnn"] if whitened else []
+    with lookalike.open(
+        tmp_path, faces=False, whiten_min_images=20, whiten_dim=16, whiten_descriptors=names
+    ) as lk:
+        lk.index([scenes])
+        search = lk.regions()
+        assert search.index.whitened(search.regions) is whitened
+        width = search.index.get(search.regions).to_space(np.zeros((1, 1280), np.float32))
+        assert width.shape == (1, 16 if whitened else 1280)
+        top = lk.search_one(cat_query, k=1, box=CAT_BOX).results[0]
+        assert Path(top.path).name == "coffee.jpg" and top.region is not None
 
 
 def test_box_errors_are_clear(indexed: Lookalike, cat_query: Path) -> None:

@@ -83,16 +83,22 @@ def open_indexes(settings: Settings, catalog: Catalog) -> IndexManager:
         nprobe=settings.ann_nprobe,
         # The embedded catalog's generation costs microseconds: read before every search.
         poll_s=settings.catalog_poll_s if settings.catalog_url else 0.0,
-        whiten=WhitenPolicy(
-            frozenset(settings.whiten_descriptors),
-            settings.whiten_dim,
-            settings.whiten_min_images,
-            settings.whiten_power,
-            settings.whiten_shrinkage,
-            settings.dba_k,
-            settings.dba_alpha,
-        ),
+        whiten=whiten_policy(settings),
         compact_threshold=settings.compact_threshold,
+    )
+
+
+def whiten_policy(settings: Settings) -> WhitenPolicy:
+    """Which descriptors' indexes are whitened and augmented, and how (``whiten_*``,
+    ``dba_*`` settings)."""
+    return WhitenPolicy(
+        frozenset(settings.whiten_descriptors),
+        settings.whiten_dim,
+        settings.whiten_min_images,
+        settings.whiten_power,
+        settings.whiten_shrinkage,
+        settings.dba_k,
+        settings.dba_alpha,
     )
 
 

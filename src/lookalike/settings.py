@@ -162,12 +162,12 @@ class Settings(BaseSettings):
     # Keep cnn region vectors of every image while indexing (from the same network pass, 9 x
     # 1280 bytes per image), for search by a region of a photo (``search --box``).
     regions: bool = True
-    # A box search also asks the global cnn index (the crop's vector, whitened and expanded
-    # as any search) and keeps each image's better score: crops of 50% / 25% / 10% of a
-    # photo found it first 0.988 / 0.976 / 0.619 of the time, against 0.964 / 0.964 / 0.571
-    # among regions alone and 0.988 / 0.964 / 0.607 for the crop searched whole (887 images;
+    # A box search also asks the global cnn index and keeps each image's better score. Off:
+    # with the region index whitened, crops of 50% / 25% / 10% of a photo found it first
+    # 0.988 / 0.976 / 0.738 of the time among regions alone, 0.988 / 0.964 / 0.607 with
+    # global scores too (which run higher) and for the crop searched whole (887 images;
     # BENCHMARKS.md, regions).
-    regions_with_global: bool = True
+    regions_with_global: bool = False
 
     # -- the server (lookalike serve) -----------------------------------------------------
     # Largest accepted upload per file, and files per request.

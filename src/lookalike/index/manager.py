@@ -156,7 +156,12 @@ class IndexManager:
             generation = self.source.generation(descriptor.name)
             if held is None or held.version != version:
                 held = self._load(descriptor, version)
-            if held is None or held.generation != generation or not self._fits(held):
+            if (
+                held is None
+                or held.generation != generation
+                or not self._fits(held)
+                or self._whitening_due(descriptor, held)
+            ):
                 held = self._sync(descriptor, held, generation)
                 self._save(descriptor.name, held)
             self._held[descriptor.name] = held
@@ -259,6 +264,16 @@ class IndexManager:
         self._fitted[name] = fitted
         log.info("%s: whitening fitted on %d of %d vectors", name, len(sample), len(ids))
         return fitted
+
+    def _whitening_due(self, descriptor: IndexSpec, held: _Held) -> bool:
+        """Whether an index saved unwhitened now holds enough rows to be whitened (saved
+        before whitening applied to it, or with other settings): rebuilt without waiting
+        for the catalog to change."""
+        return (
+            self._whitens(descriptor)
+            and self._current(descriptor) is None
+            and len(held.index) >= self.whiten.min_images
+        )
 
     def _fits(self, held: _Held) -> bool:
         return self._right_kind(held.index.kind, len(held.index))

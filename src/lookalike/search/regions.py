@@ -8,6 +8,7 @@ merged to the best region per image.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lookalike.backends import whiten_policy
 from lookalike.describe.regions import Box, RegionDescriptor
 from lookalike.errors import BadInput
 from lookalike.index.manager import IndexManager
+from lookalike.index.whitened import WhitenPolicy
 from lookalike.settings import Settings
 from lookalike.store.base import Catalog
 
@@ -133,6 +136,15 @@ class RegionMatch:
     region: int
 
 
+def region_whitening(settings: Settings, regions: RegionDescriptor) -> WhitenPolicy:
+    """The region rows are whitened as their descriptor's are (fitted on region rows), but
+    not augmented: an image's nine overlapping regions are each other's nearest rows."""
+    policy = whiten_policy(settings)
+    whitened = regions.host in policy.descriptors
+    names = frozenset({regions.name}) if whitened else frozenset()
+    return dataclasses.replace(policy, descriptors=names, dba_k=0)
+
+
 class RegionSearch:
     """The region index of one data folder, and searches in it."""
 
@@ -146,6 +158,8 @@ class RegionSearch:
             ann_threshold=settings.ann_threshold,
             nprobe=settings.ann_nprobe,
             poll_s=settings.catalog_poll_s if settings.catalog_url else 0.0,
+            whiten=region_whitening(settings, regions),
+            compact_threshold=settings.compact_threshold,
         )
 
     def search(self, rows: np.ndarray, k: int) -> list[RegionMatch]:
