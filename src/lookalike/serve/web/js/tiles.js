@@ -1,0 +1,80 @@
+// Grids of photos that lead to the photo view, and the order the photo view's arrow keys
+// follow: that of the grid the photo was opened from.
+
+import { thumbUrl } from "./api.js";
+import { basename, el, image } from "./dom.js";
+
+// The photos of the grid last shown: ids in order, and how to fetch more of them.
+let sequence = { ids: [], more: null, from: "#/library" };
+
+export function browsing(ids, more = null) {
+  // A photo opened from another photo (a similar one) goes back to the library.
+  const here = location.hash || "#/library";
+  sequence = { ids, more, from: here.startsWith("#/photo/") ? "#/library" : here };
+}
+
+export const browsed = () => sequence;
+
+// The photo before (-1) or after (+1) ``id`` in the grid it was opened from; null at an end.
+export async function neighbour(id, step) {
+  let at = sequence.ids.indexOf(id);
+  if (at < 0) return null;
+  if (at + step >= sequence.ids.length && sequence.more) {
+    await sequence.more();
+    at = sequence.ids.indexOf(id);
+  }
+  const next = sequence.ids[at + step];
+  return next === undefined ? null : next;
+}
+
+export const photoName = (photo) => basename(photo.paths[0] || photo.sha256 || `${photo.image_id}`);
+
+// One tile: the thumbnail (fetched once near the screen), a caption, a link to the photo.
+export function photoTile(photo, caption = photoName(photo)) {
+  const id = photo.image_id;
+  const link = el(
+    "a",
+    { className: "tile", href: `#/photo/${id}`, title: (photo.paths || []).join("\n") },
+    image(thumbUrl(id), photoName(photo), { later: true }),
+    el("span", {}, caption),
+  );
+  const li = el("li", {}, link);
+  li.dataset.imageId = id;
+  return li;
+}
+
+// A paged grid: ``fetchPage(offset)`` answers {total, images}; draws into ``list``, says the
+// count in ``status``, and fetches the next page when ``sentinel`` comes near the screen or
+// the "More" button is used.
+export function pagedGrid({ list, status, more, fetchPage, describe }) {
+  const ids = [];
+  let total = null;
+  let loading = null;
+  const load = () => {
+    if (loading) return loading;
+    if (total !== null && ids.length >= total) return Promise.resolve();
+    loading = (async () => {
+      try {
+        const page = await fetchPage(ids.length);
+        total = page.total;
+        for (const photo of page.images) ids.push(photo.image_id);
+        list.append(...page.images.map((p) => photoTile(p)));
+        status.textContent = describe(total, ids.length);
+        more.hidden = ids.length >= total;
+      } finally {
+        loading = null;
+      }
+    })();
+    return loading;
+  };
+  browsing(ids, load);
+  more.addEventListener("click", () => load());
+  const watcher = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((e) => e.isIntersecting) && total !== null) load();
+    },
+    { rootMargin: "600px" },
+  );
+  watcher.observe(more);
+  return { load, stop: () => watcher.disconnect() };
+}
