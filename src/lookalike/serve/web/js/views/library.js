@@ -10,6 +10,8 @@ const PAGE = 60;
 
 export async function library(_match, query, main) {
   const folder = query.get("folder") || "";
+  // Photos per page: ?limit=N (1 to 200) for another page size than the default.
+  const limit = Math.min(Math.max(Number(query.get("limit")) || PAGE, 1), 200);
   const still = newest("library");
   const title = el("h2", { id: "library-title", tabIndex: -1 }, "Library");
   const choose = el("select", { id: "library-folder" }, el("option", { value: "" }, "All folders"));
@@ -31,7 +33,7 @@ export async function library(_match, query, main) {
     status,
     more,
     fetchPage: (offset) =>
-      getJson(`/v1/images?order=newest&offset=${offset}&limit=${PAGE}${where}`),
+      getJson(`/v1/images?order=newest&offset=${offset}&limit=${limit}${where}`),
     describe: (total, shown) => {
       const count = plural(total, "photo");
       const inside = folder ? ` in ${folder}` : "";

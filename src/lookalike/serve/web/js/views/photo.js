@@ -26,11 +26,6 @@ export async function photo(match, _query, main) {
   const next = el("button", { type: "button", id: "photo-next" }, "Next");
   prev.setAttribute("aria-keyshortcuts", "ArrowLeft");
   next.setAttribute("aria-keyshortcuts", "ArrowRight");
-  const step = (by) =>
-    guard(async () => {
-      const to = await neighbour(id, by);
-      if (to !== null) go(`#/photo/${to}`);
-    });
   prev.addEventListener("click", step(-1));
   next.addEventListener("click", step(1));
   const title = el("h2", { id: "viewer-title", tabIndex: -1 }, name);
@@ -56,18 +51,29 @@ export async function photo(match, _query, main) {
     section("similar", "Similar photos"),
   );
   title.focus({ preventScroll: true });
-  const keys = (event) => {
-    if (event.target.closest("input, select, textarea") || event.altKey || event.ctrlKey) return;
-    if (event.key === "ArrowLeft") step(-1)();
-    else if (event.key === "ArrowRight") step(1)();
-    else if (event.key === "Escape") location.hash = back.getAttribute("href");
-    else return;
-    event.preventDefault();
-  };
-  document.addEventListener("keydown", keys);
   await Promise.all([showSimilar(id, still), showNear(id, still)]);
-  return () => document.removeEventListener("keydown", keys);
 }
+
+// The photo shown now (or being opened): from the route, so that keys pressed in quick
+// succession each move on from the last, even before its photo has come.
+const shown = () => Number((location.hash.match(/^#\/photo\/(\d+)/) || [])[1]) || null;
+
+const step = (by) =>
+  guard(async () => {
+    const from = shown();
+    const to = from === null ? null : await neighbour(from, by);
+    if (to !== null && shown() === from) go(`#/photo/${to}`);
+  });
+
+document.addEventListener("keydown", (event) => {
+  if (shown() === null || event.altKey || event.ctrlKey || event.metaKey) return;
+  if (event.target.closest("input, select, textarea, dialog")) return;
+  if (event.key === "ArrowLeft") step(-1)();
+  else if (event.key === "ArrowRight") step(1)();
+  else if (event.key === "Escape") location.hash = browsed().from;
+  else return;
+  event.preventDefault();
+});
 
 function section(key, heading) {
   return el(

@@ -12,8 +12,10 @@ const DESCRIPTORS = [
   ["phash", "exact copies", "the same photo, resized, recompressed or lightly edited"],
 ];
 
-// The query last searched with: a file (a box can be drawn on it) or a library image id.
+// The query last searched with: a file (a box can be drawn on it) or a library image id;
+// and what it found, shown again on coming back from a result.
 let query = null;
+let last = null; // { status, results }
 
 export function search(_match, params, main) {
   const options = DESCRIPTORS.map(([value, name, what], i) =>
@@ -50,6 +52,11 @@ export function search(_match, params, main) {
   );
   $("#results").setAttribute("aria-label", "Results");
   wireInputs(main);
+  if (last) {
+    if (query && query.file) showQuery(query.file);
+    $("#search-status").textContent = last.status;
+    showResults(last.results);
+  }
   const picked = Number(params.get("image"));
   if (picked) guard(() => searchImage(picked))();
   const paste = guard(async (event) => {
@@ -143,8 +150,9 @@ async function showSearch(what, run) {
   if (!still()) return;
   const ms = Object.values(found.timing_ms || {}).reduce((a, b) => a + b, 0);
   const score = found.higher_is_better ? "higher is closer" : "lower is closer";
-  $("#search-status").textContent =
-    `${found.results.length} results for ${what} (${Math.round(ms)} ms; score: ${found.measure}, ${score})`;
+  const status = `${found.results.length} results for ${what} (${Math.round(ms)} ms; score: ${found.measure}, ${score})`;
+  $("#search-status").textContent = status;
+  last = { status, results: found.results };
   showResults(found.results);
 }
 
