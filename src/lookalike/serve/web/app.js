@@ -2,7 +2,7 @@
 // look-alikes, search, people, duplicates, adding photos. ES modules, no build step; this
 // one asks for the key when needed and starts the router.
 
-import { api, getKey, setKey, whenUnauthorised } from "./js/api.js";
+import { api, setKey, whenUnauthorised } from "./js/api.js";
 import { $, guard } from "./js/dom.js";
 import { route, show, start } from "./js/router.js";
 import { add } from "./js/views/add.js";
@@ -52,12 +52,6 @@ $("#key-form").addEventListener("keydown", (event) => {
 // A file dropped beside a drop zone must not replace the page.
 for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
 
-// A server started with --no-auth (loopback only) answers without a key: no form then.
-if (getKey()) {
-  start();
-} else {
-  fetch("/v1/images?limit=1").then((r) => {
-    if (!r.ok) askKey("");
-    start();
-  });
-}
+// No key asked for up front: a server started with --no-auth (loopback only) answers
+// without one, and any other answers 401 to the view's first call, which shows the form.
+start();
