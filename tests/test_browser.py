@@ -303,17 +303,26 @@ def test_key_then_the_library_newest_first_paged_and_by_folder(server: Server, p
     all_loaded(page, "#library li img")
     screenshot(page, "library")
 
-    # Three a page: "More photos" brings the next three, scrolling down the rest.
-    page.goto(f"{server.url}/#/library?limit=3")
-    expect(page.locator("#library li")).to_have_count(3)
-    expect(page.locator("#library-status")).to_contain_text("(3 shown)")
-    page.get_by_role("button", name="More photos").click()
+    # Pages in a window the first page overfills (three tiles a row): "More photos" brings
+    # the next page; scrolling down brings the rest.
+    page.set_viewport_size({"width": 660, "height": 150})
+    page.goto(f"{server.url}/#/library?limit=6")
     expect(page.locator("#library li")).to_have_count(6)
+    expect(page.locator("#library-status")).to_contain_text("(6 shown)")
+    page.get_by_role("button", name="More photos").click()
+    expect(page.locator("#library li")).to_have_count(len(newest))
+    assert tile_ids(page, "#library li") == newest
+    expect(page.get_by_role("button", name="More photos")).to_be_hidden()
+    page.goto(f"{server.url}/#/library?limit=2")
+    expect(page.locator("#library-status")).to_contain_text("(2 shown)")
+    deadline = time.monotonic() + 30
     while page.locator("#library li").count() < len(newest):
-        page.mouse.wheel(0, 2000)
+        assert time.monotonic() < deadline, page.locator("#library-status").text_content()
+        page.mouse.wheel(0, 300)
         page.wait_for_timeout(100)
     assert tile_ids(page, "#library li") == newest
     expect(page.get_by_role("button", name="More photos")).to_be_hidden()
+    page.set_viewport_size({"width": 1100, "height": 800})
 
     # The folder filter: the rockets' subfolder holds two.
     rockets = str(server.album / "rockets")

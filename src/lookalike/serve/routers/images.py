@@ -197,7 +197,7 @@ def _faces(lk: Lookalike, image_id: int) -> list[StoredFace]:
     dependencies=[Read],
     summary="A JPEG thumbnail, its longer side `size` pixels",
     response_class=Response,
-    responses=JPEG_ANSWER,
+    responses={**JPEG_ANSWER, 304: {"description": "Not modified: the ETag sent is current"}},
 )
 def thumbnail(
     lk: Engine,

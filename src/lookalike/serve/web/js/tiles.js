@@ -50,6 +50,8 @@ export function pagedGrid({ list, status, more, fetchPage, describe }) {
   const ids = [];
   let total = null;
   let loading = null;
+  let watcher = null;
+  let stopped = false;
   const load = () => {
     if (loading) return loading;
     if (total !== null && ids.length >= total) return Promise.resolve();
@@ -64,17 +66,25 @@ export function pagedGrid({ list, status, more, fetchPage, describe }) {
       } finally {
         loading = null;
       }
+      // Observed anew: its first report says whether it is still near the screen (a page
+      // that did not push it away), which a change of state alone would never report.
+      watcher.unobserve(more);
+      if (!stopped) watcher.observe(more);
     })();
     return loading;
   };
   browsing(ids, load);
   more.addEventListener("click", () => load());
-  const watcher = new IntersectionObserver(
+  watcher = new IntersectionObserver(
     (entries) => {
       if (entries.some((e) => e.isIntersecting) && total !== null) load();
     },
-    { rootMargin: "600px" },
+    { rootMargin: "200px" },
   );
   watcher.observe(more);
-  return { load, stop: () => watcher.disconnect() };
+  const stop = () => {
+    stopped = true;
+    watcher.disconnect();
+  };
+  return { load, stop };
 }

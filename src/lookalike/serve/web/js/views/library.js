@@ -40,38 +40,59 @@ export async function library(_match, query, main) {
       return shown < total ? `${count}${inside}, newest first (${shown} shown)` : `${count}${inside}`;
     },
   });
-  const [folders] = await Promise.all([getJson("/v1/folders"), grid.load()]);
-  if (!still()) return grid.stop;
-  for (const f of folders.folders) {
-    choose.append(el("option", { value: f.path }, `${f.path} (${f.image_count})`));
-  }
+  if (folder) choose.append(el("option", { value: folder }, folder));
   choose.value = folder;
-  if (folder && choose.value !== folder) {
-    choose.append(el("option", { value: folder }, folder));
-    choose.value = folder;
-  }
+  await grid.load();
+  if (!still()) return grid.stop;
   if (!list.children.length) {
     status.textContent = folder
       ? `No photos in ${folder}.`
       : "No photos yet: add some (Add photos), or index a folder.";
   }
-  markFirstScreen(list);
+  // The folders (a walk over every path) only once the first screen is drawn: they must
+  // not hold up its thumbnails.
+  markFirstScreen(list, () => listFolders(choose, folder, still));
   return grid.stop;
 }
 
-// For the benchmark: the time from navigation until the first screen of thumbnails has
-// been drawn (every tile in the window decoded), on <body data-first-screen-ms>.
-function markFirstScreen(list) {
+async function listFolders(choose, folder, still) {
+  const found = await getJson("/v1/folders");
+  if (!still()) return;
+  const options = found.folders
+    .filter((f) => f.path !== folder)
+    .map((f) => el("option", { value: f.path }, `${f.path} (${f.image_count})`));
+  choose.append(...options);
+  const all = [...choose.options].slice(1).sort((a, b) => a.value.localeCompare(b.value));
+  choose.append(...all);
+  choose.value = folder;
+}
+
+// Once the first screen of thumbnails has been drawn (every tile in the window decoded, or
+// some failed): ``then()``, and the time since navigation on <body data-first-screen-ms>
+// (for the benchmark).
+function markFirstScreen(list, then) {
   const visible = [...list.querySelectorAll("img")].filter(
     (img) => img.getBoundingClientRect().top < window.innerHeight,
   );
-  const done = () => {
-    if (visible.every((img) => img.complete && img.naturalWidth > 0)) {
+  let left = visible.length;
+  const one = () => {
+    left -= 1;
+    if (left !== 0) return;
+    if (visible.every((img) => img.naturalWidth > 0)) {
       document.body.dataset.firstScreenMs = String(Math.round(performance.now()));
-      return true;
     }
-    return false;
+    then();
   };
-  if (done()) return;
-  for (const img of visible) img.addEventListener("load", done);
+  if (!left) return then();
+  for (const img of visible) {
+    img.addEventListener("load", one, { once: true });
+    img.addEventListener("error", one, { once: true });
+    // A thumbnail that cannot be fetched gets no src at all: counted when marked missing.
+    new MutationObserver((_, watcher) => {
+      if (img.classList.contains("missing")) {
+        watcher.disconnect();
+        one();
+      }
+    }).observe(img, { attributes: true, attributeFilter: ["class"] });
+  }
 }
