@@ -362,6 +362,13 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     expect(page.locator("#photo-near li")).to_have_count(1)
     assert tile_ids(page, "#photo-near li") == [small["image_id"]]
     expect(page.locator("#photo-near")).not_to_contain_text("None")
+    # "Search with it": the search view, by that photo (no upload), itself first.
+    page.get_by_role("link", name="Search with it").click()
+    expect(page.locator("#search-status")).to_contain_text(
+        f"results for image {rocket['image_id']}"
+    )
+    first = page.locator("#results li").first
+    expect(first).to_have_attribute("data-image-id", str(rocket["image_id"]))
 
     # Arrow keys: through the library's order (newest first); Escape: back to the library.
     with server.api() as api:

@@ -29,6 +29,8 @@ export async function photo(match, _query, main) {
   prev.addEventListener("click", step(-1));
   next.addEventListener("click", step(1));
   const title = el("h2", { id: "viewer-title", tabIndex: -1 }, name);
+  // Search with this photo by colours or as exact copies (the search view, no upload).
+  const searchWith = el("a", { href: `#/search?image=${id}`, className: "button" }, "Search with it");
   const faces = info.faces;
   const facts = el(
     "p",
@@ -42,7 +44,7 @@ export async function photo(match, _query, main) {
   figure.append(...faces.map((face) => faceBox(face, info)));
   const hint = faces.some(owner) ? "Choose a face to see that person's photos. " : "";
   main.append(
-    el("div", { className: "heading" }, back, title, prev, next),
+    el("div", { className: "heading" }, back, title, prev, next, searchWith),
     facts,
     figure,
     el("p", { className: "hint" }, `${hint}Arrow keys: previous and next photo; Escape: back.`),
