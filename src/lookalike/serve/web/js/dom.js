@@ -31,11 +31,12 @@ export function guard(handler) {
   };
 }
 
-// Only the newest of overlapping loads of one list may draw it (answers come out of order).
+// Only the newest of overlapping loads of one list may draw it (answers come out of order),
+// and only while its view is on the page (``view``: the element the router gave it).
 const generations = {};
-export function newest(list) {
+export function newest(list, view = null) {
   const mine = (generations[list] = (generations[list] || 0) + 1);
-  return () => generations[list] === mine;
+  return () => generations[list] === mine && (view === null || view.isConnected);
 }
 
 // <img src> cannot send the key: bytes are fetched with it and shown through a blob URL.

@@ -33,9 +33,11 @@ export async function show() {
   }
   if (leave) leave();
   leave = null;
-  const main = $("#view");
-  main.replaceChildren();
-  main.dataset.view = found.section;
+  // Each view draws into an element of its own: one that is still loading when the next is
+  // shown draws into a detached element, never over the new view.
+  const main = document.createElement("div");
+  $("#view").replaceChildren(main);
+  $("#view").dataset.view = found.section;
   const left = await guard(() => found.view(match, query, main))();
   if (typeof left === "function") leave = left;
 }

@@ -23,12 +23,12 @@ export async function duplicates(_match, _query, main) {
         el("ul", { id: key, className: "plain groups" })),
     ),
   );
-  refresh.addEventListener("click", guard(load));
-  await load();
+  refresh.addEventListener("click", guard(() => load(main)));
+  await load(main);
 }
 
-async function load() {
-  const still = newest("duplicates");
+async function load(main) {
+  const still = newest("duplicates", main);
   const report = await getJson("/v1/duplicates");
   if (!still()) return;
   const groups = {

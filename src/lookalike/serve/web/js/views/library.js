@@ -12,7 +12,7 @@ export async function library(_match, query, main) {
   const folder = query.get("folder") || "";
   // Photos per page: ?limit=N (1 to 200) for another page size than the default.
   const limit = Math.min(Math.max(Number(query.get("limit")) || PAGE, 1), 200);
-  const still = newest("library");
+  const still = newest("library", main);
   const title = el("h2", { id: "library-title", tabIndex: -1 }, "Library");
   const choose = el("select", { id: "library-folder" }, el("option", { value: "" }, "All folders"));
   const status = el("p", { id: "library-status", role: "status" });

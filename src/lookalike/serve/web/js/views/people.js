@@ -26,11 +26,11 @@ export async function people(_match, query, main) {
       el("label", { htmlFor: "min-size" }, "Smallest group"), size, showButton, merge),
     el("ul", { id: "clusters", className: "plain rows" }),
   );
-  await Promise.all([loadPeople(), loadClusters(minSize)]);
+  await Promise.all([loadPeople(main), loadClusters(main, minSize)]);
 }
 
-async function loadPeople() {
-  const still = newest("people");
+async function loadPeople(main) {
+  const still = newest("people", main);
   const found = await getJson("/v1/people");
   // Each card's cover and count: the person's newest photo, and how many there are.
   const covers = await Promise.all(
@@ -58,8 +58,8 @@ function personCard(person, photos) {
   return li;
 }
 
-async function loadClusters(minSize) {
-  const still = newest("clusters");
+async function loadClusters(main, minSize) {
+  const still = newest("clusters", main);
   const found = await getJson(`/v1/clusters?min_size=${encodeURIComponent(minSize)}`);
   if (!still()) return;
   $("#clusters").replaceChildren(...found.clusters.map(clusterRow));

@@ -15,7 +15,7 @@ const SIMILAR = 12;
 
 export async function photo(match, _query, main) {
   const id = Number(match[1]);
-  const still = newest("photo");
+  const still = newest("photo", main);
   const info = await getJson(`/v1/images/${id}`);
   if (!still()) return null;
   const from = browsed();

@@ -17,7 +17,10 @@ const DESCRIPTORS = [
 let query = null;
 let last = null; // { status, results }
 
+let view = null; // the element the search view draws into
+
 export function search(_match, params, main) {
+  view = main;
   const options = DESCRIPTORS.map(([value, name, what], i) =>
     el(
       "label",
@@ -139,7 +142,7 @@ async function searchImage(id) {
 
 async function showSearch(what, run) {
   $("#search-status").textContent = `Searching with ${what}…`;
-  const still = newest("results");
+  const still = newest("results", view);
   let found;
   try {
     found = await run();
