@@ -360,6 +360,11 @@ def test_images_are_listed_newest_first_and_by_folder(api: Api, tmp_path: Path) 
     assert listed(folder=str(album)) == (4, [a, b, c, d])
     assert listed(folder=str(album / "2024-b"), limit=1) == (1, [c])
     assert listed(folder=str(tmp_path / "elsewhere")) == (0, [])
+    # The neighbours of one image in either order (total: all of them still).
+    assert listed(order="newest", after=c, limit=1) == (4, [b])
+    assert listed(order="oldest", after=c, limit=1) == (4, [d])
+    assert listed(order="newest", after=a) == (4, [])
+    assert listed(order="newest", folder=str(album / "2024"), after=b) == (2, [a])
 
     r = api.get("/v1/folders")
     assert r.status_code == 200
@@ -379,6 +384,9 @@ def test_images_are_listed_newest_first_and_by_folder(api: Api, tmp_path: Path) 
         {"folder": ""},
         {"folder": "/a\x00b"},
         {"folder": "/" + "a" * 5000},
+        {"after": 0},
+        {"after": "x"},
+        {"after": 2**70},
     ):
         r = api.get("/v1/images", params=params)
         assert r.status_code == 422 and r.json()["error"]["code"] == "bad_input", params

@@ -388,6 +388,18 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     expect(page.locator("#library li")).to_have_count(len(newest))
     assert page.evaluate("location.hash") == "#/library"
 
+    # A photo opened on its own (a link, a reload): the keys follow the library all the same.
+    page.goto(f"{server.url}/#/photo/{newest[1]}")
+    page.reload()
+    open_view(page, server.images_by_id(newest[1]))
+    page.keyboard.press("ArrowRight")
+    open_view(page, server.images_by_id(newest[2]))
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    open_view(page, server.images_by_id(newest[0]))
+    page.keyboard.press("ArrowLeft")
+    open_view(page, server.images_by_id(newest[0]))
+
 
 # -- search ------------------------------------------------------------------------------
 

@@ -224,6 +224,11 @@ def test_image_pages_go_either_way_and_keep_to_a_folder(catalog: Catalog) -> Non
     assert page(1, 10, folder="/p/x") == [c]
     assert page(0, 10, folder="/p/x/sub/c.png") == [c]
     assert page(0, 10, folder="/nowhere") == []
+    # Keyset: the images after one in the order, either way, in a folder or not.
+    assert page(0, 10, after=b) == [c, d]
+    assert page(0, 1, newest=True, after=c) == [b]
+    assert page(0, 10, newest=True, after=c, folder="/p/x") == [a]
+    assert page(0, 10, newest=True, after=a) == []
     assert catalog.count_images() == 4
     assert catalog.count_images(folder="/p/x") == 2  # a.png and a-copy.png are one image
     assert catalog.count_images(folder="/p") == 4

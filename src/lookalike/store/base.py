@@ -86,11 +86,17 @@ class Catalog(Protocol):
         ...
 
     def image_page(
-        self, offset: int, limit: int, *, newest: bool = False, folder: str | None = None
+        self,
+        offset: int,
+        limit: int,
+        *,
+        newest: bool = False,
+        folder: str | None = None,
+        after: int | None = None,
     ) -> list[ImageRow]:
         """Up to ``limit`` images (with their paths) in id order (``newest``: highest id
         first), after the first ``offset``; with ``folder``, only images having a path
-        equal to it or inside it."""
+        equal to it or inside it; with ``after``, only those after that id in the order."""
         ...
 
     def missing_vectors(self, image_id: int, wanted: dict[str, str]) -> list[str]:

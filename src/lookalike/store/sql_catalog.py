@@ -100,12 +100,24 @@ class SqlCatalog:
         }
 
     def image_page(
-        self, offset: int, limit: int, *, newest: bool = False, folder: str | None = None
+        self,
+        offset: int,
+        limit: int,
+        *,
+        newest: bool = False,
+        folder: str | None = None,
+        after: int | None = None,
     ) -> list[ImageRow]:
-        where, args = "", list[PathParam]()
+        conditions: list[str] = []
+        args: list[object] = []
         if folder is not None:
-            inside, args = self._in_folder(folder)
-            where = f"WHERE id IN (SELECT image_id FROM paths WHERE {inside}) "
+            inside, bounds = self._in_folder(folder)
+            conditions.append(f"id IN (SELECT image_id FROM paths WHERE {inside})")
+            args += bounds
+        if after is not None:
+            conditions.append("id < ?" if newest else "id > ?")
+            args.append(after)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
         order = "DESC" if newest else "ASC"
         rows = self.database.query(
             f"SELECT id FROM images {where}ORDER BY id {order} LIMIT ? OFFSET ?",

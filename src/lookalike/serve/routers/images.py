@@ -155,9 +155,15 @@ def list_images(
         Query(description="oldest (default): in the order added; newest: last added first"),
     ] = "oldest",
     folder: Annotated[str | None, Query(max_length=4096, description=_FOLDER_DOC)] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="Only the images after this image id in the order"),
+    ] = None,
 ) -> ImagePage:
+    """``total`` counts the images of the folder (or catalog), whatever ``after`` leaves out."""
     where = _folder(folder)
-    rows = lk.catalog.image_page(offset, limit, newest=order == "newest", folder=where)
+    newest = order == "newest"
+    rows = lk.catalog.image_page(offset, limit, newest=newest, folder=where, after=after)
     return ImagePage(
         total=lk.catalog.count_images(folder=where),
         offset=offset,

@@ -1,7 +1,7 @@
 // Grids of photos that lead to the photo view, and the order the photo view's arrow keys
 // follow: that of the grid the photo was opened from.
 
-import { thumbUrl } from "./api.js";
+import { getJson, thumbUrl } from "./api.js";
 import { basename, el, image } from "./dom.js";
 
 // The photos of the grid last shown: ids in order, and how to fetch more of them.
@@ -13,17 +13,36 @@ export function browsing(ids, more = null) {
   sequence = { ids, more, from: here.startsWith("#/photo/") ? "#/library" : here };
 }
 
+// A photo opened on its own (a link, a reload, a similar photo): its neighbours are the
+// library's, newest first, asked for one at a time.
+export function browsingLibrary(id) {
+  sequence = { ids: [id], more: null, from: "#/library", library: true };
+}
+
 export const browsed = () => sequence;
+
+// The library's photo next to ``id``: older (+1, newest first) or newer (-1); null for none.
+async function libraryNeighbour(id, step) {
+  const order = step > 0 ? "newest" : "oldest";
+  const page = await getJson(`/v1/images?order=${order}&after=${id}&limit=1`);
+  return page.images.length ? page.images[0].image_id : null;
+}
 
 // The photo before (-1) or after (+1) ``id`` in the grid it was opened from; null at an end.
 export async function neighbour(id, step) {
-  let at = sequence.ids.indexOf(id);
+  const { ids } = sequence;
+  let at = ids.indexOf(id);
   if (at < 0) return null;
-  if (at + step >= sequence.ids.length && sequence.more) {
+  if (at + step >= ids.length && sequence.more) {
     await sequence.more();
-    at = sequence.ids.indexOf(id);
+    at = ids.indexOf(id);
   }
-  const next = sequence.ids[at + step];
+  let next = ids[at + step];
+  if (next === undefined && sequence.library) {
+    next = await libraryNeighbour(id, step);
+    if (next !== null && step > 0) ids.push(next);
+    else if (next !== null) ids.unshift(next);
+  }
   return next === undefined ? null : next;
 }
 

@@ -5,7 +5,7 @@
 import { getJson, thumbUrl } from "../api.js";
 import { $, bytes, el, guard, image, newest, placeBox, plural } from "../dom.js";
 import { go } from "../router.js";
-import { browsed, browsing, neighbour, photoName, photoTile } from "../tiles.js";
+import { browsed, browsingLibrary, neighbour, photoName, photoTile } from "../tiles.js";
 
 // More faces than this: names show on hover and focus only, or they would hide the photo.
 const LABELLED_FACES = 8;
@@ -18,8 +18,7 @@ export async function photo(match, _query, main) {
   const still = newest("photo", main);
   const info = await getJson(`/v1/images/${id}`);
   if (!still()) return null;
-  const from = browsed();
-  if (!from.ids.includes(id)) browsing([id]);
+  if (!browsed().ids.includes(id)) browsingLibrary(id);
   const name = photoName(info);
   const back = el("a", { href: browsed().from, className: "button" }, "Back");
   const prev = el("button", { type: "button", id: "photo-prev" }, "Previous");
