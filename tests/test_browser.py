@@ -401,6 +401,25 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     open_view(page, server.images_by_id(newest[0]))
 
 
+def test_a_view_still_loading_never_draws_over_the_next(server: Server, page: Any) -> None:
+    # The photo's details are held back until the library has been shown instead.
+    pair = server.images["pair.jpg"]
+    held: list[Any] = []
+    page.route(f"**/v1/images/{pair['image_id']}", lambda route: held.append(route))
+    open_page(page, server, f"#/photo/{pair['image_id']}")
+    deadline = time.monotonic() + 30
+    while not held:
+        assert time.monotonic() < deadline
+        page.wait_for_timeout(50)
+    page.get_by_role("link", name="Library").click()
+    expect(page.locator("#library li")).to_have_count(len(server.images))
+    held[0].continue_()
+    page.wait_for_timeout(1000)
+    expect(page.locator("#photo-facts")).to_have_count(0)
+    expect(page.locator("#view > *")).to_have_count(1)
+    expect(page.locator("#library li")).to_have_count(len(server.images))
+
+
 # -- search ------------------------------------------------------------------------------
 
 
