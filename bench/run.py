@@ -135,6 +135,13 @@ SECTIONS = (
         "concurrent searches in one worker, against a baseline revision",
     ),
     Section(
+        "webapp",
+        "webapp",
+        (),
+        (),
+        "the web page's library: first screen of thumbnails on 10k images",
+    ),
+    Section(
         "cache", "cache", (), (), "Redis result cache: a repeated HTTP search, hit against miss"
     ),
     Section("memory", "memory", (), (), "a worker's peak RSS for large images, against a baseline"),

@@ -528,6 +528,43 @@ def test_merge_and_move(fresh: Client) -> None:
         assert_error(r, 422, "cluster_id")
 
 
+def test_several_faces_move_at_once_and_undo_a_merge(fresh: Client) -> None:
+    c, keys = fresh
+    big, small = cluster_faces(c, keys)
+    moved = cluster_faces(c, keys)[small]
+    r = c.post("/v1/clusters/merge", json={"cluster_ids": [big, small]}, headers=keys["write"])
+    assert r.status_code == 200, r.text
+    # What the web page's undo sends: the merged cluster's faces, together, to a new cluster.
+    body = {"face_ids": [*moved, *moved], "cluster_id": None}
+    r = c.post("/v1/faces/move", json=body, headers=keys["write"])
+    assert r.status_code == 200, r.text
+    new = r.json()["cluster_id"]
+    assert r.json() == {"cluster_id": new, "face_ids": moved}
+    after = cluster_faces(c, keys)
+    assert sorted(after[new]) == sorted(moved) and big in after and small not in after
+    # And back into the first cluster, by its id.
+    body = {"face_ids": moved, "cluster_id": big}
+    assert c.post("/v1/faces/move", json=body, headers=keys["write"]).json()["cluster_id"] == big
+    assert list(cluster_faces(c, keys)) == [big]
+
+    bad: list[dict[str, Any]] = [
+        {"face_ids": [], "cluster_id": None},
+        {"face_ids": [0], "cluster_id": None},
+        {"face_ids": "1", "cluster_id": None},
+        {"face_ids": list(range(1, 1002)), "cluster_id": None},
+        {"face_ids": moved},
+    ]
+    for body in bad:
+        assert_error(c.post("/v1/faces/move", json=body, headers=keys["write"]), 422)
+    body = {"face_ids": [*moved, 999], "cluster_id": None}
+    assert_error(c.post("/v1/faces/move", json=body, headers=keys["write"]), 404, "face 999")
+    body = {"face_ids": moved, "cluster_id": 999}
+    assert_error(c.post("/v1/faces/move", json=body, headers=keys["write"]), 404, "cluster 999")
+    assert list(cluster_faces(c, keys)) == [big]  # nothing moved by a refused call
+    body = {"face_ids": moved, "cluster_id": None}
+    assert_error(c.post("/v1/faces/move", json=body, headers=keys["read"]), 403)
+
+
 def test_assign_face_and_run_clustering(fresh: Client, photos: dict[str, bytes]) -> None:
     c, keys = fresh
     clusters = cluster_faces(c, keys)

@@ -73,8 +73,8 @@ class Api:
     def upload(self, *items: tuple[str, bytes]) -> Any:
         return self.client.post("/v1/images", files=files(*items), headers=self.keys["write"])
 
-    def get(self, url: str, **kw: Any) -> Any:
-        return self.client.get(url, headers=self.keys["read"], **kw)
+    def get(self, url: str, headers: dict[str, str] | None = None, **kw: Any) -> Any:
+        return self.client.get(url, headers=self.keys["read"] | (headers or {}), **kw)
 
     def stored(self) -> list[Path]:
         root = self.engine.settings.data_dir / "uploads"
@@ -292,6 +292,104 @@ def test_thumbnail_is_a_jpeg_of_the_asked_size(indexed: Api) -> None:
     for bad in (8, 2048, "big"):
         r = indexed.get(f"/v1/images/{ids['chelsea']}/thumbnail", params={"size": bad})
         assert r.status_code == 422
+
+
+def test_thumbnails_are_kept_and_revalidated_by_etag(indexed: Api) -> None:
+    image_id = indexed.ids["rocket"]
+    sha = indexed.get(f"/v1/images/{image_id}").json()["sha256"]
+    url = f"/v1/images/{image_id}/thumbnail"
+    first = indexed.get(url, params={"size": 128})
+    assert first.status_code == 200
+    assert first.headers["etag"] == f'"{sha}-128"'
+    assert first.headers["cache-control"] == "private, no-cache"
+    kept = indexed.engine.settings.data_dir / "thumbnails" / sha[:2] / f"{sha}-128.jpg"
+    assert kept.read_bytes() == first.content
+    # Its ETag (alone, among others, weak) gets a 304 with no body; another size's does not.
+    for sent in (f'"{sha}-128"', f'"x", W/"{sha}-128"', "*"):
+        r = indexed.get(url, params={"size": 128}, headers={"If-None-Match": sent})
+        assert r.status_code == 304 and r.content == b"", sent
+        assert r.headers["etag"] == f'"{sha}-128"'
+    r = indexed.get(url, params={"size": 256}, headers={"If-None-Match": f'"{sha}-128"'})
+    assert r.status_code == 200 and r.headers["etag"] == f'"{sha}-256"'
+    # The kept file is what is sent: the image's own files are not read again.
+    kept.write_bytes(b"kept")
+    assert indexed.get(url, params={"size": 128}).content == b"kept"
+    kept.unlink()
+    assert indexed.get(url, params={"size": 128}).content == first.content
+    # A size the page does not use is made each time, never kept.
+    assert indexed.get(url, params={"size": 100}).status_code == 200
+    assert not kept.with_name(f"{sha}-100.jpg").exists()
+
+
+def test_a_deleted_image_takes_its_kept_thumbnails_along(
+    api: Api, photos: dict[str, bytes]
+) -> None:
+    (image,) = api.upload(("r.jpg", photos["rocket"])).json()["images"]
+    assert api.get(f"/v1/images/{image['image_id']}/thumbnail").status_code == 200
+    folder = api.engine.settings.data_dir / "thumbnails" / image["sha256"][:2]
+    assert [p.name for p in folder.iterdir()] == [f"{image['sha256']}-256.jpg"]
+    api.client.delete(f"/v1/images/{image['image_id']}", headers=api.keys["write"])
+    assert list(folder.iterdir()) == []
+
+
+def test_images_are_listed_newest_first_and_by_folder(api: Api, tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    (album / "2024").mkdir(parents=True)
+    (album / "2024-b").mkdir()
+    names = ["2024/a.png", "2024/b.png", "2024-b/c.png", "d.png"]
+    colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)]
+    for name, colour in zip(names, colours, strict=True):
+        Image.new("RGB", (64, 48), colour).save(album / name)
+        api.engine.index([album / name], descriptors=["phash"], progress=False)
+    ids = {name: ids_by_name(api)[Path(name).name] for name in names}
+    a, b, c, d = (ids[n] for n in names)
+
+    def listed(**params: Any) -> tuple[int, list[int]]:
+        r = api.get("/v1/images", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()["total"], [i["image_id"] for i in r.json()["images"]]
+
+    assert listed() == (4, [a, b, c, d])
+    assert listed(order="oldest", limit=2, offset=1) == (4, [b, c])
+    assert listed(order="newest") == (4, [d, c, b, a])
+    assert listed(order="newest", limit=1, offset=1) == (4, [c])
+    # A folder holds its subfolders, not its siblings that share a prefix; a trailing slash
+    # changes nothing.
+    assert listed(order="newest", folder=str(album / "2024")) == (2, [b, a])
+    assert listed(order="newest", folder=f"{album}/2024/") == (2, [b, a])
+    assert listed(folder=str(album)) == (4, [a, b, c, d])
+    assert listed(folder=str(album / "2024-b"), limit=1) == (1, [c])
+    assert listed(folder=str(tmp_path / "elsewhere")) == (0, [])
+    # The neighbours of one image in either order (total: all of them still).
+    assert listed(order="newest", after=c, limit=1) == (4, [b])
+    assert listed(order="oldest", after=c, limit=1) == (4, [d])
+    assert listed(order="newest", after=a) == (4, [])
+    assert listed(order="newest", folder=str(album / "2024"), after=b) == (2, [a])
+
+    r = api.get("/v1/folders")
+    assert r.status_code == 200
+    assert r.json() == {
+        "folders": [
+            {"path": str(album), "image_count": 4},
+            {"path": str(album / "2024"), "image_count": 2},
+            {"path": str(album / "2024-b"), "image_count": 1},
+        ]
+    }
+    assert api.client.get("/v1/folders").status_code == 401
+
+    for params in (
+        {"order": "random"},
+        {"order": ""},
+        {"folder": "album/2024"},
+        {"folder": ""},
+        {"folder": "/a\x00b"},
+        {"folder": "/" + "a" * 5000},
+        {"after": 0},
+        {"after": "x"},
+        {"after": 2**70},
+    ):
+        r = api.get("/v1/images", params=params)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "bad_input", params
 
 
 def test_search_by_upload(indexed: Api, photos: dict[str, bytes]) -> None:

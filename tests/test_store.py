@@ -208,6 +208,44 @@ def test_paths_under_is_a_folder_prefix(catalog: Catalog) -> None:
     assert catalog.paths_under("/p/x") == ["/p/x", "/p/x/a.png"]
 
 
+def test_image_pages_go_either_way_and_keep_to_a_folder(catalog: Catalog) -> None:
+    # /p/x: a.png and its copy, and a subfolder; /p/xy is a sibling, not inside /p/x.
+    paths = ["/p/x/a.png", "/p/xy/b.png", "/p/x/sub/c.png", "/p/d.png", "/p/x/a-copy.png"]
+    ids = catalog.record([_item(sha, p) for sha, p in zip("abcda", paths, strict=True)])
+    a, b, c, d = ids[:4]
+
+    def page(offset: int, limit: int, **kw: Any) -> list[int]:
+        return [row.id for row in catalog.image_page(offset, limit, **kw)]
+
+    assert page(0, 10) == [a, b, c, d]
+    assert page(0, 10, newest=True) == [d, c, b, a]
+    assert page(1, 2, newest=True) == [c, b]
+    assert page(0, 10, newest=True, folder="/p/x") == [c, a]
+    assert page(1, 10, folder="/p/x") == [c]
+    assert page(0, 10, folder="/p/x/sub/c.png") == [c]
+    assert page(0, 10, folder="/nowhere") == []
+    # Keyset: the images after one in the order, either way, in a folder or not.
+    assert page(0, 10, after=b) == [c, d]
+    assert page(0, 1, newest=True, after=c) == [b]
+    assert page(0, 10, newest=True, after=c, folder="/p/x") == [a]
+    assert page(0, 10, newest=True, after=a) == []
+    assert catalog.count_images() == 4
+    assert catalog.count_images(folder="/p/x") == 2  # a.png and a-copy.png are one image
+    assert catalog.count_images(folder="/p") == 4
+    assert catalog.count_images(folder="/p/x/sub") == 1
+    assert catalog.count_images(folder="/nowhere") == 0
+    # Each folder holding a path, with the images under it (subfolders included).
+    assert catalog.folders() == [("/p", 4), ("/p/x", 2), ("/p/x/sub", 1), ("/p/xy", 1)]
+
+
+def test_folders_of_names_that_are_not_utf8(catalog: Catalog) -> None:
+    odd = os.fsdecode(b"/p/caf\xe9")
+    catalog.record([_item("aa", f"{odd}/a.png"), _item("bb", "/p/b.png")])
+    assert catalog.folders() == [("/p", 2), (odd, 1)]
+    assert [row.paths for row in catalog.image_page(0, 10, folder=odd)] == [(f"{odd}/a.png",)]
+    assert catalog.count_images(folder=odd) == 1
+
+
 def test_missing_vectors_names_what_to_compute(catalog: Catalog) -> None:
     (i,) = catalog.record([_item("aa", "/p/a.png")])
     assert catalog.missing_vectors(i, {"cnn": "v1"}) == []

@@ -47,10 +47,19 @@ class Uploads(Answer):
 
 
 class ImagePage(Answer):
-    total: int = Field(description="Images in the catalog")
+    total: int = Field(description="Images in the catalog (in the folder asked for)")
     offset: int
     limit: int
     images: list[Image]
+
+
+class Folder(Answer):
+    path: ShownPath
+    image_count: int = Field(description="Images with a path in it or in its subfolders")
+
+
+class Folders(Answer):
+    folders: list[Folder] = Field(description="Each folder directly holding an indexed path")
 
 
 class FacePhoto(Image):

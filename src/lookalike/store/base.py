@@ -85,8 +85,18 @@ class Catalog(Protocol):
         """Rows (with their paths) for the ids that exist."""
         ...
 
-    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
-        """Up to ``limit`` images (with their paths) in id order, after the first ``offset``."""
+    def image_page(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        newest: bool = False,
+        folder: str | None = None,
+        after: int | None = None,
+    ) -> list[ImageRow]:
+        """Up to ``limit`` images (with their paths) in id order (``newest``: highest id
+        first), after the first ``offset``; with ``folder``, only images having a path
+        equal to it or inside it; with ``after``, only those after that id in the order."""
         ...
 
     def missing_vectors(self, image_id: int, wanted: dict[str, str]) -> list[str]:
@@ -129,7 +139,14 @@ class Catalog(Protocol):
         """Images recorded under more than one path."""
         ...
 
-    def count_images(self) -> int: ...
+    def count_images(self, folder: str | None = None) -> int:
+        """Images in the catalog (with ``folder``: those having a path in it)."""
+        ...
+
+    def folders(self) -> list[tuple[str, int]]:
+        """``(folder, images under it)`` for every folder directly holding a recorded
+        path, in path order."""
+        ...
 
     def count_paths(self) -> int: ...
 

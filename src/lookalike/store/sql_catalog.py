@@ -4,6 +4,7 @@ SQLite file (:mod:`lookalike.store.sqlite_db`) or a shared PostgreSQL
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -59,16 +60,17 @@ class SqlCatalog:
         return PathRow(path_value(p), int(image_id), int(size), int(mtime_ns))
 
     def paths_under(self, root: str) -> list[str]:
-        # Range scans on the primary key: every path starting with "root/", in each range
-        # where the database keeps paths (SQLite: text, and BLOBs for names not UTF-8).
-        found: list[str] = []
-        for exact, low, high in self.database.path_ranges(root):
-            rows = self.database.query(
-                "SELECT path FROM paths WHERE path = ? OR (path >= ? AND path < ?) ORDER BY path",
-                [exact, low, high],
-            )
-            found += [path_value(r[0]) for r in rows]
-        return found
+        where, args = self._in_folder(root)
+        rows = self.database.query(f"SELECT path FROM paths WHERE {where} ORDER BY path", args)
+        return [path_value(r[0]) for r in rows]
+
+    def _in_folder(self, root: str) -> tuple[str, list[PathParam]]:
+        """A condition on ``path`` matching ``root`` and every path inside it, and its
+        arguments: range scans on the primary key, one per range where the database keeps
+        paths (SQLite: text, and BLOBs for names not UTF-8)."""
+        ranges = self.database.path_ranges(root)
+        where = " OR ".join(["(path = ? OR (path >= ? AND path < ?))"] * len(ranges))
+        return f"({where})", [value for bounds in ranges for value in bounds]
 
     def image_by_sha(self, sha256: str) -> ImageRow | None:
         rows = self.database.query("SELECT id FROM images WHERE sha256 = ?", [sha256])
@@ -97,9 +99,29 @@ class SqlCatalog:
             for key, ((_, sha, w, h, fmt, size), paths) in rows.items()
         }
 
-    def image_page(self, offset: int, limit: int) -> list[ImageRow]:
+    def image_page(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        newest: bool = False,
+        folder: str | None = None,
+        after: int | None = None,
+    ) -> list[ImageRow]:
+        conditions: list[str] = []
+        args: list[object] = []
+        if folder is not None:
+            inside, bounds = self._in_folder(folder)
+            conditions.append(f"id IN (SELECT image_id FROM paths WHERE {inside})")
+            args += bounds
+        if after is not None:
+            conditions.append("id < ?" if newest else "id > ?")
+            args.append(after)
+        where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+        order = "DESC" if newest else "ASC"
         rows = self.database.query(
-            "SELECT id FROM images ORDER BY id LIMIT ? OFFSET ?", [max(0, limit), max(0, offset)]
+            f"SELECT id FROM images {where}ORDER BY id {order} LIMIT ? OFFSET ?",
+            [*args, max(0, limit), max(0, offset)],
         )
         found = self.images([int(r[0]) for r in rows])
         return [found[int(r[0])] for r in rows if int(r[0]) in found]
@@ -159,8 +181,27 @@ class SqlCatalog:
         found = self.images([int(r[0]) for r in rows])
         return [found[k] for k in sorted(found)]
 
-    def count_images(self) -> int:
-        return int(self.database.query("SELECT COUNT(*) FROM images")[0][0])
+    def count_images(self, folder: str | None = None) -> int:
+        if folder is None:
+            return int(self.database.query("SELECT COUNT(*) FROM images")[0][0])
+        inside, args = self._in_folder(folder)
+        sql = f"SELECT COUNT(DISTINCT image_id) FROM paths WHERE {inside}"
+        return int(self.database.query(sql, args)[0][0])
+
+    def folders(self) -> list[tuple[str, int]]:
+        # Folder names are not SQL (no portable dirname): every path is read once, and
+        # each folder's images are kept as a set of ids (memory: the catalog's paths).
+        direct: dict[str, set[int]] = {}
+        for p, image_id in self.database.query("SELECT path, image_id FROM paths"):
+            direct.setdefault(os.path.dirname(path_value(p)), set()).add(int(image_id))
+        under = {folder: set(ids) for folder, ids in direct.items()}
+        for folder, ids in direct.items():
+            child, parent = folder, os.path.dirname(folder)
+            while parent != child:  # up to the root, adding to the listed folders above
+                if parent in under:
+                    under[parent] |= ids
+                child, parent = parent, os.path.dirname(parent)
+        return [(folder, len(under[folder])) for folder in sorted(under)]
 
     def count_paths(self) -> int:
         return int(self.database.query("SELECT COUNT(*) FROM paths")[0][0])

@@ -187,6 +187,22 @@ def move_face(lk: Engine, face_id: FaceId, body: MoveFace) -> MovedFaces:
     return MovedFaces(cluster_id=cluster, face_ids=[face_id])
 
 
+class MoveFaces(MoveFace):
+    face_ids: list[Id] = Field(min_length=1, max_length=1000, description="Faces to move")
+
+
+@router.post(
+    "/faces/move",
+    summary="Move several faces to a cluster, or together to a new one (they lose any name)",
+    dependencies=[Write],
+)
+def move_faces(lk: Engine, body: MoveFaces) -> MovedFaces:
+    """One call for what the web page's undo puts back (a merged or named cluster's faces)."""
+    face_ids = list(dict.fromkeys(body.face_ids))
+    cluster = lk.people.move_faces(face_ids, body.cluster_id)
+    return MovedFaces(cluster_id=cluster, face_ids=face_ids)
+
+
 class AssignFace(BaseModel):
     person: Name = Field(description="The person's name (created if new)")
 

@@ -7,26 +7,35 @@ so the same bytes uploaded twice are one image ("duplicate" the second time).
 
 from __future__ import annotations
 
-import io
+import os
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Path, Query, UploadFile
+from fastapi import APIRouter, File, Header, Path, Query, UploadFile
 from fastapi.responses import Response
 
 from lookalike.answers import Image, StoredFace
 from lookalike.decode import sha256_hex
-from lookalike.errors import Conflict, NotFound, TooLarge
+from lookalike.errors import BadInput, Conflict, TooLarge
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.schemas import (
     JPEG_ANSWER,
     DeletedImage,
     FacePhotoPage,
+    Folder,
+    Folders,
     ImageDetail,
     ImagePage,
     Uploaded,
     Uploads,
+)
+from lookalike.serve.thumbnails import (
+    CACHE_CONTROL,
+    etag,
+    forget_thumbnails,
+    matches,
+    thumbnail_jpeg,
 )
 from lookalike.serve.uploads import (
     check_image,
@@ -35,7 +44,6 @@ from lookalike.serve.uploads import (
     store_upload,
     upload_name,
 )
-from lookalike.sheet import load_thumbnail
 from lookalike.store.base import FacePhotos
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -125,19 +133,52 @@ def _store_and_index(
     raise Conflict(f"the upload could not be indexed ({failed or 'removed meanwhile'}); retry")
 
 
-@router.get("/images", dependencies=[Read], summary="A page of indexed images, by id")
+_FOLDER_DOC = "Only images with a path in this folder (an absolute path; subfolders included)"
+
+
+def _folder(folder: str | None) -> str | None:
+    """The folder filter, normalised (no trailing slash); BadInput (422) unless absolute."""
+    if folder is None:
+        return None
+    if not os.path.isabs(folder) or "\0" in folder:
+        raise BadInput(f"folder must be an absolute path, not {folder!r}")
+    return os.path.normpath(folder)
+
+
+@router.get("/images", dependencies=[Read], summary="A page of indexed images")
 def list_images(
     lk: Engine,
     offset: Offset = 0,
     limit: Limit = 100,
+    order: Annotated[
+        Literal["oldest", "newest"],
+        Query(description="oldest (default): in the order added; newest: last added first"),
+    ] = "oldest",
+    folder: Annotated[str | None, Query(max_length=4096, description=_FOLDER_DOC)] = None,
+    after: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="Only the images after this image id in the order"),
+    ] = None,
 ) -> ImagePage:
-    rows = lk.catalog.image_page(offset, limit)
+    """``total`` counts the images of the folder (or catalog), whatever ``after`` leaves out."""
+    where = _folder(folder)
+    newest = order == "newest"
+    rows = lk.catalog.image_page(offset, limit, newest=newest, folder=where, after=after)
     return ImagePage(
-        total=lk.catalog.count_images(),
+        total=lk.catalog.count_images(folder=where),
         offset=offset,
         limit=limit,
         images=[Image.of(r) for r in rows],
     )
+
+
+@router.get(
+    "/folders",
+    dependencies=[Read],
+    summary="The folders holding indexed images, with the images under each",
+)
+def list_folders(lk: Engine) -> Folders:
+    return Folders(folders=[Folder(path=path, image_count=n) for path, n in lk.catalog.folders()])
 
 
 @router.get("/images/{image_id}", dependencies=[Read], summary="An image: metadata and faces")
@@ -162,21 +203,23 @@ def _faces(lk: Lookalike, image_id: int) -> list[StoredFace]:
     dependencies=[Read],
     summary="A JPEG thumbnail, its longer side `size` pixels",
     response_class=Response,
-    responses=JPEG_ANSWER,
+    responses={**JPEG_ANSWER, 304: {"description": "Not modified: the ETag sent is current"}},
 )
 def thumbnail(
     lk: Engine,
     image_id: ImageId,
     size: Annotated[int, Query(ge=16, le=1024, description="Longer side in pixels")] = 256,
+    if_none_match: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
+    """Sent with an ETag (the image's SHA-256 and the size) and ``Cache-Control: private,
+    no-cache``: a request naming that ETag in ``If-None-Match`` is answered 304, unread."""
     row = lk.image(image_id)
-    for path in row.paths:
-        thumb = load_thumbnail(path, size, max_pixels=lk.settings.max_image_pixels)
-        if thumb is not None:
-            buf = io.BytesIO()
-            thumb.save(buf, "JPEG", quality=85)
-            return Response(buf.getvalue(), media_type="image/jpeg")
-    raise NotFound(f"image {image_id}: none of its files can be read any more")
+    tag = etag(row, size)
+    headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
+    if matches(if_none_match, tag):
+        return Response(status_code=304, headers=headers)
+    data = thumbnail_jpeg(row, size, lk.settings)
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.delete(
@@ -190,4 +233,5 @@ def delete_image(lk: Engine, image_id: ImageId) -> DeletedImage:
     row = lk.image(image_id)
     lk.catalog.remove_paths(row.paths)
     deleted = [p for p in row.paths if remove_upload(p, lk.settings)]
+    forget_thumbnails(row.sha256, lk.settings)
     return DeletedImage(image_id=row.id, deleted=True, paths=list(row.paths), files_deleted=deleted)
