@@ -155,3 +155,13 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """The URL of a 3-node Redis Cluster started for this test session (tests/servers.py)."""
     folder = tmp_path_factory.mktemp("redis-cluster")
     yield from _redis_started(lambda: servers.redis_cluster(folder))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="folder the browser tests keep the README's screenshots in "
+        "(docs/screenshots to refresh them; default: a temporary folder)",
+    )

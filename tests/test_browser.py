@@ -11,8 +11,8 @@ astronaut three times (as is, mirrored and shrunk, and twice side by side), so t
 faces form two clusters (two faces of one photo never share one).
 
 The tests share one server and run in order: each leaves the collection as the next
-expects. Screenshots of the library, a photo and the people page go to docs/screenshots/
-(README shows them).
+expects. Screenshots of the library, a photo and the people page go to a temporary folder,
+or to ``--screenshots DIR`` (``docs/screenshots``: the README's).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from tests.servers import free_port, stop
 from .conftest import sample
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
@@ -239,10 +238,19 @@ def all_loaded(page: Any, selector: str) -> None:
     )
 
 
-def screenshot(page: Any, name: str) -> None:
-    """Keep what the page shows now as docs/screenshots/NAME.png (for the README)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+@pytest.fixture(scope="session")
+def shots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``--screenshots`` (docs/screenshots refreshes the README's),
+    else a temporary folder, so a test run leaves the checkout as it was."""
+    chosen: Path | None = request.config.getoption("--screenshots")
+    folder = chosen if chosen is not None else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page: Any, shots: Path, name: str) -> None:
+    """Keep what the page shows now as ``shots``/NAME.png (the README's, when refreshed)."""
+    page.screenshot(path=str(shots / f"{name}.png"))
 
 
 def drop_file(page: Any, selector: str, name: str, data: bytes, mime: str) -> None:
@@ -282,7 +290,9 @@ def viewed(page: Any) -> int:
 # -- the key and the library --------------------------------------------------------------
 
 
-def test_key_then_the_library_newest_first_paged_and_by_folder(server: Server, page: Any) -> None:
+def test_key_then_the_library_newest_first_paged_and_by_folder(
+    server: Server, page: Any, shots: Path
+) -> None:
     page.goto(server.url)
     # The form says where a key comes from; a wrong key is refused with the server's words.
     expect(page.locator("#key-form")).to_contain_text("lookalike keys create --scope write")
@@ -301,7 +311,7 @@ def test_key_then_the_library_newest_first_paged_and_by_folder(server: Server, p
     expect(page.locator("#library-status")).to_have_text(f"{len(server.images)} photos")
     assert tile_ids(page, "#library li") == newest
     all_loaded(page, "#library li img")
-    screenshot(page, "library")
+    screenshot(page, shots, "library")
 
     # Pages in a window the first page overfills (three tiles a row): "More photos" brings
     # the next page; scrolling down brings the rest.
@@ -334,7 +344,7 @@ def test_key_then_the_library_newest_first_paged_and_by_folder(server: Server, p
 
 
 def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
-    server: Server, page: Any
+    server: Server, page: Any, shots: Path
 ) -> None:
     pair = server.images["pair.jpg"]
     open_page(page, server)
@@ -353,7 +363,7 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     assert pair["image_id"] not in tile_ids(page, "#photo-similar li")
     expect(similar.first).to_contain_text(re.compile(r" · [01]\.\d{3}$"))
     all_loaded(page, "#photo-similar li img")
-    screenshot(page, "photo")
+    screenshot(page, shots, "photo")
 
     # The rocket and its smaller copy are each other's near-duplicates.
     rocket, small = server.images["rocket.jpg"], server.images["rocket-small.jpg"]
@@ -538,7 +548,7 @@ def test_a_box_drawn_on_the_query_photo_searches_that_region(server: Server, pag
 
 
 def test_naming_a_group_shows_on_the_people_page_and_can_be_undone(
-    server: Server, page: Any
+    server: Server, page: Any, shots: Path
 ) -> None:
     images = server.images
     open_page(page, server, "#/people")
@@ -580,7 +590,7 @@ def test_naming_a_group_shows_on_the_people_page_and_can_be_undone(
     expect(card).to_have_count(1)
     expect(clusters).to_have_count(1)
     all_loaded(page, "#view img")
-    screenshot(page, "people")
+    screenshot(page, shots, "people")
     asked: list[str] = []
 
     def accept(dialog: Any) -> None:
