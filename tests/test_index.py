@@ -21,6 +21,8 @@ from lookalike.index import manager as manager_module
 from lookalike.index.faiss_index import BinaryIndex, FloatIndex, _threads_for
 from lookalike.index.manager import IndexManager
 from lookalike.index.rwlock import ReadWriteLock
+from lookalike.index.whiten import Whitening
+from lookalike.index.whitened import WhitenedIndex
 from lookalike.search.engine import Lookalike
 from lookalike.search.ranking import merge_variants
 from lookalike.store.base import NewImage
@@ -222,6 +224,24 @@ def _synthetic(lk: Lookalike, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.slow
+def test_rows_asked_for_after_their_removal_are_a_key_error_or_none() -> None:
+    # A search finds ids, another thread removes one, then the rows are asked for.
+    rows = np.eye(4, dtype=np.float32)
+    index = FloatIndex(4)
+    index.add(np.arange(1, 5, dtype=np.int64), rows)
+    index.remove(np.array([3], dtype=np.int64))
+    with pytest.raises(KeyError, match="id 3"):
+        index.stored(np.array([2, 3], dtype=np.int64))
+    whitening = Whitening.fit(
+        np.random.default_rng(0).standard_normal((50, 4)), 4, source_version="v"
+    )
+    whitened = WhitenedIndex(FloatIndex(4), whitening)
+    whitened.add(np.arange(1, 5, dtype=np.int64), rows)
+    whitened.remove(np.array([3], dtype=np.int64))
+    assert whitened.held(np.array([2, 3], dtype=np.int64)) is None
+    assert whitened.held(np.array([2], dtype=np.int64)).shape == (1, 4)  # type: ignore[union-attr]
+
+
 def test_searches_stay_right_while_another_thread_adds_and_removes(tmp_path: Path) -> None:
     """Threads search through the engine while it adds and removes images in another. Each
     change is synced into the index object the searchers hold; removing the lowest ids

@@ -235,12 +235,18 @@ class FloatIndex(_IdMapped):
         self.kind = "ivf"
 
     def stored(self, ids: np.ndarray) -> np.ndarray:
-        """The rows held under ``ids`` (all present), float32 (len(ids), dim); exact
-        (``flat``) indexes only: IVF lists keep no map from id to row."""
+        """The rows held under ``ids``, float32 (len(ids), dim); exact (``flat``) indexes
+        only: IVF lists keep no map from id to row. KeyError if an id is not held (removed
+        since the caller found it)."""
         if self.kind != "flat":
             raise BadInput(f"an {self.kind} index cannot give its rows back")
+        out = []
         with self._guard.reading():
-            out = [self._index.reconstruct(int(i)) for i in _as_ids(ids)]
+            for i in _as_ids(ids):
+                try:
+                    out.append(self._index.reconstruct(int(i)))
+                except RuntimeError:  # faiss: "key not found"
+                    raise KeyError(f"id {int(i)} is not in the index") from None
         return np.asarray(out, dtype=np.float32).reshape(len(out), self.dim)
 
     def transform_rows(self, change: Callable[[np.ndarray], np.ndarray]) -> None:

@@ -138,10 +138,14 @@ class WhitenedIndex:
 
     def held(self, ids: np.ndarray) -> np.ndarray | None:
         """The rows held under ``ids`` (augmented where the index is), or None when the
-        inner index keeps no rows to give back (approximate ones)."""
+        inner index keeps no rows to give back (approximate ones) or no longer holds one of
+        them (removed by another thread since the caller found it)."""
         inner = self.inner
         if isinstance(inner, FloatIndex) and inner.kind == "flat":
-            return inner.stored(ids)
+            try:
+                return inner.stored(ids)
+            except KeyError:
+                return None
         return None
 
     def _augmented_rows(self, rows: np.ndarray) -> np.ndarray:
