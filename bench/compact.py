@@ -309,7 +309,7 @@ def _factory_pq(spec: str, name: str, x: np.ndarray, train: np.ndarray, rows: np
     index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
     _, train_s = common.timed(functools.partial(index.train, train))
     _, add_s = common.timed(functools.partial(index.add, x))
-    faiss.extract_index_ivf(index).nprobe = compact_module.NPROBE
+    faiss.extract_index_ivf(index).nprobe = compact_module.nprobe_for(_lists(n))
     shortlist = compact_module.SHORTLIST
     search = reranked(lambda v: index.search(v, shortlist)[1][0], rows)
     return Built(name, ram_per_image(index, n, extra=8), train_s + add_s, search)
@@ -330,7 +330,7 @@ def itq(x: np.ndarray, train: np.ndarray, rows: np.ndarray) -> Built:
     for start in range(0, n, CHUNK):
         index.add(codes(x[start : start + CHUNK]))
     build_s = time.perf_counter() - t0
-    index.nprobe = compact_module.NPROBE
+    index.nprobe = compact_module.nprobe_for(_lists(n))
     shortlist = compact_module.SHORTLIST
     search = reranked(lambda v: index.search(codes(v), shortlist)[1][0], rows)
     return Built(
@@ -373,7 +373,37 @@ def bench_scale(n: int, folder: Path) -> tuple[Measured, float, float]:
     print(f"exact search of {QUERIES} queries: {truth_s:.0f} s", flush=True)
     p50, recall = evaluate(compact_search(index), q, truth)
     gb = index.path.stat().st_size / 1e9
+    SWEEP.extend(nprobe_sweep(index, q, truth))
     return Measured("compact", ram, p50, recall, train_s + add_s), train_s, gb
+
+
+# (nprobe, p50 ms, recall@10) of the scale part's index at other nprobes, in turns.
+SWEEP: list[tuple[int, float, float]] = []
+
+
+def nprobe_sweep(
+    index: CompactIndex, q: np.ndarray, truth: np.ndarray
+) -> list[tuple[int, float, float]]:
+    """The same index searched at several nprobes, query by query in turns."""
+    ivf = faiss.extract_index_ivf(index._coarse)
+    shipped = int(ivf.nprobe)
+    probes = sorted({compact_module.NPROBE, 128, 256, shipped} - {0})
+
+    def at(nprobe: int) -> QueryFn:
+        def search(v: np.ndarray) -> np.ndarray:
+            ivf.nprobe = nprobe
+            return compact_search(index)(v)
+
+        return search
+
+    try:
+        measured = evaluate_together([at(p) for p in probes], q, truth)
+    finally:
+        ivf.nprobe = shipped
+    out = [(p, ms, r) for p, (ms, r) in zip(probes, measured, strict=True)]
+    for row in out:
+        print("nprobe {}: p50 {:.2f} ms, recall@10 {:.3f}".format(*row), flush=True)
+    return out
 
 
 # --------------------------------------------------------------------------- rendering
@@ -401,7 +431,8 @@ def render_candidates(n: int, results: list[Measured], stats: tuple[float, ...])
             f"percentile {p5:.2f}/{p95:.2f}, queries' nearest neighbour {nn:.2f}; recipe in "
             "the docstring of `bench/compact.py`), whitened as the default settings say. "
             "Each compact "
-            f"candidate scans {compact_module.NPROBE} of its IVF lists for a shortlist of "
+            f"candidate scans {compact_module.nprobe_for(_lists(n))} of its {_lists(n):,} IVF "
+            "lists for a shortlist of "
             f"{compact_module.SHORTLIST} rows and re-ranks it exactly with the float16 rows "
             "memory-mapped from disk (in the page cache here). RAM per image: the faiss "
             "index's bytes (codes, list ids, centroids) per row, plus the 8-byte catalog id "
@@ -447,9 +478,17 @@ def render_scale(n: int, r: Measured, train_s: float, gb: float) -> str:
             f"centroids, catalog ids); float16 rows on disk: {gb:.1f} GB. Build: train "
             f"{train_s:.0f} s, generate + whiten + add {r.build_s - train_s:.0f} s. "
             f"One-row query p50 {r.p50_ms:.2f} ms on one thread (nprobe "
-            f"{compact_module.NPROBE}, shortlist {compact_module.SHORTLIST}, the float16 rows "
+            f"{compact_module.nprobe_for(_lists(n))} of {_lists(n):,} lists: "
+            f"`nprobe_for`, shortlist {compact_module.SHORTLIST}, the float16 rows "
             f"in the page cache), recall@10 {r.recall:.3f} against a brute-force pass over "
             "the float16 rows for 200 queries.",
+            "",
+            "The same index at other nprobes (queries in turns):",
+            "",
+            common.table(
+                ["nprobe", "1-row query p50 ms", "recall@10"],
+                [[str(p), f"{ms:.2f}", f"{rec:.3f}"] for p, ms, rec in SWEEP],
+            ),
         ]
     )
 

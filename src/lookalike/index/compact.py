@@ -41,10 +41,20 @@ from lookalike.index.rwlock import ReadWriteLock
 
 CODE_BYTES = 32  # bytes of PQ code per row (at most; fewer for narrow rows)
 BITS = 4  # per sub-quantizer: fast-scan PQ's
-# Inverted lists scanned per query. At 1M whitened vectors (bench/compact.py's recipe)
-# recall@10 after re-rank was 0.957 / 0.979 / 0.993 at nprobe 16 / 32 / 64, the same for
-# shortlists of 300 and 1,000: the lists scanned, not the shortlist, set recall.
+# Inverted lists scanned per query: a share of the lists, at least NPROBE. At 1M whitened
+# vectors (bench/compact.py's recipe, 1,000 lists) recall@10 after re-rank was 0.957 /
+# 0.979 / 0.993 at nprobe 16 / 32 / 64, the same for shortlists of 300 and 1,000: the
+# lists scanned, not the shortlist, set recall. At 10M (3,162 lists) 64 lists gave 0.927.
 NPROBE = 64
+PROBE_SHARE = 0.064  # 64 of 1,000 lists
+MAX_NPROBE = 512
+
+
+def nprobe_for(lists: int) -> int:
+    """Lists to scan of ``lists``: PROBE_SHARE of them, between NPROBE and MAX_NPROBE."""
+    return min(lists, max(NPROBE, min(MAX_NPROBE, round(lists * PROBE_SHARE))))
+
+
 SHORTLIST = 1000  # rows re-ranked exactly per query (room for larger neighbourhoods)
 # Training rows per inverted list: k-means of 10M rows' lists on 64 points each is
 # minutes, not the tens of minutes faiss' 256 would take, for the same recall.
@@ -103,7 +113,7 @@ class CompactIndex:
             quantizer, dim, lists, _sub_quantizers(dim), BITS, faiss.METRIC_INNER_PRODUCT
         )
         coarse.train(sample)
-        coarse.nprobe = NPROBE
+        coarse.nprobe = nprobe_for(lists)
         prefix.parent.mkdir(parents=True, exist_ok=True)
         return cls(coarse, prefix.with_name(f"{prefix.name}.{secrets.token_hex(8)}.f16"), dim)
 
@@ -219,7 +229,8 @@ class CompactIndex:
         except FileNotFoundError:
             raise CompactDamaged(f"{path.name} is missing") from None
         coarse = faiss.read_index(_stream(read))
-        faiss.extract_index_ivf(coarse).nprobe = NPROBE
+        ivf = faiss.extract_index_ivf(coarse)
+        ivf.nprobe = nprobe_for(ivf.nlist)
         index = cls(coarse, path, int(dim))
         index._row_ids = row_ids
         index._live = len(ids)
