@@ -227,10 +227,10 @@ def test_global_scores_count_and_hits_keep_their_best_region(
 def test_the_region_index_is_whitened_as_the_cnn_index_is(
     scenes: Path, cat_query: Path, tmp_path: Path, whitened: bool
 ) -> None:
-    # Six scenes give 54 region rows: enough to whiten to 16-d from 20 rows on.
+    # Six scenes give 54 region rows: whitened to 16-d from 5 images (45 rows) on.
     names = ["cnn"] if whitened else []
     with lookalike.open(
-        tmp_path, faces=False, whiten_min_images=20, whiten_dim=16, whiten_descriptors=names
+        tmp_path, faces=False, whiten_min_images=5, whiten_dim=16, whiten_descriptors=names
     ) as lk:
         lk.index([scenes])
         search = lk.regions()
@@ -239,6 +239,14 @@ def test_the_region_index_is_whitened_as_the_cnn_index_is(
         assert width.shape == (1, 16 if whitened else 1280)
         top = lk.search_one(cat_query, k=1, box=CAT_BOX).results[0]
         assert Path(top.path).name == "coffee.jpg" and top.region is not None
+
+
+def test_regions_are_whitened_from_as_many_images_as_the_cnn(scenes: Path, tmp_path: Path) -> None:
+    # 54 region rows of six images: more rows than whiten_min_images, too few images.
+    with lookalike.open(tmp_path, faces=False, whiten_min_images=7, whiten_dim=16) as lk:
+        lk.index([scenes])
+        search = lk.regions()
+        assert not search.index.whitened(search.regions)
 
 
 def test_box_errors_are_clear(indexed: Lookalike, cat_query: Path) -> None:

@@ -137,12 +137,15 @@ class RegionMatch:
 
 
 def region_whitening(settings: Settings, regions: RegionDescriptor) -> WhitenPolicy:
-    """The region rows are whitened as their descriptor's are (fitted on region rows), but
-    not augmented: an image's nine overlapping regions are each other's nearest rows."""
+    """The region rows are whitened as their descriptor's are: fitted on region rows, from
+    as many images as the cnn's (``whiten_min_images`` x 9 rows; a fit is seconds of an
+    index run, not worth it for a small folder), but not augmented: an image's nine
+    overlapping regions are each other's nearest rows."""
     policy = whiten_policy(settings)
     whitened = regions.host in policy.descriptors
     names = frozenset({regions.name}) if whitened else frozenset()
-    return dataclasses.replace(policy, descriptors=names, dba_k=0)
+    rows = policy.min_images * regions.count
+    return dataclasses.replace(policy, descriptors=names, dba_k=0, min_images=rows)
 
 
 class RegionSearch:
