@@ -386,14 +386,7 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     page.goto(f"{server.url}/#/library")
     expect(page.locator("#library li")).to_have_count(len(newest))
     page.locator(f'#library li[data-image-id="{newest[1]}"] a').click()
-    open_view(page, server.images_by_id(newest[1]))
-    page.keyboard.press("ArrowRight")
-    open_view(page, server.images_by_id(newest[2]))
-    page.keyboard.press("ArrowLeft")
-    page.keyboard.press("ArrowLeft")
-    open_view(page, server.images_by_id(newest[0]))
-    page.keyboard.press("ArrowLeft")  # the first: stays
-    open_view(page, server.images_by_id(newest[0]))
+    walk_from_second(page, server, newest)
     page.keyboard.press("Escape")
     expect(page.locator("#library li")).to_have_count(len(newest))
     assert page.evaluate("location.hash") == "#/library"
@@ -401,13 +394,19 @@ def test_a_photo_shows_its_faces_near_duplicates_and_similar_photos(
     # A photo opened on its own (a link, a reload): the keys follow the library all the same.
     page.goto(f"{server.url}/#/photo/{newest[1]}")
     page.reload()
+    walk_from_second(page, server, newest)
+
+
+def walk_from_second(page: Any, server: Server, newest: list[int]) -> None:
+    """From the second photo of the library (shown): right, then left past the first,
+    which stays (arrow keys follow the library's order, newest first)."""
     open_view(page, server.images_by_id(newest[1]))
     page.keyboard.press("ArrowRight")
     open_view(page, server.images_by_id(newest[2]))
     page.keyboard.press("ArrowLeft")
     page.keyboard.press("ArrowLeft")
     open_view(page, server.images_by_id(newest[0]))
-    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # the first: stays
     open_view(page, server.images_by_id(newest[0]))
 
 
