@@ -90,6 +90,15 @@ def test_vectors_round_trip_and_generation_bumps(catalog: Catalog) -> None:
     assert len(catalog.vectors("cnn", "v2")[0]) == 0  # another version is never mixed in
 
 
+def test_known_sha256_names_the_contents_held(catalog: Catalog) -> None:
+    catalog.record([_item("aa", "/p/a.png"), _item("bb", "/p/b.png")])
+    asked = ["aa", "cc", "bb", "aa"] + [f"{i:064x}" for i in range(1200)]  # several chunks
+    assert catalog.known_sha256(asked) == {"aa", "bb"}
+    catalog.remove_paths(["/p/a.png"])
+    assert catalog.known_sha256(["aa", "bb"]) == {"bb"}
+    assert catalog.known_sha256([]) == set()
+
+
 def test_removing_last_path_deletes_image_and_vectors(catalog: Catalog) -> None:
     catalog.record([_item("aa", "/p/a.png"), _item("aa", "/p/a2.png")])
     assert catalog.remove_paths(["/p/a.png"]) == []  # still reachable through a2

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from lookalike import thumbnails
 from lookalike.decode import Decoded, decode, decode_gate, read_file, sha256_hex
 from lookalike.describe.base import Descriptor, Rider
 from lookalike.errors import ImageError, LookalikeError
@@ -113,6 +114,8 @@ class IndexRun:
         self.ingest(self.plan(walked.files), total=len(walked.files))
         self.drop_gone(paths, walked)
         self.sync()
+        if self.report.indexed and not self.report.removed:  # a file's old content may be gone
+            self.prune_thumbnails()
         return self.report
 
     def walk(self, paths: Iterable[str | Path]) -> Walked:
@@ -268,6 +271,11 @@ class IndexRun:
         if gone:
             catalog.remove_paths(gone)
             self.report.removed = len(gone)
+            self.prune_thumbnails()
+
+    def prune_thumbnails(self) -> None:
+        """Delete the kept thumbnails of images no longer in the catalog."""
+        thumbnails.prune(self.parts.settings, self.parts.catalog.known_sha256)
 
     def sync(self) -> None:
         """Bring the vector indexes up to the catalog and group the new faces."""

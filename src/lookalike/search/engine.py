@@ -20,6 +20,7 @@ from types import TracebackType
 import numpy as np
 from PIL import Image
 
+from lookalike import thumbnails
 from lookalike.backends import (
     INDEX_DIR,
     catalog_identity,
@@ -217,6 +218,7 @@ class Lookalike:
                 raise NotFound(f"{given}: not in the catalog")
             targets += found
         self.catalog.remove_paths(targets)
+        thumbnails.prune(self.settings, self.catalog.known_sha256)
         for name in descriptor_names():
             self.indexes.get(self.descriptor(name))
         self._sync_regions()

@@ -8,7 +8,7 @@ hash.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -80,6 +80,10 @@ class Catalog(Protocol):
         ...
 
     def image_by_sha(self, sha256: str) -> ImageRow | None: ...
+
+    def known_sha256(self, shas: Collection[str]) -> set[str]:
+        """Those of ``shas`` (SHA-256 hex digests) whose content is in the catalog."""
+        ...
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         """Rows (with their paths) for the ids that exist."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,6 +78,13 @@ class SqlCatalog:
             return None
         image_id = int(rows[0][0])
         return self.images([image_id]).get(image_id)
+
+    def known_sha256(self, shas: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk, marks in chunks(list(dict.fromkeys(shas))):
+            select = f"SELECT sha256 FROM images WHERE sha256 IN ({marks})"
+            found |= {str(r[0]) for r in self.database.query(select, chunk)}
+        return found
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         # One statement per chunk (a round trip each on a shared catalog): each image's

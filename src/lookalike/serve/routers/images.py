@@ -30,13 +30,6 @@ from lookalike.serve.schemas import (
     Uploaded,
     Uploads,
 )
-from lookalike.serve.thumbnails import (
-    CACHE_CONTROL,
-    etag,
-    forget_thumbnails,
-    matches,
-    thumbnail_jpeg,
-)
 from lookalike.serve.uploads import (
     check_image,
     read_upload_sync,
@@ -45,6 +38,13 @@ from lookalike.serve.uploads import (
     upload_name,
 )
 from lookalike.store.base import FacePhotos
+from lookalike.thumbnails import (
+    CACHE_CONTROL,
+    etag,
+    forget_thumbnails,
+    matches,
+    thumbnail_jpeg,
+)
 
 router = APIRouter(prefix="/v1", tags=["images"])
 

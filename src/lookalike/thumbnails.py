@@ -4,13 +4,17 @@ with an ETag so that a browser that has one asks again for nothing but a 304.
 A thumbnail is named by its image's SHA-256 and size (``<data>/thumbnails/<sha[:2]>/
 <sha>-<size>.jpg``): the same bytes under another path, or a later image reusing a deleted
 one's id, never gets another image's thumbnail. Only the sizes the page asks for are kept,
-so a client walking through every size cannot fill the disk.
+so a client walking through every size cannot fill the disk. Thumbnails of images that left
+the catalog are deleted by :func:`prune`, which indexing and removal run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from lookalike.errors import NotFound
@@ -26,6 +30,11 @@ KEPT_SIZES = frozenset({128, 256, 512, 1024})
 # The browser keeps a copy but asks each time whether it is current (an id may be reused
 # after a delete, so no max-age); the answer is a 304 whenever the ETag matches.
 CACHE_CONTROL = "private, no-cache"
+# A kept thumbnail's file name, and the temporary one atomic_write gives it while writing.
+_KEPT = re.compile(r"([0-9a-f]{64})-[0-9]+\.jpg")
+_PARTIAL = re.compile(r"\.[0-9a-f]{64}-[0-9]+\.jpg\..*\.tmp")
+# A temporary file this old was left by a writer that was killed: no write takes this long.
+PARTIAL_AGE_S = 3600.0
 
 
 def etag(row: ImageRow, size: int) -> str:
@@ -72,3 +81,45 @@ def forget_thumbnails(sha256: str, settings: Settings) -> None:
     for size in KEPT_SIZES:
         with contextlib.suppress(OSError):
             _cached_path(settings, sha256, size).unlink()
+
+
+def prune(settings: Settings, known: Callable[[Collection[str]], set[str]]) -> int:
+    """Delete the kept thumbnails of images that left the catalog, and temporary files that
+    killed writers left; returns how many files were deleted.
+
+    ``known(shas)``: those of ``shas`` still in the catalog (``Catalog.known_sha256``). A
+    thumbnail deleted while its image comes back is made again on its next request.
+    """
+    kept: dict[str, list[Path]] = {}
+    stale: list[Path] = []
+    cutoff = time.time() - PARTIAL_AGE_S
+    for path in _files(settings.data_dir / THUMBNAIL_DIR):
+        if match := _KEPT.fullmatch(path.name):
+            kept.setdefault(match[1], []).append(path)
+        elif _PARTIAL.fullmatch(path.name) and _mtime(path) < cutoff:
+            stale.append(path)
+    present = known(list(kept)) if kept else set()
+    stale += [p for sha, paths in kept.items() if sha not in present for p in paths]
+    deleted = 0
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            deleted += 1
+    return deleted
+
+
+def _files(root: Path) -> list[Path]:
+    """The files one folder down from ``root`` (none if it cannot be listed)."""
+    out: list[Path] = []
+    with contextlib.suppress(OSError):
+        for folder in root.iterdir():
+            with contextlib.suppress(OSError):
+                out += [p for p in folder.iterdir() if p.is_file()]
+    return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone already: nothing to delete
