@@ -4,6 +4,7 @@ and every bad input answered with a JSON 4xx and nothing stored."""
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -390,6 +391,34 @@ def test_images_are_listed_newest_first_and_by_folder(api: Api, tmp_path: Path) 
     ):
         r = api.get("/v1/images", params=params)
         assert r.status_code == 422 and r.json()["error"]["code"] == "bad_input", params
+
+
+def test_a_folder_whose_name_is_not_utf8_is_listed_escaped_and_filters_so(
+    api: Api, tmp_path: Path
+) -> None:
+    album = os.fsencode(tmp_path / "album")
+    folders = {b"caf\xe9": (200, 0, 0), b"caf\\xe9": (0, 200, 0)}  # bytes; a look-alike name
+    for name, colour in folders.items():
+        folder = os.fsdecode(album + b"/" + name)
+        os.makedirs(folder)
+        Image.new("RGB", (64, 48), colour).save(os.path.join(folder, "a.png"))
+        api.engine.index([folder], descriptors=["phash"], progress=False)
+    shown = f"{tmp_path}/album/caf\\xe9"  # how both are shown
+    listed = api.get("/v1/folders").json()["folders"]
+    assert [f["path"] for f in listed] == [shown, shown]
+
+    def sha_in(folder: str) -> list[str]:
+        r = api.get("/v1/images", params={"folder": folder})
+        assert r.status_code == 200
+        return [i["sha256"] for i in r.json()["images"]]
+
+    # The escaped name is the folder named so when there is one; otherwise the one whose
+    # name the escape stands for.
+    (literal,) = sha_in(shown)
+    api.engine.remove([os.fsdecode(album + b"/caf\\xe9")])
+    (raw,) = sha_in(shown)
+    assert raw != literal
+    assert sha_in(f"{tmp_path}/album") == [raw]
 
 
 def test_search_by_upload(indexed: Api, photos: dict[str, bytes]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from lookalike.errors import Conflict, NotFound, SchemaTooNew
+from lookalike.store import sql_catalog
 from lookalike.store.base import Catalog, FaceRecord, FaceScan, NewExample, NewImage, PathRow
 from lookalike.store.database import Database, Handle
 from lookalike.store.migrations.sqlite import MIGRATIONS, SCHEMA_VERSION
@@ -245,6 +246,20 @@ def test_image_pages_go_either_way_and_keep_to_a_folder(catalog: Catalog) -> Non
     assert catalog.count_images(folder="/nowhere") == 0
     # Each folder holding a path, with the images under it (subfolders included).
     assert catalog.folders() == [("/p", 4), ("/p/x", 2), ("/p/x/sub", 1), ("/p/xy", 1)]
+
+
+def test_an_image_in_several_folders_counts_once_in_each_above_them(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_catalog, "FOLDER_RANGE", 2)  # paths read over several ranges
+    paths = ["/q/one/a.png", "/q/two/b.png", "/q/two/deep/c.png", "/r/d.png", "/q/two/a.png"]
+    catalog.record([_item(sha, p) for sha, p in zip("abcda", paths, strict=True)])
+    assert catalog.folders() == [
+        ("/q/one", 1),
+        ("/q/two", 3),  # a, b and c
+        ("/q/two/deep", 1),
+        ("/r", 1),
+    ]
 
 
 def test_folders_of_names_that_are_not_utf8(catalog: Catalog) -> None:

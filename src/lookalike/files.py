@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -76,3 +77,21 @@ def shown(path: str | os.PathLike[str]) -> str:
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", errors="backslashreplace")
     return text
+
+
+_SHOWN_BYTE = re.compile(rb"\\x([89a-f][0-9a-f])")
+
+
+def unshown(text: str) -> str | None:
+    """The path :func:`shown` turned into ``text``, when ``text`` holds its ``\\xNN``
+    escapes of bytes that are not UTF-8; None when it holds none (it is its own path).
+
+    Ambiguous by nature: a valid name may spell such an escape itself, so callers try
+    ``text`` as it is first.
+    """
+    raw = _SHOWN_BYTE.sub(lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogateescape"))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return os.fsdecode(raw)
+    return None

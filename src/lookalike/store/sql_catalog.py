@@ -4,8 +4,11 @@ SQLite file (:mod:`lookalike.store.sqlite_db`) or a shared PostgreSQL
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -196,19 +199,34 @@ class SqlCatalog:
         return int(self.database.query(sql, args)[0][0])
 
     def folders(self) -> list[tuple[str, int]]:
-        # Folder names are not SQL (no portable dirname): every path is read once, and
-        # each folder's images are kept as a set of ids (memory: the catalog's paths).
-        direct: dict[str, set[int]] = {}
-        for p, image_id in self.database.query("SELECT path, image_id FROM paths"):
-            direct.setdefault(os.path.dirname(path_value(p)), set()).add(int(image_id))
-        under = {folder: set(ids) for folder, ids in direct.items()}
-        for folder, ids in direct.items():
-            child, parent = folder, os.path.dirname(folder)
-            while parent != child:  # up to the root, adding to the listed folders above
-                if parent in under:
-                    under[parent] |= ids
-                child, parent = parent, os.path.dirname(parent)
-        return [(folder, len(under[folder])) for folder in sorted(under)]
+        # Folder names are not SQL (no portable dirname): the paths are read an id range at
+        # a time, and each image counts once in every folder above one of its paths. Memory:
+        # one range, and a count per folder (or per set of folders, for images in several).
+        held: Counter[str | frozenset[str]] = Counter()
+        for rows in self._paths_by_image():
+            for _, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                folders = {os.path.dirname(path_value(p)) for _, p in group}
+                held[folders.pop() if len(folders) == 1 else frozenset(folders)] += 1
+        under: Counter[str] = Counter()
+        listed: set[str] = set()
+        for key, count in held.items():
+            if isinstance(key, str):
+                listed.add(key)
+                above: Iterable[str] = _chain(key)
+            else:
+                listed |= key
+                above = set().union(*map(_chain, key))
+            for folder in above:
+                under[folder] += count
+        return [(folder, under[folder]) for folder in sorted(listed)]
+
+    def _paths_by_image(self) -> Iterator[list[Any]]:
+        """The ``(image_id, path)`` rows, by image id, in ranges of ``FOLDER_RANGE`` ids."""
+        ids = FOLDER_RANGE
+        top = int(self.database.query("SELECT COALESCE(MAX(image_id), 0) FROM paths")[0][0])
+        sql = "SELECT image_id, path FROM paths WHERE image_id > ? AND image_id <= ?"
+        for start in range(0, top, ids):
+            yield self.database.query(f"{sql} ORDER BY image_id", [start, start + ids])
 
     def count_paths(self) -> int:
         return int(self.database.query("SELECT COUNT(*) FROM paths")[0][0])
@@ -312,6 +330,18 @@ def _image_ids(db: Handle, batch: Sequence[NewImage]) -> list[int]:
     for item in batch:
         item.created = item.sha256 in created and first[item.sha256] is item
     return [found[item.sha256] for item in batch]
+
+
+# Image ids whose paths ``folders`` reads at a time.
+FOLDER_RANGE = 50_000
+
+
+def _chain(folder: str) -> tuple[str, ...]:
+    """``folder`` and every folder above it, up to the root."""
+    chain = [folder]
+    while (parent := os.path.dirname(chain[-1])) != chain[-1]:
+        chain.append(parent)
+    return tuple(chain)
 
 
 def _ids_where_in(db: Handle, select: str, values: Sequence[Any]) -> list[tuple[Any, int]]:

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from lookalike.answers import Image, StoredFace
 from lookalike.decode import sha256_hex
 from lookalike.errors import BadInput, Conflict, TooLarge
+from lookalike.files import unshown
 from lookalike.search.engine import Lookalike
 from lookalike.serve.deps import Engine, Read, Write
 from lookalike.serve.schemas import (
@@ -136,13 +137,21 @@ def _store_and_index(
 _FOLDER_DOC = "Only images with a path in this folder (an absolute path; subfolders included)"
 
 
-def _folder(folder: str | None) -> str | None:
-    """The folder filter, normalised (no trailing slash); BadInput (422) unless absolute."""
+def _folder(lk: Lookalike, folder: str | None) -> str | None:
+    """The folder filter, normalised (no trailing slash); BadInput (422) unless absolute.
+
+    A folder whose name is not UTF-8 is listed (``/v1/folders``) with ``\\xNN`` escapes;
+    given back so, it is that folder, unless a folder named so exists.
+    """
     if folder is None:
         return None
     if not os.path.isabs(folder) or "\0" in folder:
         raise BadInput(f"folder must be an absolute path, not {folder!r}")
-    return os.path.normpath(folder)
+    where = os.path.normpath(folder)
+    raw = unshown(where)
+    if raw is not None and not lk.catalog.count_images(folder=where):
+        return raw
+    return where
 
 
 @router.get("/images", dependencies=[Read], summary="A page of indexed images")
@@ -161,7 +170,7 @@ def list_images(
     ] = None,
 ) -> ImagePage:
     """``total`` counts the images of the folder (or catalog), whatever ``after`` leaves out."""
-    where = _folder(folder)
+    where = _folder(lk, folder)
     newest = order == "newest"
     rows = lk.catalog.image_page(offset, limit, newest=newest, folder=where, after=after)
     return ImagePage(
