@@ -22,6 +22,7 @@ from lookalike.search.verify import (
     VerifyConfig,
     grey_copy,
     image_features,
+    match_points,
     mirrored,
     verify_pair,
 )
@@ -90,6 +91,18 @@ def _verdict(a: Image.Image, b: Image.Image) -> Kind:
 def test_an_edited_copy_is_a_copy(edit: str) -> None:
     photo = sample("coffee")
     assert _verdict(photo, edited_copies(photo)[edit]) is Kind.COPY
+
+
+def test_binary_features_match_as_opencvs_matcher_with_the_ratio_test() -> None:
+    photo = sample("astronaut")
+    fa = image_features(_fit(np.asarray(photo.convert("L"))), CONFIG)
+    fb = image_features(_fit(np.asarray(another_shot(photo).convert("L"))), CONFIG)
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(fa.descriptors, fb.descriptors, 2)
+    good = [m for m, n in knn if m.distance < CONFIG.ratio * n.distance]
+    pa, pb = match_points(fa, fb, CONFIG.ratio)
+    assert len(good) > 50
+    assert np.array_equal(pa, fa.points[[m.queryIdx for m in good]])
+    assert np.array_equal(pb, fb.points[[m.trainIdx for m in good]])
 
 
 @pytest.mark.parametrize("name", ["coffee", "astronaut", "chelsea"])

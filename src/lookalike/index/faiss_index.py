@@ -45,6 +45,14 @@ def _threads_for(nq: int) -> Iterator[None]:
     if nq >= SMALL_BATCH:
         yield
         return
+    with single_threaded():
+        yield
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """faiss on the calling thread alone while inside (its OpenMP thread count is kept per
+    calling thread, so other threads are not affected)."""
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
