@@ -190,6 +190,22 @@ def _sample_rows(tmp_path: Path, names: tuple[str, ...]) -> dict[int, ImageRow]:
     return rows
 
 
+def test_at_most_capacity_images_are_held_and_a_dropped_one_is_read_again(
+    tmp_path: Path,
+) -> None:
+    rows = _sample_rows(tmp_path, ("coffee", "chelsea", "rocket"))
+    pairs = [(1, 2), (1, 3), (2, 3)]
+    everything = verify_all(pairs, rows, FeatureCache(CONFIG, max_pixels=10**8))
+    small = FeatureCache(CONFIG, max_pixels=10**8, capacity=1)
+    assert verify_all(pairs, rows, small) == everything
+    assert small.computed > 3  # 1 was dropped for 2, then read again for (1, 3)
+    first = small.get(rows[1])
+    assert small.get(rows[2]) is not None and small.held == 1
+    again = small.get(rows[1])
+    assert again is not first and again is not None and first is not None
+    assert np.array_equal(again.descriptors, first.descriptors)
+
+
 def test_features_are_read_once_and_released(tmp_path: Path) -> None:
     rows = _sample_rows(tmp_path, ("coffee", "chelsea", "rocket"))
     cache = FeatureCache(CONFIG, max_pixels=10**8)

@@ -341,13 +341,20 @@ def verify_pair(
     return best
 
 
-class FeatureCache:
-    """Features of catalog images, each computed at most once per run.
+# Images whose features one run holds at most (~350 kB each at the default side of 640 px:
+# the grey copy and 1,000 ORB features, so ~360 MB): beyond it the least recently used are
+# dropped, and computed again if a later pair needs them.
+HELD_IMAGES = 1024
 
-    ``release(image_id)`` drops an image's entry once the caller is done with it, so memory
-    stays bounded by the images whose pairs are still to be verified. An image none of whose
-    paths can be read (gone, unreadable, not decodable, or bytes other than the catalog's)
-    is remembered as unreadable.
+
+class FeatureCache:
+    """Features of catalog images, each computed once per run while held.
+
+    ``release(image_id)`` drops an image's entry once the caller is done with it; at most
+    ``capacity`` images are held (the least recently used are dropped first), so memory
+    stays bounded however the pairs to verify are spread over the catalog. An image none of
+    whose paths can be read (gone, unreadable, not decodable, or bytes other than the
+    catalog's) is remembered as unreadable.
     """
 
     def __init__(
@@ -357,9 +364,11 @@ class FeatureCache:
         max_pixels: int,
         gate: DecodeGate | None = None,
         workers: int = 1,
+        capacity: int = HELD_IMAGES,
     ) -> None:
         self.config = config
         self.workers = max(1, workers)  # threads verifying pairs with these features
+        self.capacity = max(1, capacity)
         self.max_pixels = max_pixels
         self.gate = gate
         self._plain: dict[int, Features | None] = {}
@@ -388,18 +397,27 @@ class FeatureCache:
         """``store[image_id]``, computed by one thread while others asking wait for it."""
         with self._lock:
             if image_id in store:
-                return store[image_id]
+                return self._touch(store, image_id)
             pending = self._pending.setdefault((flip, image_id), threading.Lock())
         with pending:
             with self._lock:
                 if image_id in store:
-                    return store[image_id]
+                    return self._touch(store, image_id)
             found = compute()
             with self._lock:
                 store[image_id] = found
                 self._pending.pop((flip, image_id), None)
                 self.computed += not flip
+                while len(store) > self.capacity:  # the least recently used first
+                    del store[next(iter(store))]
             return found
+
+    @staticmethod
+    def _touch(store: dict[int, Features | None], image_id: int) -> Features | None:
+        """``store[image_id]``, moved to the end: the most recently used. Callers hold the
+        lock."""
+        found = store[image_id] = store.pop(image_id)
+        return found
 
     def _features(self, row: ImageRow) -> Features | None:
         grey = self._grey(row)
