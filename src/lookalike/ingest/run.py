@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from lookalike import thumbnails
+from lookalike.blas import single_threaded_blas
 from lookalike.decode import Decoded, decode, decode_gate, read_file, sha256_hex
 from lookalike.describe.base import Descriptor, Rider
 from lookalike.errors import ImageError, LookalikeError
@@ -161,6 +162,7 @@ class IndexRun:
         helpers = max(1, len(self.parts.descriptors) - 1)
         try:
             with (
+                single_threaded_blas(),  # out of ONNX Runtime's way (lookalike.blas)
                 ThreadPoolExecutor(settings.decode_threads) as pool,
                 ThreadPoolExecutor(helpers, thread_name_prefix="describe") as describers,
             ):
