@@ -72,6 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import lookalike
+from lookalike.blas import single_threaded_blas
 from lookalike.decode import decode, read_file, sha256_hex
 from lookalike.describe.base import Descriptor
 from lookalike.describe.cnn import DEFAULT_GEM_P, input_size
@@ -262,9 +263,11 @@ def stage_split(files: Sequence[Path], settings: lookalike.Settings) -> dict[str
             ]
         )
         descs["cnn"].embed(decoded[:1])  # load the model outside the timing
-        for name, desc in descs.items():
-            bs = settings.batch_size
-            t[f"embed {name}"] = common.timed(functools.partial(embed_all, desc, decoded, bs))[1]
+        with single_threaded_blas():  # as an index run describes images (lookalike.blas)
+            for name, desc in descs.items():
+                bs = settings.batch_size
+                embed = functools.partial(embed_all, desc, decoded, bs)
+                t[f"embed {name}"] = common.timed(embed)[1]
         del decoded
         gc.collect()
         _, t["naive: full decode"] = common.timed(
