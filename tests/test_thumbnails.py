@@ -18,6 +18,14 @@ def _photo(path: Path, colour: tuple[int, int, int]) -> Path:
     return path
 
 
+def _rewrite(path: Path, colour: tuple[int, int, int]) -> None:
+    """Other content at the same path, its mtime a second later (whatever the filesystem's
+    clock resolution)."""
+    before = path.stat().st_mtime_ns
+    _photo(path, colour)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
 def _kept(lk: Lookalike, path: Path) -> Path:
     """Make and keep the 128 px thumbnail of the indexed file ``path``; returns its file."""
     row = lk.catalog.path_row(str(path))
@@ -44,7 +52,7 @@ def test_thumbnails_of_images_that_leave_the_catalog_are_deleted(
     assert report.removed == 1
     assert not kept[red].exists() and kept[green].exists() and kept[blue].exists()
 
-    _photo(green, (0, 90, 0))  # same path, other content: the old content leaves
+    _rewrite(green, (0, 90, 0))  # same path, other content: the old content leaves
     report = engine.index([album], descriptors=["phash"], faces=False, progress=False)
     assert report.indexed == 1 and report.removed == 0
     assert not kept[green].exists() and kept[blue].exists()
@@ -77,3 +85,19 @@ def test_prune_keeps_what_the_catalog_holds_and_fresh_partial_writes(
 def test_prune_without_a_thumbnail_folder_does_nothing(engine: Lookalike) -> None:
     assert thumbnails.prune(engine.settings, engine.catalog.known_sha256) == 0
     assert not (engine.settings.data_dir / "thumbnails").exists()
+
+
+def test_a_run_that_only_adds_images_leaves_the_thumbnail_folder_unread(
+    engine: Lookalike, tmp_path: Path
+) -> None:
+    # An upload is an index run of one new file: it must not list every kept thumbnail.
+    orphan = engine.settings.data_dir / "thumbnails" / "00" / f"{'0' * 64}-128.jpg"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"x")
+    album = tmp_path / "album"
+    photo = _photo(album / "a.png", (1, 2, 3))
+    engine.index([album], descriptors=["phash"], faces=False, progress=False)
+    assert orphan.exists()
+    _rewrite(photo, (90, 2, 3))  # the same path, other content: now the folder is pruned
+    engine.index([album], descriptors=["phash"], faces=False, progress=False)
+    assert not orphan.exists()

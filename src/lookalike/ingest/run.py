@@ -97,6 +97,8 @@ class IndexRun:
         # Recorded paths this run saw (or must keep): anything else under a walked folder
         # is gone.
         self._seen: set[str] = set()
+        # Recorded paths whose file changed since: their old content may leave the catalog.
+        self.rewritten = 0
         self._pending: list[NewImage] = []
         self._to_embed: list[tuple[NewImage, Prepared]] = []
         self._run_shas: set[str] = set()
@@ -115,7 +117,7 @@ class IndexRun:
         self.ingest(self.plan(walked.files), total=len(walked.files))
         self.drop_gone(paths, walked)
         self.sync()
-        if self.report.indexed and not self.report.removed:  # a file's old content may be gone
+        if self.rewritten and not self.report.removed:  # (drop_gone prunes after removals)
             self.prune_thumbnails()
         return self.report
 
@@ -140,16 +142,13 @@ class IndexRun:
         todo: list[FileStat] = []
         for path, st in files:
             row = self.parts.catalog.path_row(path)
-            if (
-                row is not None
-                and row.size == st.st_size
-                and row.mtime_ns == st.st_mtime_ns
-                and self._needs(row.image_id) == ([], False)
-            ):
+            same = row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns)
+            if same and row is not None and self._needs(row.image_id) == ([], False):
                 self.report.unchanged += 1
                 self._seen.add(path)
             else:
                 todo.append((path, st))
+                self.rewritten += row is not None and not same
         return todo
 
     # -- one chunk: read, describe, scan faces, commit ------------------------------------

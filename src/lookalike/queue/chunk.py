@@ -50,7 +50,7 @@ def index_chunk(
         walked = run.walk(paths)
         run.ingest(run.plan(walked.files), total=len(walked.files))
         run.group_faces()
-        if run.report.indexed:  # a file's old content may have left the catalog
+        if run.rewritten:  # a file's old content may have left the catalog
             run.prune_thumbnails()
     except Unavailable:
         raise
